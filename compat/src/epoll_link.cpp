@@ -1,0 +1,81 @@
+// The one epoll entry per watched descriptor, and how epoll's 64-bit data names what woke up.
+//
+// epoll's data for a descriptor is (serial << 32 | fd): the serial tells a live record from an earlier record
+// for the same number, so a notification that was already in flight when a record was dropped is ignored.
+// Internal sources (the wake-up eventfd, timer and signal sources) carry their own address with the top bit set.
+#include <sys/epoll.h>
+
+#include <cerrno>
+
+#include "fd_table.hpp"
+#include "kqueue.hpp"
+
+namespace kqcompat {
+namespace {
+
+constexpr uint64_t kInternalTag = uint64_t{1} << 63;
+constexpr uint32_t kReadBits = EPOLLIN | EPOLLRDHUP;
+constexpr uint32_t kWriteBits = EPOLLOUT;
+
+bool is_level(const Knote* knote) { return !(knote->flags_ & (EV_CLEAR | EV_DISPATCH | EV_ONESHOT)); }
+
+// What epoll should hold for this record now: the union of its enabled knotes' interests, edge-triggered as soon
+// as one knote is not level-triggered (a level knote there is re-queued in user space after delivery).
+uint32_t wanted_mask(const WatchedFd& record) {
+  uint32_t mask = 0;
+  bool edge = record.never_connected_;
+  for (const Knote* knote : {record.read_, record.write_}) {
+    if (!knote) continue;
+    edge = edge || !is_level(knote);
+    if (!knote->disabled_) mask |= knote == record.read_ ? kReadBits : kWriteBits;
+  }
+  return mask && edge ? mask | EPOLLET : mask;
+}
+
+}  // namespace
+
+int epoll_sync(Kqueue& queue, WatchedFd& record, bool* touched) {
+  const uint32_t want = wanted_mask(record);
+  if (touched) *touched = false;
+  if (want == record.registered_) return 0;
+  FdFacts* facts = fd_facts_create(record.fd_);
+  if (!facts) return EBADF;
+  if (want == 0) {
+    // Not MOD to an empty mask: epoll reports EPOLLHUP/EPOLLERR whatever the mask, which would spin.
+    epoll_ctl(queue.epoll_fd_, EPOLL_CTL_DEL, record.fd_, nullptr);
+    record.registered_ = 0;
+    facts->watchers.fetch_sub(1, std::memory_order_acq_rel);
+    return 0;
+  }
+  epoll_event event{};
+  event.events = want;
+  event.data.u64 = epoll_data_for(record);
+  const int op = record.registered_ ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+  if (epoll_ctl(queue.epoll_fd_, op, record.fd_, &event) != 0) return errno;
+  if (op == EPOLL_CTL_ADD) facts->watchers.fetch_add(1, std::memory_order_acq_rel);
+  record.registered_ = want;
+  if (touched) *touched = true;
+  return 0;
+}
+
+uint64_t epoll_data_for(const WatchedFd& record) {
+  return (uint64_t{record.serial_} << 32) | static_cast<uint32_t>(record.fd_);
+}
+
+uint64_t epoll_data_for(const InternalSource& source) {
+  return kInternalTag | reinterpret_cast<uintptr_t>(&source);
+}
+
+WatchedFd* record_from_epoll_data(Kqueue& queue, uint64_t data) {
+  if (data & kInternalTag) return nullptr;
+  const auto fd = static_cast<uint32_t>(data);
+  if (fd >= queue.fds_.size() || !queue.fds_[fd]) return nullptr;
+  WatchedFd* record = queue.fds_[fd].get();
+  return record->serial_ == static_cast<uint32_t>(data >> 32) ? record : nullptr;
+}
+
+InternalSource* source_from_epoll_data(uint64_t data) {
+  return (data & kInternalTag) ? reinterpret_cast<InternalSource*>(data & ~kInternalTag) : nullptr;
+}
+
+}  // namespace kqcompat

@@ -1,0 +1,106 @@
+#include "fd_filter.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+
+namespace kqcompat {
+namespace {
+
+// What the descriptor is decides how `data` is computed; learnt once, when its record is made.
+void learn_kind(WatchedFd& record) {
+  struct stat info;
+  if (fstat(record.fd_, &info) != 0) return;
+  if (S_ISFIFO(info.st_mode)) {
+    record.kind_ = WatchedFd::Kind::pipe;
+    record.capacity_ = fcntl(record.fd_, F_GETPIPE_SZ);
+    return;
+  }
+  if (!S_ISSOCK(info.st_mode)) return;
+  int type = 0, listening = 0;
+  socklen_t size = sizeof type;
+  getsockopt(record.fd_, SOL_SOCKET, SO_TYPE, &type, &size);
+  size = sizeof listening;
+  getsockopt(record.fd_, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size);
+  if (listening)
+    record.kind_ = WatchedFd::Kind::listener;
+  else
+    record.kind_ = type == SOCK_DGRAM ? WatchedFd::Kind::datagram : WatchedFd::Kind::stream;
+}
+
+}  // namespace
+
+int fd_attach(Kqueue& queue, Knote& knote, Knote* WatchedFd::*slot) {
+  if (knote.ident_ > 0x7fffffff) return EBADF;
+  const int fd = static_cast<int>(knote.ident_);
+  const bool fresh = !queue.find_fd(fd);
+  WatchedFd& record = queue.fd_record(fd);
+  if (fresh) learn_kind(record);
+  record.*slot = &knote;
+  knote.fd_ = &record;
+  if (const int error = epoll_sync(queue, record)) {
+    record.*slot = nullptr;
+    knote.fd_ = nullptr;
+    if (fresh) queue.drop_fd_record(record);
+    return error;
+  }
+  return 0;
+}
+
+void fd_detach(Kqueue&, Knote& knote) {
+  WatchedFd& record = *knote.fd_;
+  if (record.read_ == &knote) record.read_ = nullptr;
+  if (record.write_ == &knote) record.write_ = nullptr;
+}
+
+bool fd_enable_changed(Kqueue& queue, Knote& knote) {
+  bool touched = false;
+  epoll_sync(queue, *knote.fd_, &touched);
+  return touched;  // a new or modified epoll entry is checked for readiness by epoll itself
+}
+
+bool fd_source_is_level(const Knote& knote) { return !(knote.fd_->registered_ & EPOLLET); }
+
+int fd_modify(Kqueue&, Knote& knote, const struct kevent& change) {
+  // FreeBSD replaces a descriptor knote's parameters (NOTE_LOWAT and its threshold) on every change.
+  knote.sfflags_ = change.fflags;
+  knote.sdata_ = change.data;
+  return 0;
+}
+
+uint32_t fd_probe(Knote& knote, short events) {
+  pollfd probe{knote.fd_->fd_, static_cast<short>(events | POLLRDHUP), 0};
+  if (poll(&probe, 1, 0) != 1) return 0;
+  if (probe.revents & POLLNVAL) {
+    knote.fd_->lost_ = true;
+    return 0;
+  }
+  return static_cast<uint32_t>(probe.revents);
+}
+
+bool fd_unconnected_stream(Kqueue& queue, Knote& knote, uint32_t hint) {
+  WatchedFd& record = *knote.fd_;
+  bool unconnected = false;
+  if (record.kind_ == WatchedFd::Kind::stream && (hint & EPOLLHUP) && !(hint & (EPOLLERR | EPOLLRDHUP))) {
+    // A connection that ended has its read side shut (POLLRDHUP); one that never began does not. epoll only
+    // reports EPOLLRDHUP when the read knote asked for it, so look afresh when it did not.
+    unconnected = (record.registered_ & EPOLLRDHUP) || !(fd_probe(knote, 0) & POLLRDHUP);
+  }
+  if (unconnected != record.never_connected_) {
+    record.never_connected_ = unconnected;
+    epoll_sync(queue, record);
+  }
+  return unconnected;
+}
+
+unsigned int socket_error(int fd) {
+  int error = 0;
+  socklen_t size = sizeof error;
+  return getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) == 0 ? static_cast<unsigned int>(error) : 0;
+}
+
+}  // namespace kqcompat

@@ -1,0 +1,29 @@
+// What EVFILT_READ and EVFILT_WRITE share: both hang a knote on the descriptor's one epoll entry (WatchedFd).
+#pragma once
+
+#include <cstdint>
+
+#include "kqueue.hpp"
+
+namespace kqcompat {
+
+// Hangs `knote` on its descriptor's record in the read or write slot and brings epoll's entry up to date.
+// EBADF for a closed number; EPERM for descriptors epoll cannot watch. On failure nothing is left behind.
+int fd_attach(Kqueue& queue, Knote& knote, Knote* WatchedFd::*slot);
+void fd_detach(Kqueue& queue, Knote& knote);
+bool fd_enable_changed(Kqueue& queue, Knote& knote);
+bool fd_source_is_level(const Knote& knote);
+int fd_modify(Kqueue& queue, Knote& knote, const struct kevent& change);
+
+// A fresh look at the descriptor when no epoll notification is at hand: poll() with a zero timeout, its bits
+// given back as epoll bits (they have the same values).
+uint32_t fd_probe(Knote& knote, short events);
+
+// True for a stream socket that has never connected, which epoll reports as hung up and BSD as neither
+// readable nor writable. While that lasts the epoll entry is edge-triggered, else the constant EPOLLHUP spins.
+bool fd_unconnected_stream(Kqueue& queue, Knote& knote, uint32_t hint);
+
+// The socket's pending error (reading it clears it on Linux: listed as a deviation), or 0.
+unsigned int socket_error(int fd);
+
+}  // namespace kqcompat

@@ -1,0 +1,98 @@
+#include "fd_table.hpp"
+
+#include <sys/epoll.h>
+
+#include <cerrno>
+#include <mutex>
+
+#include "kqueue.hpp"
+
+namespace kqcompat {
+namespace {
+
+// Two levels: 1024 chunks of 1024 numbers. Chunks are created under a mutex and never freed, so a lock-free
+// reader that sees a chunk pointer can use it forever.
+constexpr int kChunkBits = 10;
+constexpr int kChunkSize = 1 << kChunkBits;
+constexpr int kChunks = 1024;
+
+std::atomic<FdFacts*> chunks[kChunks];
+std::mutex chunks_lock;
+
+// Epoll descriptors of the live queues. A slot holds -1 when free; `live_high` bounds the scan.
+constexpr int kMaxQueues = 4096;
+std::atomic<int> live_fds[kMaxQueues];
+std::atomic<int> live_high{0};
+std::once_flag live_init;
+
+void init_live() {
+  for (auto& slot : live_fds) slot.store(-1, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+FdFacts* fd_facts_find(int fd) {
+  if (fd < 0 || fd >= kChunks * kChunkSize) return nullptr;
+  FdFacts* chunk = chunks[fd >> kChunkBits].load(std::memory_order_acquire);
+  return chunk ? &chunk[fd & (kChunkSize - 1)] : nullptr;
+}
+
+FdFacts* fd_facts_create(int fd) {
+  if (fd < 0 || fd >= kChunks * kChunkSize) return nullptr;
+  auto& slot = chunks[fd >> kChunkBits];
+  if (!slot.load(std::memory_order_acquire)) {
+    std::lock_guard guard(chunks_lock);
+    if (!slot.load(std::memory_order_relaxed)) slot.store(new FdFacts[kChunkSize], std::memory_order_release);
+  }
+  return &slot.load(std::memory_order_acquire)[fd & (kChunkSize - 1)];
+}
+
+uint32_t fd_generation(int fd) {
+  const FdFacts* facts = fd_facts_find(fd);
+  return facts ? facts->generation.load(std::memory_order_acquire) : 0;
+}
+
+bool live_queue_add(int epoll_fd) {
+  std::call_once(live_init, init_live);
+  for (int i = 0; i < kMaxQueues; ++i) {
+    int expected = -1;
+    if (live_fds[i].compare_exchange_strong(expected, epoll_fd)) {
+      int high = live_high.load();
+      while (high < i + 1 && !live_high.compare_exchange_weak(high, i + 1)) {
+      }
+      return true;
+    }
+  }
+  return false;
+}
+
+void live_queue_remove(int epoll_fd) {
+  const int high = live_high.load();
+  for (int i = 0; i < high; ++i) {
+    int expected = epoll_fd;
+    if (live_fds[i].compare_exchange_strong(expected, -1)) return;
+  }
+}
+
+void forget_descriptor(int fd) {
+  FdFacts* facts = fd_facts_find(fd);
+  if (!facts) return;  // never watched, never a queue: the common case costs one load
+  const int saved_errno = errno;
+  facts->generation.fetch_add(1, std::memory_order_acq_rel);
+  if (Kqueue* queue = facts->queue.exchange(nullptr, std::memory_order_acq_rel)) {
+    queue->closed_.store(true, std::memory_order_release);  // freed later by kqueue(), never here
+    live_queue_remove(fd);
+  }
+  if (facts->watchers.load(std::memory_order_acquire) > 0) {
+    // Which queues watch this number is not known without a lock, so ask every live one; epoll answers ENOENT
+    // where it is not registered. Only closes of watched numbers pay for this.
+    const int high = live_high.load(std::memory_order_acquire);
+    for (int i = 0; i < high; ++i) {
+      const int epoll_fd = live_fds[i].load(std::memory_order_acquire);
+      if (epoll_fd >= 0) epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, nullptr);
+    }
+  }
+  errno = saved_errno;
+}
+
+}  // namespace kqcompat

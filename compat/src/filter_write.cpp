@@ -1,0 +1,66 @@
+// EVFILT_WRITE on sockets, pipes and FIFOs: room to write, and the end of the write side.
+//
+// FreeBSD's contract (kqueue(2)): `data` is the free space in the send buffer (pipe: in the pipe); a stream
+// socket that is not connected is not writable at all; EV_EOF once the write side can send no more (peer gone,
+// reset), with the socket error in `fflags`.
+#include <linux/sockios.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "fd_filter.hpp"
+
+namespace kqcompat {
+namespace {
+
+int attach(Kqueue& queue, Knote& knote) { return fd_attach(queue, knote, &WatchedFd::write_); }
+
+// Bytes that can still be queued. Sockets: SO_SNDBUF minus what waits in the send queue (SIOCOUTQ); the buffer
+// size is read each time because Linux grows it as the connection warms up. Pipes: capacity minus contents.
+int64_t free_space(WatchedFd& record) {
+  int queued = 0;
+  const unsigned long request = record.kind_ == WatchedFd::Kind::pipe ? FIONREAD : SIOCOUTQ;
+  if (ioctl(record.fd_, request, &queued) != 0) {
+    if (errno == EBADF) record.lost_ = true;
+    return 0;
+  }
+  int capacity = record.capacity_;
+  if (record.kind_ != WatchedFd::Kind::pipe) {
+    socklen_t size = sizeof capacity;
+    if (getsockopt(record.fd_, SOL_SOCKET, SO_SNDBUF, &capacity, &size) != 0) capacity = 0;
+  }
+  return std::max(0, capacity - queued);
+}
+
+bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
+  WatchedFd& record = *knote.fd_;
+  if (hint == 0) hint = fd_probe(knote, POLLOUT);
+  if (record.lost_) return false;
+  if (fd_unconnected_stream(queue, knote, hint)) return false;
+  const bool eof = hint & (EPOLLHUP | EPOLLERR);
+  if (!(hint & EPOLLOUT) && !eof) return false;
+  out.data = eof && record.kind_ == WatchedFd::Kind::pipe ? 0 : free_space(record);
+  if (record.lost_) return false;
+  if (eof) out.flags |= EV_EOF;
+  if ((hint & EPOLLERR) && record.kind_ != WatchedFd::Kind::pipe) out.fflags = socket_error(record.fd_);
+  if (!eof && (knote.sfflags_ & NOTE_LOWAT) && out.data < knote.sdata_) return false;
+  return true;
+}
+
+}  // namespace
+
+const FilterOps write_filter = {
+    .attach = attach,
+    .modify = fd_modify,
+    .enable_changed = fd_enable_changed,
+    .detach = fd_detach,
+    .evaluate = evaluate,
+    .clear = nullptr,
+    .source_is_level = fd_source_is_level,
+};
+
+}  // namespace kqcompat

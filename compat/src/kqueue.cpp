@@ -1,0 +1,518 @@
+// kqueue() and kevent(): the core that every filter plugs into.
+//
+// kevent() works as FreeBSD's kern_event.c does: resolve the queue, apply the changelist strictly in order
+// (each failure or receipt becomes an EV_ERROR entry while there is room), return those entries without
+// scanning if there are any, and otherwise scan: first the pending list (activations found in user space,
+// re-evaluated now), then epoll, looping until something fires or the timeout runs out.
+#include "kqueue.hpp"
+
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <ctime>
+
+#include "fd_table.hpp"
+#include "trace.hpp"
+
+namespace kqcompat {
+namespace {
+
+constexpr unsigned short kCreationFlags = EV_ONESHOT | EV_CLEAR | EV_DISPATCH | EV_RECEIPT;
+
+const FilterOps* filter_ops(short filter) {
+  switch (filter) {
+    case EVFILT_READ:
+      return &read_filter;
+    case EVFILT_WRITE:
+      return &write_filter;
+    default:
+      return nullptr;
+  }
+}
+
+bool is_descriptor_filter(short filter) { return filter == EVFILT_READ || filter == EVFILT_WRITE; }
+
+KnoteKey knote_key(short filter, uintptr_t ident) { return {ident, filter}; }
+
+bool descriptor_is_open(uintptr_t ident) { return ident <= INT_MAX && fcntl(static_cast<int>(ident), F_GETFD) != -1; }
+
+// All queues ever created and not yet freed. A queue closed by the program is freed here, outside the close
+// wrapper (which must not free), once no kevent() call is inside it.
+// Never destroyed: other exit-time code (and LeakSanitizer's check) may still look at the queues.
+std::mutex& all_queues_lock = *new std::mutex;
+std::vector<Kqueue*>& all_queues = *new std::vector<Kqueue*>;
+
+void free_closed_queues() {
+  std::lock_guard guard(all_queues_lock);
+  std::erase_if(all_queues, [](Kqueue* queue) {
+    if (!queue->closed_.load() || queue->callers_.load() != 0) return false;
+    delete queue;
+    return true;
+  });
+}
+
+// A program that closes its last queue and exits should not leave it to look like a leak.
+__attribute__((destructor)) void free_closed_queues_at_exit() { free_closed_queues(); }
+
+void wake_source_ready(Kqueue&, InternalSource&) {
+  // Nothing to do: the pending list it stands for is read by every scan.
+}
+
+struct Deadline {
+  bool forever = false;
+  bool poll_only = false;
+  timespec at{};
+
+  explicit Deadline(const timespec* timeout) {
+    if (!timeout) {
+      forever = true;
+      return;
+    }
+    poll_only = timeout->tv_sec == 0 && timeout->tv_nsec == 0;
+    clock_gettime(CLOCK_MONOTONIC, &at);
+    at.tv_sec += timeout->tv_sec;
+    at.tv_nsec += timeout->tv_nsec;
+    if (at.tv_nsec >= 1'000'000'000) {
+      at.tv_sec += 1;
+      at.tv_nsec -= 1'000'000'000;
+    }
+  }
+
+  // Time left, or null for "forever"; {0,0} once expired.
+  const timespec* remaining(timespec& left) const {
+    if (forever) return nullptr;
+    timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t ns = (at.tv_sec - now.tv_sec) * 1'000'000'000LL + (at.tv_nsec - now.tv_nsec);
+    ns = std::max<int64_t>(ns, 0);
+    left = {static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+    return &left;
+  }
+};
+
+int wait_for_events(int epoll_fd, epoll_event* events, int room, const timespec* timeout) {
+  static bool have_pwait2 = true;
+  if (have_pwait2) {
+    const int n = epoll_pwait2(epoll_fd, events, room, timeout, nullptr);
+    if (n >= 0 || errno != ENOSYS) return n;
+    have_pwait2 = false;
+  }
+  // Kernels before 5.11: milliseconds, rounded up so a short timeout never becomes a busy poll.
+  int ms = -1;
+  if (timeout) ms = static_cast<int>(std::min<int64_t>(timeout->tv_sec * 1000LL + (timeout->tv_nsec + 999'999) / 1'000'000, INT_MAX));
+  return epoll_wait(epoll_fd, events, room, ms);
+}
+
+bool valid_timespec(const timespec* timeout) {
+  return !timeout || (timeout->tv_sec >= 0 && timeout->tv_nsec >= 0 && timeout->tv_nsec < 1'000'000'000);
+}
+
+// One kevent() call on one queue, with the queue locked except while blocked in epoll.
+class Call {
+ public:
+  Call(Kqueue& queue, struct kevent* out, int room) : queue_(queue), out_(out), room_(room) {}
+
+  // Applies one change; returns 0 or the errno it failed with.
+  int apply(const struct kevent& change);
+
+  int scan(const timespec* timeout, std::unique_lock<std::mutex>& lock);
+
+ private:
+  Knote* find(short filter, uintptr_t ident);
+  int create(const struct kevent& change, const FilterOps& ops);
+  int modify(Knote& knote, const struct kevent& change);
+  void destroy(Knote& knote, bool settle_now);
+  void settle(WatchedFd& record);
+  void set_enabled(Knote& knote, bool enabled);
+
+  int take_pending();
+  void dispatch(const epoll_event& event);
+  bool deliver(Knote& knote, uint32_t hint);
+
+  Kqueue& queue_;
+  struct kevent* out_;
+  int room_;
+  int count_ = 0;
+};
+
+Knote* Call::find(short filter, uintptr_t ident) {
+  if (is_descriptor_filter(filter)) {
+    if (ident > INT_MAX) return nullptr;
+    queue_.find_fd(static_cast<int>(ident));  // purges the record (and its knotes) if the number was closed
+  }
+  auto it = queue_.knotes_.find(knote_key(filter, ident));
+  return it == queue_.knotes_.end() ? nullptr : it->second.get();
+}
+
+int Call::apply(const struct kevent& change) {
+  const unsigned short flags = change.flags;
+  if ((flags & EV_ENABLE) && (flags & EV_DISABLE)) return EINVAL;
+  if ((flags & EV_KEEPUDATA) && (flags & EV_ADD)) return EINVAL;
+  const FilterOps* ops = filter_ops(change.filter);
+  if (!ops) return EINVAL;
+
+  Knote* knote = find(change.filter, change.ident);
+  if (!knote) {
+    if (flags & EV_ADD) return create(change, *ops);  // EV_ADD|EV_DELETE creates a missing knote (FreeBSD)
+    if (is_descriptor_filter(change.filter) && !descriptor_is_open(change.ident)) return EBADF;
+    return ENOENT;
+  }
+  if (flags & EV_DELETE) {
+    destroy(*knote, true);
+    return 0;
+  }
+  return modify(*knote, change);
+}
+
+int Call::create(const struct kevent& change, const FilterOps& ops) {
+  auto knote = std::make_unique<Knote>();
+  knote->ident_ = change.ident;
+  knote->filter_ = change.filter;
+  knote->flags_ = change.flags & kCreationFlags;
+  knote->sfflags_ = change.fflags;
+  knote->sdata_ = change.data;
+  knote->udata_ = change.udata;
+  knote->ops_ = &ops;
+  knote->disabled_ = change.flags & EV_DISABLE;
+  if (const int error = ops.attach(queue_, *knote)) return error;
+  queue_.knotes_.emplace(knote_key(change.filter, change.ident), std::move(knote));
+  return 0;
+}
+
+int Call::modify(Knote& knote, const struct kevent& change) {
+  void* const old_udata = knote.udata_;
+  if (!(change.flags & EV_KEEPUDATA)) knote.udata_ = change.udata;
+  if (const int error = knote.ops_->modify(queue_, knote, change)) {
+    knote.udata_ = old_udata;
+    return error;
+  }
+  if (change.flags & EV_DISABLE) {
+    if (!knote.disabled_) set_enabled(knote, false);
+  } else if (change.flags & EV_ENABLE) {
+    if (knote.disabled_) set_enabled(knote, true);
+  } else if (!knote.disabled_ && !knote.ops_->source_is_level(knote)) {
+    // BSD re-evaluates the filter after any change; an edge-triggered source would not tell us again.
+    queue_.queue_pending(knote);
+  }
+  return 0;
+}
+
+void Call::set_enabled(Knote& knote, bool enabled) {
+  knote.disabled_ = !enabled;
+  if (!enabled) queue_.unqueue_pending(knote);
+  const bool source_reports = knote.ops_->enable_changed(queue_, knote);
+  // A condition that already holds (data left unread, state accumulated while disabled) fires on enable.
+  if (enabled && !source_reports) queue_.queue_pending(knote);
+}
+
+void Call::destroy(Knote& knote, bool settle_now) {
+  queue_.unqueue_pending(knote);
+  knote.ops_->detach(queue_, knote);
+  WatchedFd* record = knote.fd_;
+  queue_.knotes_.erase(knote_key(knote.filter_, knote.ident_));  // frees the knote
+  if (record && settle_now) settle(*record);
+}
+
+// After an explicit change: epoll's entry matches the knotes exactly, and a record with no knotes goes.
+void Call::settle(WatchedFd& record) {
+  epoll_sync(queue_, record);
+  if (!record.read_ && !record.write_ && !record.registered_) queue_.drop_fd_record(record);
+}
+
+bool Call::deliver(Knote& knote, uint32_t hint) {
+  if (knote.disabled_ || knote.delivered_in_scan_ == queue_.scan_serial_) return false;
+  struct kevent& out = out_[count_];
+  EV_SET(&out, knote.ident_, knote.filter_, knote.flags_, 0, 0, knote.udata_);
+  if (!knote.ops_->evaluate(queue_, knote, hint, out)) return false;
+  ++count_;
+  knote.delivered_in_scan_ = queue_.scan_serial_;
+  if (knote.flags_ & EV_ONESHOT) {
+    destroy(knote, false);  // epoll's entry is trimmed lazily, if it ever reports again
+    return true;
+  }
+  if (knote.flags_ & EV_DISPATCH) knote.disabled_ = true;  // likewise lazy: no epoll_ctl per event
+  if (knote.flags_ & EV_CLEAR) {
+    if (knote.ops_->clear) knote.ops_->clear(knote);
+  } else if (!(knote.flags_ & EV_DISPATCH) && !knote.ops_->source_is_level(knote)) {
+    queue_.queue_pending(knote);  // BSD re-queues a level knote at the tail; look again next call
+  }
+  return true;
+}
+
+// Re-evaluates the activations queued before this call started, in order, while there is room.
+int Call::take_pending() {
+  const int before = count_;
+  size_t budget = 0;
+  for (Knote* knote = queue_.pending_head_; knote; knote = knote->pending_next_) ++budget;
+  for (; budget > 0 && queue_.pending_head_ && count_ < room_; --budget) {
+    Knote& knote = *queue_.pending_head_;
+    queue_.unqueue_pending(knote);
+    if (knote.delivered_in_scan_ == queue_.scan_serial_) {
+      queue_.queue_pending(knote);  // returned already in this call; keep it for the next one
+      continue;
+    }
+    WatchedFd* record = knote.fd_;
+    if (record && record->generation_ != fd_generation(record->fd_)) {
+      queue_.purge_stale(*record);  // closed since: BSD removed it at close()
+      continue;
+    }
+    deliver(knote, 0);
+    if (record && record->lost_) queue_.purge_stale(*record);
+  }
+  return count_ - before;
+}
+
+void Call::dispatch(const epoll_event& event) {
+  if (InternalSource* source = source_from_epoll_data(event.data.u64)) {
+    source->on_ready(queue_, *source);
+    return;
+  }
+  WatchedFd* record = record_from_epoll_data(queue_, event.data.u64);
+  if (!record) return;  // a notification for a record dropped since
+  if (record->generation_ != fd_generation(record->fd_)) {
+    queue_.purge_stale(*record);
+    return;
+  }
+  bool stale_interest = false;
+  Knote* const knotes[] = {record->read_, record->write_};
+  const uint32_t interests[] = {EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR, EPOLLOUT | EPOLLHUP | EPOLLERR};
+  for (int i = 0; i < 2; ++i) {
+    Knote* knote = knotes[i];
+    if (!(event.events & interests[i])) continue;
+    if (!knote || knote->disabled_) {
+      stale_interest = true;  // left in epoll by a one-shot or dispatch delivery
+      continue;
+    }
+    if (count_ == room_) {
+      queue_.queue_pending(*knote);  // no room this time; an edge would otherwise be lost
+      continue;
+    }
+    deliver(*knote, event.events);
+  }
+  if (record->lost_) {
+    queue_.purge_stale(*record);  // the safety net: closed by a raw system call the layer could not see
+    return;
+  }
+  if (stale_interest && (record->registered_ & EPOLLET)) settle(*record);
+}
+
+int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
+  const Deadline deadline(timeout);
+  ++queue_.scan_serial_;
+  epoll_event events[64];
+  for (;;) {
+    take_pending();
+    if (count_ == room_) break;
+    timespec left;
+    const timespec zero{0, 0};
+    const timespec* wait = (count_ > 0 || deadline.poll_only) ? &zero : deadline.remaining(left);
+    const int room = std::min(room_ - count_, 64);
+    int n;
+    if (wait && wait->tv_sec == 0 && wait->tv_nsec == 0) {
+      n = epoll_wait(queue_.epoll_fd_, events, room, 0);  // no need to let go of the lock for a poll
+    } else {
+      queue_.update_wake();
+      ++queue_.waiters_;
+      lock.unlock();
+      n = wait_for_events(queue_.epoll_fd_, events, room, wait);
+      const int saved_errno = errno;
+      lock.lock();
+      --queue_.waiters_;
+      errno = saved_errno;
+    }
+    if (n < 0) {
+      if (count_ > 0) break;
+      return -1;  // EINTR included: a signal the program catches ends the wait, as on BSD
+    }
+    for (int i = 0; i < n; ++i) dispatch(events[i]);
+    if (queue_.pending_head_ && count_ < room_) take_pending();
+    if (count_ > 0 || deadline.poll_only) break;
+    if (wait && wait->tv_sec == 0 && wait->tv_nsec == 0) break;  // the timeout ran out
+  }
+  queue_.update_wake();
+  return count_;
+}
+
+Kqueue* resolve_queue(int kq) {
+  const FdFacts* facts = fd_facts_find(kq);
+  Kqueue* queue = facts ? facts->queue.load(std::memory_order_acquire) : nullptr;
+  if (!queue) errno = fcntl(kq, F_GETFD) == -1 ? EBADF : EINVAL;  // FreeBSD: EINVAL for a non-kqueue
+  return queue;
+}
+
+}  // namespace
+
+Kqueue::Kqueue(int epoll_fd) : epoll_fd_(epoll_fd) {
+  wake_.fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  wake_.on_ready = wake_source_ready;
+}
+
+Kqueue::~Kqueue() {
+  for (auto& record : fds_) {
+    if (record && record->registered_) {
+      if (FdFacts* facts = fd_facts_find(record->fd_)) facts->watchers.fetch_sub(1);
+    }
+  }
+  knotes_.clear();
+  if (wake_.fd_ >= 0) ::close(wake_.fd_);
+}
+
+void Kqueue::queue_pending(Knote& knote) {
+  if (knote.pending_) return;
+  knote.pending_ = true;
+  knote.pending_prev_ = pending_tail_;
+  knote.pending_next_ = nullptr;
+  (pending_tail_ ? pending_tail_->pending_next_ : pending_head_) = &knote;
+  pending_tail_ = &knote;
+}
+
+void Kqueue::unqueue_pending(Knote& knote) {
+  if (!knote.pending_) return;
+  (knote.pending_prev_ ? knote.pending_prev_->pending_next_ : pending_head_) = knote.pending_next_;
+  (knote.pending_next_ ? knote.pending_next_->pending_prev_ : pending_tail_) = knote.pending_prev_;
+  knote.pending_ = false;
+  knote.pending_prev_ = knote.pending_next_ = nullptr;
+}
+
+void Kqueue::update_wake() {
+  const bool want = pending_head_ != nullptr;
+  if (want == wake_signalled_) return;
+  if (want) {
+    const uint64_t one = 1;
+    if (write(wake_.fd_, &one, sizeof one) == sizeof one) wake_signalled_ = true;
+  } else {
+    uint64_t value;
+    if (read(wake_.fd_, &value, sizeof value) == sizeof value || errno == EAGAIN) wake_signalled_ = false;
+  }
+}
+
+WatchedFd* Kqueue::find_fd(int fd) {
+  if (fd < 0 || static_cast<size_t>(fd) >= fds_.size() || !fds_[fd]) return nullptr;
+  WatchedFd& record = *fds_[fd];
+  if (record.generation_ != fd_generation(fd)) {
+    purge_stale(record);
+    return nullptr;
+  }
+  return &record;
+}
+
+WatchedFd& Kqueue::fd_record(int fd) {
+  if (WatchedFd* record = find_fd(fd)) return *record;
+  if (static_cast<size_t>(fd) >= fds_.size()) fds_.resize(std::max<size_t>(fd + 1, fds_.size() * 2));
+  auto record = std::make_unique<WatchedFd>();
+  record->fd_ = fd;
+  record->generation_ = fd_generation(fd);
+  record->serial_ = next_serial_;
+  next_serial_ = (next_serial_ + 1) & 0x7fffffff;
+  if (next_serial_ == 0) next_serial_ = 1;
+  fds_[fd] = std::move(record);
+  return *fds_[fd];
+}
+
+void Kqueue::drop_fd_record(WatchedFd& record) { fds_[record.fd_].reset(); }
+
+// The number was closed (and maybe reused) since the record was made: BSD removed its knotes at close(), so
+// they vanish now, queued activations included. The close wrapper already took it out of epoll.
+void Kqueue::purge_stale(WatchedFd& record) {
+  for (Knote* knote : {record.read_, record.write_}) {
+    if (!knote) continue;
+    unqueue_pending(*knote);
+    knotes_.erase(knote_key(knote->filter_, knote->ident_));
+  }
+  if (record.registered_) {
+    // Normally gone already; after a raw close system call this removes what it can.
+    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, record.fd_, nullptr);
+    if (FdFacts* facts = fd_facts_find(record.fd_)) facts->watchers.fetch_sub(1);
+  }
+  drop_fd_record(record);
+}
+
+}  // namespace kqcompat
+
+using namespace kqcompat;
+
+extern "C" int kqueuex(unsigned int flags) {
+  if (flags & ~KQUEUE_CLOEXEC) {
+    errno = EINVAL;
+    return -1;
+  }
+  free_closed_queues();
+  const int epoll_fd = epoll_create1((flags & KQUEUE_CLOEXEC) ? EPOLL_CLOEXEC : 0);
+  if (epoll_fd < 0) return -1;
+  auto queue = std::make_unique<Kqueue>(epoll_fd);
+  FdFacts* facts = fd_facts_create(epoll_fd);
+  epoll_event wake{};
+  wake.events = EPOLLIN;
+  wake.data.u64 = epoll_data_for(queue->wake_);
+  if (queue->wake_.fd_ < 0 || !facts || epoll_ctl(epoll_fd, EPOLL_CTL_ADD, queue->wake_.fd_, &wake) != 0 ||
+      !live_queue_add(epoll_fd)) {
+    const int error = queue->wake_.fd_ < 0 ? errno : EMFILE;
+    queue.reset();
+    ::close(epoll_fd);
+    errno = error;
+    return -1;
+  }
+  {
+    std::lock_guard guard(all_queues_lock);
+    all_queues.push_back(queue.get());
+  }
+  facts->queue.store(queue.release(), std::memory_order_release);
+  return epoll_fd;
+}
+
+extern "C" int kqueue(void) { return kqueuex(0); }
+
+extern "C" int kevent(int kq, const struct kevent* changelist, int nchanges, struct kevent* eventlist, int nevents,
+                      const struct timespec* timeout) {
+  Kqueue* queue = resolve_queue(kq);
+  if (!queue) return -1;
+  queue->callers_.fetch_add(1);
+  struct Leave {
+    Kqueue* queue;
+    ~Leave() { queue->callers_.fetch_sub(1); }
+  } leave{queue};
+  if (nchanges < 0 || nevents < 0 || (nchanges > 0 && !changelist) || (nevents > 0 && !eventlist)) {
+    errno = EINVAL;
+    return -1;
+  }
+
+  std::unique_lock lock(queue->lock_);
+  Call call(*queue, eventlist, nevents);
+  int written = 0;
+  for (int i = 0; i < nchanges; ++i) {
+    struct kevent change = changelist[i];  // a copy: the same array may serve as changelist and eventlist
+    change.flags &= static_cast<unsigned short>(~EV_SYSFLAGS);
+    trace_change(kq, change);
+    if (change.filter == 0) continue;  // FreeBSD skips these silently
+    const int error = call.apply(change);
+    if (!error && !(change.flags & EV_RECEIPT)) continue;
+    if (written == nevents) {
+      queue->update_wake();
+      if (!error) return trace_result(kq, eventlist, written);  // FreeBSD stops here as well
+      errno = error;
+      return trace_failure(kq, error);
+    }
+    struct kevent& entry = eventlist[written++];
+    entry = change;
+    entry.flags = EV_ERROR;
+    entry.data = error;
+    if (!error) entry.fflags = 0;
+  }
+  if (written > 0 || nevents == 0) {
+    queue->update_wake();
+    return trace_result(kq, eventlist, written);  // receipts and errors are returned without a scan
+  }
+  if (!valid_timespec(timeout)) {
+    queue->update_wake();
+    errno = EINVAL;
+    return trace_failure(kq, EINVAL);
+  }
+  const int count = call.scan(timeout, lock);
+  if (count < 0) return trace_failure(kq, errno);
+  return trace_result(kq, eventlist, count);
+}

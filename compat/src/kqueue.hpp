@@ -1,0 +1,129 @@
+// The queue and its knotes: what one kqueue descriptor stands for.
+//
+// A kqueue is an epoll instance (its descriptor is the kqueue descriptor, so it is closable, pollable and
+// nestable for free) plus the bookkeeping epoll lacks: knotes keyed by (ident, filter), the per-descriptor
+// record that read and write knotes share (epoll takes a descriptor once), and a pending list of activations
+// found in user space (BSD's active queue) whose conditions are re-evaluated at scan time.
+#pragma once
+
+#include <sys/event.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "filter.hpp"
+
+namespace kqcompat {
+
+struct WatchedFd;
+
+struct Knote {
+  // What the program registered. `flags_` keeps only the behaviour chosen at creation (EV_ONESHOT, EV_CLEAR,
+  // EV_DISPATCH, EV_RECEIPT): BSD never changes it afterwards.
+  uintptr_t ident_ = 0;
+  short filter_ = 0;
+  unsigned short flags_ = 0;
+  unsigned int sfflags_ = 0;
+  int64_t sdata_ = 0;
+  void* udata_ = nullptr;
+  const FilterOps* ops_ = nullptr;
+
+  bool disabled_ = false;
+  uint64_t delivered_in_scan_ = 0;  // a knote is returned at most once per kevent call
+
+  // Intrusive links of the queue's pending list; `pending_` says whether the knote is on it.
+  bool pending_ = false;
+  Knote* pending_prev_ = nullptr;
+  Knote* pending_next_ = nullptr;
+
+  // Filter state. Read/write knotes point at their descriptor's shared record; counting filters accumulate.
+  WatchedFd* fd_ = nullptr;
+  int64_t count_ = 0;
+  unsigned int fired_fflags_ = 0;
+};
+
+// "epoll accepts a descriptor once": the one epoll entry that a descriptor's read and write knotes share. Its
+// mask is the union of what its enabled knotes want; it is edge-triggered as soon as any of its knotes is not
+// level-triggered (EV_CLEAR, EV_DISPATCH, EV_ONESHOT), and level knotes on an edge entry are then re-queued in
+// user space after each delivery, as BSD re-queues them.
+struct WatchedFd {
+  enum class Kind : uint8_t { stream, datagram, listener, pipe, other };
+
+  int fd_ = -1;
+  uint32_t generation_ = 0;  // fd_table generation at registration: a different one means closed since
+  uint32_t serial_ = 0;      // tells this record from an earlier one for the same number in epoll's data
+  Kind kind_ = Kind::other;
+  bool never_connected_ = false;  // a stream socket epoll reports as hung up before it ever connected
+  bool lost_ = false;             // a filter found the number closed behind the layer's back (raw close)
+  int capacity_ = 0;              // send buffer or pipe size, for EVFILT_WRITE's data
+  uint32_t registered_ = 0;       // the mask epoll holds now; 0 = not in the epoll set
+  Knote* read_ = nullptr;
+  Knote* write_ = nullptr;
+};
+
+// An internal descriptor the queue itself puts in its epoll set (its wake-up eventfd; later a timer or signal
+// source). Its callback moves knotes to the pending list.
+struct InternalSource {
+  int fd_ = -1;
+  void (*on_ready)(Kqueue& queue, InternalSource& source) = nullptr;
+};
+
+// Knotes are keyed by (ident, filter) within one queue, as on FreeBSD.
+struct KnoteKey {
+  uintptr_t ident;
+  short filter;
+  bool operator==(const KnoteKey&) const = default;
+};
+struct KnoteKeyHash {
+  size_t operator()(const KnoteKey& key) const { return std::hash<uintptr_t>()(key.ident * 31 + static_cast<uint16_t>(key.filter)); }
+};
+
+struct Kqueue {
+  explicit Kqueue(int epoll_fd);
+  ~Kqueue();
+
+  int epoll_fd_;
+  std::atomic<bool> closed_{false};  // set by the close wrapper; the object is freed later by kqueue()
+  std::atomic<int> callers_{0};      // kevent() calls inside; a closed queue is freed only at zero
+  std::mutex lock_;
+  uint64_t scan_serial_ = 0;
+
+  std::unordered_map<KnoteKey, std::unique_ptr<Knote>, KnoteKeyHash> knotes_;
+  std::vector<std::unique_ptr<WatchedFd>> fds_;                  // by descriptor number
+  uint32_t next_serial_ = 1;
+
+  // Pending list (FIFO) and the eventfd that stays readable while it is not empty, so that poll() on the queue
+  // and a thread blocked in kevent() both see activations made in user space.
+  Knote* pending_head_ = nullptr;
+  Knote* pending_tail_ = nullptr;
+  InternalSource wake_;
+  bool wake_signalled_ = false;
+  int waiters_ = 0;  // threads blocked in epoll_wait on this queue
+
+  void queue_pending(Knote& knote);
+  void unqueue_pending(Knote& knote);
+  // Makes the wake-up eventfd match the pending list (called where the lock is about to be released).
+  void update_wake();
+
+  // The record for `fd`, purged first when the number was closed since it was registered.
+  WatchedFd* find_fd(int fd);
+  WatchedFd& fd_record(int fd);
+  void drop_fd_record(WatchedFd& record);
+  void purge_stale(WatchedFd& record);
+};
+
+// Epoll plumbing for WatchedFd (epoll_link.cpp).
+// Makes epoll's entry match what the record's knotes want now. Returns 0 or an errno; sets `*touched` when it
+// changed the kernel's entry (epoll then re-checks readiness by itself).
+int epoll_sync(Kqueue& queue, WatchedFd& record, bool* touched = nullptr);
+uint64_t epoll_data_for(const WatchedFd& record);
+uint64_t epoll_data_for(const InternalSource& source);
+// Decodes epoll's data: the record (null when stale) or the internal source.
+WatchedFd* record_from_epoll_data(Kqueue& queue, uint64_t data);
+InternalSource* source_from_epoll_data(uint64_t data);
+
+}  // namespace kqcompat

@@ -1,0 +1,50 @@
+#include "trace.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "kevent_format.hpp"
+
+namespace kqcompat {
+namespace {
+
+bool tracing() {
+  static const bool on = [] {
+    const char* value = std::getenv("KQLAB_TRACE");
+    return value && *value && std::strcmp(value, "0") != 0;
+  }();
+  return on;
+}
+
+// One write per line, so lines from several threads do not interleave.
+void emit(int kq, const char* what, const std::string& text) {
+  const int saved_errno = errno;
+  const std::string line = "kevent(kq=" + std::to_string(kq) + ") " + what + " " + text + "\n";
+  [[maybe_unused]] const auto written = write(STDERR_FILENO, line.data(), line.size());
+  errno = saved_errno;
+}
+
+}  // namespace
+
+void trace_change(int kq, const struct kevent& change) {
+  if (tracing()) emit(kq, "change", kqlab::describe(change));
+}
+
+int trace_result(int kq, const struct kevent* events, int count) {
+  if (!tracing()) return count;
+  if (count == 0) emit(kq, "returns", "0 (timeout)");
+  for (int i = 0; i < count; ++i) emit(kq, "event ", kqlab::describe(events[i]));
+  return count;
+}
+
+int trace_failure(int kq, int error) {
+  if (tracing()) emit(kq, "fails  ", std::string(strerrorname_np(error) ? strerrorname_np(error) : "?") + " (" + std::strerror(error) + ")");
+  errno = error;
+  return -1;
+}
+
+}  // namespace kqcompat

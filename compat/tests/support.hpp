@@ -1,0 +1,176 @@
+// Small helpers so each test case reads like the sentence of kqueue(2) it checks. Portable: nothing here knows
+// whether kqueue is native or kqlab's Linux layer.
+#pragma once
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/event.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kevent_format.hpp"
+
+namespace kqtest {
+
+// Platform facts for skips, as data with reasons.
+#if defined(__linux__)
+constexpr bool kLinuxLayer = true;
+#else
+constexpr bool kLinuxLayer = false;
+#endif
+#if defined(__APPLE__)
+constexpr bool kMacOS = true;
+#else
+constexpr bool kMacOS = false;
+#endif
+
+// A descriptor closed when the test ends.
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(other.release()) {}
+  Fd& operator=(Fd&& other) noexcept {
+    reset(other.release());
+    return *this;
+  }
+  ~Fd() { reset(); }
+  int get() const { return fd_; }
+  operator int() const { return fd_; }
+  int release() {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  void reset(int fd = -1) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_;
+};
+
+inline Fd new_queue() {
+  Fd kq(kqueue());
+  REQUIRE(kq.get() >= 0);
+  return kq;
+}
+
+struct Pair {
+  Fd a, b;
+};
+
+inline Pair socket_pair(int type = SOCK_STREAM) {
+  int fds[2];
+  REQUIRE(socketpair(AF_UNIX, type, 0, fds) == 0);
+  return {Fd(fds[0]), Fd(fds[1])};
+}
+
+// pipe: a = read end, b = write end.
+inline Pair pipe_pair() {
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  return {Fd(fds[0]), Fd(fds[1])};
+}
+
+// A TCP listener on 127.0.0.1, port chosen by the kernel.
+inline Fd tcp_listener(int backlog = 16) {
+  Fd fd(socket(AF_INET, SOCK_STREAM, 0));
+  REQUIRE(fd.get() >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  REQUIRE(listen(fd, backlog) == 0);
+  return fd;
+}
+
+inline Fd tcp_connect(int listener) {
+  sockaddr_in address{};
+  socklen_t size = sizeof address;
+  REQUIRE(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &size) == 0);
+  Fd fd(socket(AF_INET, SOCK_STREAM, 0));
+  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&address), size) == 0);
+  return fd;
+}
+
+inline struct kevent change(uintptr_t ident, short filter, unsigned short flags, unsigned fflags = 0,
+                            int64_t data = 0, void* udata = nullptr) {
+  struct kevent event;
+  EV_SET(&event, ident, filter, flags, fflags, data, udata);
+  return event;
+}
+
+// Applies changes with no event list: any failing change makes kevent return -1.
+inline int apply(int kq, std::vector<struct kevent> changes) {
+  return kevent(kq, changes.data(), static_cast<int>(changes.size()), nullptr, 0, nullptr);
+}
+
+inline void add(int kq, uintptr_t ident, short filter, unsigned short flags = 0, void* udata = nullptr) {
+  const struct kevent wanted = change(ident, filter, EV_ADD | flags, 0, 0, udata);
+  INFO("registering " << kqlab::describe(wanted));
+  REQUIRE(apply(kq, {wanted}) == 0);
+}
+
+// Collects what one kevent() call returns within `ms` milliseconds.
+inline std::vector<struct kevent> wait(int kq, int ms = 0, int room = 16) {
+  std::vector<struct kevent> events(room);
+  timespec timeout{ms / 1000, (ms % 1000) * 1'000'000L};
+  const int n = kevent(kq, nullptr, 0, events.data(), room, &timeout);
+  REQUIRE_MESSAGE(n >= 0, "kevent failed: " << std::strerror(errno));
+  events.resize(n);
+  return events;
+}
+
+inline std::string describe_all(const std::vector<struct kevent>& events) {
+  std::string text;
+  for (const auto& event : events) text += "\n  " + kqlab::describe(event);
+  return text.empty() ? " (none)" : text;
+}
+
+// The one event `kq` returns for (ident, filter) within `ms`; fails when there is none or more than one.
+inline struct kevent expect_event(int kq, uintptr_t ident, short filter, int ms = 1000) {
+  const auto events = wait(kq, ms);
+  INFO("returned:" << describe_all(events));
+  int found = 0;
+  struct kevent match{};
+  for (const auto& event : events) {
+    if (event.ident == ident && event.filter == filter) {
+      ++found;
+      match = event;
+    }
+  }
+  REQUIRE(found == 1);
+  return match;
+}
+
+inline void expect_nothing(int kq, int ms = 50) {
+  const auto events = wait(kq, ms);
+  INFO("returned:" << describe_all(events));
+  CHECK(events.empty());
+}
+
+inline void write_bytes(int fd, size_t n, char fill = 'x') {
+  const std::string text(n, fill);
+  REQUIRE(write(fd, text.data(), text.size()) == static_cast<ssize_t>(n));
+}
+
+inline size_t read_bytes(int fd, size_t n) {
+  std::string buffer(n, '\0');
+  const ssize_t got = read(fd, buffer.data(), n);
+  REQUIRE(got >= 0);
+  return static_cast<size_t>(got);
+}
+
+// The returned flags, less what FreeBSD strips and macOS echoes (EV_ADD, EV_ENABLE): the portable part.
+inline unsigned short portable_flags(const struct kevent& event) {
+  return event.flags & static_cast<unsigned short>(~(EV_ADD | EV_ENABLE));
+}
+
+}  // namespace kqtest

@@ -1,0 +1,201 @@
+// EVFILT_READ and EVFILT_WRITE on sockets, pipes and listeners: what `data`, EV_EOF and fflags report.
+#include <netinet/tcp.h>
+
+#include "support.hpp"
+
+using namespace kqtest;
+
+TEST_SUITE("read and write") {
+
+TEST_CASE("EVFILT_READ data is the number of bytes readable (socketpair, pipe, TCP)") {
+  auto kq = new_queue();
+  auto pair = socket_pair();
+  auto pipe = pipe_pair();
+  auto listener = tcp_listener();
+  auto client = tcp_connect(listener);
+  Fd server(accept(listener, nullptr, nullptr));
+  REQUIRE(server.get() >= 0);
+  add(kq, pair.a, EVFILT_READ);
+  add(kq, pipe.a, EVFILT_READ);
+  add(kq, server, EVFILT_READ);
+  write_bytes(pair.b, 7);
+  write_bytes(pipe.b, 11);
+  write_bytes(client, 13);
+  CHECK(expect_event(kq, pair.a, EVFILT_READ).data == 7);
+  CHECK(expect_event(kq, pipe.a, EVFILT_READ).data == 11);
+  CHECK(expect_event(kq, server, EVFILT_READ).data == 13);
+}
+
+TEST_CASE("a listening socket's data is the number of connections waiting for accept()") {
+  auto kq = new_queue();
+  auto listener = tcp_listener();
+  add(kq, listener, EVFILT_READ);
+  expect_nothing(kq);
+  auto first = tcp_connect(listener);
+  auto second = tcp_connect(listener);
+  auto third = tcp_connect(listener);
+  CHECK(expect_event(kq, listener, EVFILT_READ).data == 3);
+  Fd accepted(accept(listener, nullptr, nullptr));
+  CHECK(expect_event(kq, listener, EVFILT_READ).data == 2);
+}
+
+TEST_CASE("EV_EOF comes when the peer shuts down writing, with the data still unread") {
+  auto kq = new_queue();
+  auto pair = socket_pair();
+  add(kq, pair.a, EVFILT_READ);
+  write_bytes(pair.b, 6);
+  REQUIRE(shutdown(pair.b, SHUT_WR) == 0);
+  const auto event = expect_event(kq, pair.a, EVFILT_READ);
+  CHECK((event.flags & EV_EOF));
+  CHECK(event.data == 6);
+  CHECK(event.fflags == 0);
+  read_bytes(pair.a, 6);
+  const auto after = expect_event(kq, pair.a, EVFILT_READ);  // EOF stays, level-triggered, data now 0
+  CHECK((after.flags & EV_EOF));
+  CHECK(after.data == 0);
+}
+
+TEST_CASE("EV_EOF on a TCP connection closed by its peer") {
+  auto kq = new_queue();
+  auto listener = tcp_listener();
+  auto client = tcp_connect(listener);
+  Fd server(accept(listener, nullptr, nullptr));
+  add(kq, server, EVFILT_READ);
+  write_bytes(client, 2);
+  client.reset();
+  const auto event = expect_event(kq, server, EVFILT_READ);
+  CHECK((event.flags & EV_EOF));
+  CHECK(event.data == 2);
+}
+
+TEST_CASE("a reset connection reports EV_EOF with the error in fflags") {
+  auto kq = new_queue();
+  auto listener = tcp_listener();
+  auto client = tcp_connect(listener);
+  Fd server(accept(listener, nullptr, nullptr));
+  add(kq, server, EVFILT_READ);
+  const linger abort_on_close{1, 0};
+  REQUIRE(setsockopt(client, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close) == 0);
+  client.reset();  // sends RST
+  const auto event = expect_event(kq, server, EVFILT_READ);
+  CHECK((event.flags & EV_EOF));
+  CHECK(event.fflags == ECONNRESET);
+}
+
+TEST_CASE("a pipe reports EV_EOF when its last writer closes") {
+  auto kq = new_queue();
+  auto pipe = pipe_pair();
+  add(kq, pipe.a, EVFILT_READ);
+  write_bytes(pipe.b, 3);
+  pipe.b.reset();
+  const auto event = expect_event(kq, pipe.a, EVFILT_READ);
+  CHECK((event.flags & EV_EOF));
+  CHECK(event.data == 3);
+}
+
+TEST_CASE("EVFILT_WRITE data is the free space in the buffer") {
+  auto kq = new_queue();
+  auto pipe = pipe_pair();
+  add(kq, pipe.b, EVFILT_WRITE);
+  const int64_t empty = expect_event(kq, pipe.b, EVFILT_WRITE).data;
+  CHECK(empty >= 512);
+  write_bytes(pipe.b, 100);
+  CHECK(expect_event(kq, pipe.b, EVFILT_WRITE).data == empty - 100);
+
+  auto pair = socket_pair();
+  add(kq, pair.a, EVFILT_WRITE);
+  CHECK(expect_event(kq, pair.a, EVFILT_WRITE).data > 0);
+}
+
+TEST_CASE("a pipe whose reader is gone reports EV_EOF on the write side") {
+  auto kq = new_queue();
+  auto pipe = pipe_pair();
+  add(kq, pipe.b, EVFILT_WRITE);
+  pipe.a.reset();
+  CHECK((expect_event(kq, pipe.b, EVFILT_WRITE).flags & EV_EOF));
+}
+
+TEST_CASE("a TCP socket that never connected is not writable (nor readable)") {
+  auto kq = new_queue();
+  Fd fresh(socket(AF_INET, SOCK_STREAM, 0));
+  add(kq, fresh, EVFILT_WRITE);
+  add(kq, fresh, EVFILT_READ);
+  expect_nothing(kq, 100);
+}
+
+TEST_CASE("an unconnected UDP socket is writable at once") {
+  auto kq = new_queue();
+  Fd udp(socket(AF_INET, SOCK_DGRAM, 0));
+  add(kq, udp, EVFILT_WRITE);
+  CHECK(expect_event(kq, udp, EVFILT_WRITE).data > 0);
+}
+
+TEST_CASE("a connection in progress becomes writable once connected") {
+  auto kq = new_queue();
+  auto listener = tcp_listener();
+  sockaddr_in address{};
+  socklen_t size = sizeof address;
+  REQUIRE(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &size) == 0);
+  Fd client(socket(AF_INET, SOCK_STREAM, 0));
+  REQUIRE(fcntl(client, F_SETFL, O_NONBLOCK) == 0);
+  const int result = connect(client, reinterpret_cast<sockaddr*>(&address), size);
+  REQUIRE((result == 0 || errno == EINPROGRESS));
+  add(kq, client, EVFILT_WRITE);
+  const auto event = expect_event(kq, client, EVFILT_WRITE);
+  CHECK(!(event.flags & EV_EOF));
+}
+
+TEST_CASE("read and write on one descriptor are two events with their own udata and mode") {
+  auto kq = new_queue();
+  auto pair = socket_pair();
+  int reading, writing;
+  add(kq, pair.a, EVFILT_READ, 0, &reading);
+  add(kq, pair.a, EVFILT_WRITE, EV_CLEAR, &writing);
+  write_bytes(pair.b, 1);
+  const auto events = wait(kq, 1000);
+  INFO(describe_all(events));
+  REQUIRE(events.size() == 2);
+  for (const auto& event : events) CHECK(event.udata == (event.filter == EVFILT_READ ? &reading : &writing));
+  // The read side is level-triggered and comes again; the write side has EV_CLEAR and does not.
+  const auto again = wait(kq, 50);
+  INFO(describe_all(again));
+  REQUIRE(again.size() == 1);
+  CHECK(again[0].filter == EVFILT_READ);
+  CHECK(again[0].udata == &reading);
+}
+
+TEST_CASE("deleting one filter leaves the other on the same descriptor alone") {
+  auto kq = new_queue();
+  auto pair = socket_pair();
+  add(kq, pair.a, EVFILT_READ);
+  add(kq, pair.a, EVFILT_WRITE);
+  REQUIRE(apply(kq, {change(pair.a, EVFILT_WRITE, EV_DELETE)}) == 0);
+  write_bytes(pair.b, 1);
+  const auto events = wait(kq, 1000);
+  INFO(describe_all(events));
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].filter == EVFILT_READ);
+}
+
+TEST_CASE("NOTE_LOWAT: EVFILT_READ fires only once `data` bytes are readable") {
+  auto kq = new_queue();
+  auto pair = socket_pair();
+  REQUIRE(apply(kq, {change(pair.a, EVFILT_READ, EV_ADD, NOTE_LOWAT, 10)}) == 0);
+  write_bytes(pair.b, 4);
+  expect_nothing(kq);
+  write_bytes(pair.b, 6);
+  CHECK(expect_event(kq, pair.a, EVFILT_READ).data == 10);
+}
+
+TEST_CASE("two queues watching one descriptor each get their own event") {
+  auto first = new_queue();
+  auto second = new_queue();
+  auto pair = socket_pair();
+  add(first, pair.a, EVFILT_READ, EV_CLEAR);
+  add(second, pair.a, EVFILT_READ, EV_CLEAR);
+  write_bytes(pair.b, 1);
+  expect_event(first, pair.a, EVFILT_READ);
+  expect_event(second, pair.a, EVFILT_READ);
+}
+
+}  // TEST_SUITE
