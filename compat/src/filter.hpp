@@ -44,8 +44,15 @@ struct FilterOps {
   bool (*source_is_level)(const Knote& knote);
 };
 
-// The filters, one per file.
+// The filters, one per file, and the table that names them (filters.cpp).
 extern const FilterOps read_filter;
 extern const FilterOps write_filter;
+
+// The operations of `filter`, or null for a filter the layer does not have (the change fails with EINVAL).
+const FilterOps* filter_ops(short filter);
+
+// True for the filters whose knotes hang on a descriptor's shared epoll entry (WatchedFd): their ident is a
+// descriptor number, looked up through Kqueue::fds_.
+bool is_descriptor_filter(short filter);
 
 }  // namespace kqcompat

@@ -24,19 +24,6 @@ namespace {
 
 constexpr unsigned short kCreationFlags = EV_ONESHOT | EV_CLEAR | EV_DISPATCH | EV_RECEIPT;
 
-const FilterOps* filter_ops(short filter) {
-  switch (filter) {
-    case EVFILT_READ:
-      return &read_filter;
-    case EVFILT_WRITE:
-      return &write_filter;
-    default:
-      return nullptr;
-  }
-}
-
-bool is_descriptor_filter(short filter) { return filter == EVFILT_READ || filter == EVFILT_WRITE; }
-
 KnoteKey knote_key(short filter, uintptr_t ident) { return {ident, filter}; }
 
 bool descriptor_is_open(uintptr_t ident) { return ident <= INT_MAX && fcntl(static_cast<int>(ident), F_GETFD) != -1; }
