@@ -1,0 +1,121 @@
+#include "setup.hpp"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace kqlab {
+namespace {
+
+const char* program_name = "server";
+
+[[noreturn]] void usage_error(const std::string& problem, const char* summary) {
+  std::fprintf(stderr,
+               "%s: %s\n"
+               "usage: %s [--host ADDRESS] [--port PORT]\n"
+               "  %s\n"
+               "  --host ADDRESS  numeric IPv4 or IPv6 address to listen on (default 127.0.0.1)\n"
+               "  --port PORT     TCP port to listen on, 0 lets the kernel pick a free one (default 0)\n",
+               program_name, problem.c_str(), program_name, summary);
+  std::exit(2);
+}
+
+bool is_port(const std::string& text) {
+  if (text.empty() || text.size() > 5 || text.find_first_not_of("0123456789") != std::string::npos) return false;
+  return std::stoi(text) <= 65535;
+}
+
+// The numeric host and port of a bound socket, as getnameinfo() spells them.
+std::string local_address(int socket) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  if (getsockname(socket, reinterpret_cast<sockaddr*>(&address), &length) == -1) fail("getsockname");
+  char host[NI_MAXHOST];
+  char port[NI_MAXSERV];
+  const int status = getnameinfo(reinterpret_cast<sockaddr*>(&address), length, host, sizeof host, port,
+                                 sizeof port, NI_NUMERICHOST | NI_NUMERICSERV);
+  if (status != 0) {
+    std::fprintf(stderr, "getnameinfo: %s\n", gai_strerror(status));
+    std::exit(1);
+  }
+  // An IPv6 address has colons of its own: bracket it, as in URLs, so the port stays unambiguous.
+  const bool ipv6 = address.ss_family == AF_INET6;
+  return (ipv6 ? "[" : "") + std::string(host) + (ipv6 ? "]:" : ":") + port;
+}
+
+}  // namespace
+
+Address parse_arguments(int argc, char** argv, const char* summary) {
+  if (argc > 0) {
+    const char* slash = std::strrchr(argv[0], '/');
+    program_name = slash ? slash + 1 : argv[0];
+  }
+  Address address;
+  for (int i = 1; i < argc; ++i) {
+    const std::string option = argv[i];
+    if (option == "--help" || option == "-h") {
+      std::printf("usage: %s [--host ADDRESS] [--port PORT]\n  %s\n", program_name, summary);
+      std::exit(0);
+    }
+    if (option != "--host" && option != "--port") usage_error("unknown option '" + option + "'", summary);
+    if (i + 1 == argc) usage_error(option + " needs a value", summary);
+    const std::string value = argv[++i];
+    if (option == "--host") {
+      address.host = value;
+    } else if (is_port(value)) {
+      address.port = value;
+    } else {
+      usage_error("--port wants a number from 0 to 65535, not '" + value + "'", summary);
+    }
+  }
+  return address;
+}
+
+int open_listener(const Address& address) {
+  // AI_NUMERICHOST: never ask DNS. A name lookup blocks, and nothing in these servers may block.
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(address.host.c_str(), address.port.c_str(), &hints, &found) != 0) {
+    std::fprintf(stderr, "%s: --host wants a numeric IP address such as 127.0.0.1 or ::1, not '%s'\n", program_name,
+                 address.host.c_str());
+    std::exit(2);
+  }
+  const int listener = socket(found->ai_family, found->ai_socktype, found->ai_protocol);
+  if (listener == -1) fail("socket");
+  // Restarting a server must not wait for the old connections' TIME_WAIT to expire before it can bind again.
+  const int on = 1;
+  if (setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) == -1) fail("setsockopt(SO_REUSEADDR)");
+  if (bind(listener, found->ai_addr, found->ai_addrlen) == -1) {
+    const int error = errno;
+    fail("bind " + address.host + " port " + address.port, error);
+  }
+  freeaddrinfo(found);
+  if (listen(listener, SOMAXCONN) == -1) fail("listen");
+  set_nonblocking(listener);
+  return listener;
+}
+
+void announce_listening(int listener) {
+  std::printf("listening on %s\n", local_address(listener).c_str());
+  std::fflush(stdout);
+}
+
+void set_nonblocking(int fd) {
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags == -1 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1) fail("fcntl(O_NONBLOCK)");
+}
+
+void fail(const std::string& what, int error) {
+  std::fprintf(stderr, "%s: %s\n", what.c_str(), std::strerror(error));
+  std::exit(1);
+}
+
+}  // namespace kqlab

@@ -1,0 +1,37 @@
+// What every lesson server does before kqueue enters the story: read --host/--port, open a listening socket, say
+// where it listens, and stop with a readable message when a call fails. Kept here so each lesson's own file is
+// about events only.
+#pragma once
+
+#include <cerrno>
+#include <string>
+
+namespace kqlab {
+
+// Where to listen. The defaults keep a lesson server private to this machine and let the kernel pick a free port.
+struct Address {
+  std::string host = "127.0.0.1";
+  std::string port = "0";
+};
+
+// Reads `--host ADDRESS` and `--port PORT` (and `--help`). Anything else prints what is wrong and the usage on
+// stderr and exits with status 2; `summary` is the usage's first line, saying what the program does.
+Address parse_arguments(int argc, char** argv, const char* summary);
+
+// A non-blocking TCP socket bound to `address` and listening, or the process exits with a message: a bad address
+// with status 2, a failing call (say, the port is taken) with status 1.
+int open_listener(const Address& address);
+
+// Prints `listening on HOST:PORT` on stdout, flushed: the one line that tells a person, or the test harness, that
+// the server is ready and which port the kernel picked.
+void announce_listening(int listener);
+
+// Makes reads, writes and accepts on `fd` return EAGAIN instead of blocking. An event loop must never block
+// anywhere but in kevent(): one slow client would stop all the others.
+void set_nonblocking(int fd);
+
+// Prints `what: <the error's text>` (e.g. `kevent: Bad file descriptor`) on stderr and exits with status 1.
+// `error` defaults to errno as it is where fail() is called.
+[[noreturn]] void fail(const std::string& what, int error = errno);
+
+}  // namespace kqlab
