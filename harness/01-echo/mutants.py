@@ -1,0 +1,64 @@
+"""Lesson 01's mutants: the solution with one classic mistake put back (../shared/reference/common-mistakes.md).
+`./kqlab test` builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py)."""
+from kqlab.mutants import Mutant
+
+MUTANTS = [
+    Mutant(
+        name="stops-at-first-partial-write",
+        mistake="One write = all bytes: whatever write() did not take (part, or all with EAGAIN) is dropped.",
+        caught_by="test_partial_writes",
+        file="echo_server.cpp",
+        replacements=(("    client.unsent_.erase(0, static_cast<std::size_t>(sent));\n",
+                       "    client.unsent_.clear();  // MUTANT: assumes write() took everything\n"),
+                      ("    if (sent == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;\n",
+                       "    if (sent == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {\n"
+                       "      client.unsent_.clear();  // MUTANT: and what the socket did not take is lost\n"
+                       "      break;\n"
+                       "    }\n")),
+    ),
+    Mutant(
+        name="ignores-eof",
+        mistake="EV_EOF ignored: a client that has finished sending is never closed.",
+        caught_by="test_eof_with_pending_data",
+        file="echo_server.cpp",
+        replacements=(("  } else if (event.flags & EV_EOF) {\n",
+                       "  } else if (false) {  // MUTANT: never looks at EV_EOF\n"),),
+    ),
+    Mutant(
+        name="closes-at-eof-dropping-data",
+        mistake="EV_EOF taken as 'close now': the bytes that came with it are never read or echoed.",
+        caught_by="test_eof_with_pending_data",
+        file="echo_server.cpp",
+        replacements=(("  if (event.data > 0) {\n    char buffer",
+                       "  if (event.flags & EV_EOF) {  // MUTANT: closes before reading what is left\n"
+                       "    close_client(fd);\n"
+                       "    return;\n"
+                       "  }\n"
+                       "  if (event.data > 0) {\n    char buffer"),),
+    ),
+    Mutant(
+        name="forgets-to-close",
+        mistake="The client is forgotten but its descriptor never closed: one leaked descriptor per client.",
+        caught_by="test_no_descriptor_leak",
+        file="echo_server.cpp",
+        replacements=(("  clients_.erase(fd);\n  close(fd);\n",
+                       "  clients_.erase(fd);  // MUTANT: and the descriptor stays open\n"),),
+    ),
+    Mutant(
+        name="leaves-write-interest-on",
+        mistake="EVFILT_WRITE left registered when nothing is left to write: the loop spins at 100% CPU.",
+        caught_by="test_no_spinning_while_idle",
+        file="echo_server.cpp",
+        replacements=(("  if (pending != client.writing_) {\n",
+                       "  if (pending && !client.writing_) {  // MUTANT: never removes the write interest\n"),),
+    ),
+    Mutant(
+        name="blocking-client-sockets",
+        mistake="Blocking sockets in the loop: one client that reads slowly stops the server for everyone.",
+        caught_by="test_slow_reader_delays_nobody",
+        file="echo_server.cpp",
+        replacements=(("#include <unistd.h>\n", "#include <fcntl.h>\n#include <unistd.h>\n"),
+                      ("    kqlab::set_nonblocking(fd);",
+                       "    fcntl(fd, F_SETFL, 0);  // MUTANT: blocking (BSD's accept() copies O_NONBLOCK: undo it)\n   ")),
+    ),
+]

@@ -1,0 +1,143 @@
+"""The course as it lies on disk.
+
+A lesson is a directory lessons/NN-topic/ (its README.md, hints.md and exercise), mirrored path for path by
+solutions/NN-topic/, by its tests in harness/NN-topic/, and, once the student reaches it, by their own copy in
+workspace/NN-topic/. Everything about a lesson is derived from those directories; there is no second list to keep
+in step.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LESSONS = ROOT / "lessons"
+SOLUTIONS = ROOT / "solutions"
+HARNESS = ROOT / "harness"
+WORKSPACE = ROOT / "workspace"
+PROGRESS = WORKSPACE / ".progress"
+
+# The student's copy holds the program, not the lesson's text: README.md and hints.md stay in lessons/, where a
+# course update can change them.
+_TEXT_FILES = ("README.md", "hints.md")
+
+
+@dataclass(frozen=True)
+class Lesson:
+    name: str  # "01-echo": the directory name in every tree
+
+    @property
+    def number(self) -> int:
+        return int(self.name[:2])
+
+    @property
+    def exercise(self) -> Path:
+        return LESSONS / self.name
+
+    @property
+    def solution(self) -> Path:
+        return SOLUTIONS / self.name
+
+    @property
+    def tests(self) -> Path:
+        return HARNESS / self.name
+
+    @property
+    def workspace(self) -> Path:
+        return WORKSPACE / self.name
+
+    @property
+    def readme(self) -> Path:
+        return self.exercise / "README.md"
+
+    @property
+    def hints(self) -> Path:
+        return self.exercise / "hints.md"
+
+    @property
+    def title(self) -> str:
+        """The README's first heading, without its "Lesson NN:" prefix."""
+        for line in self.readme.read_text(encoding="utf-8").splitlines():
+            if line.startswith("# "):
+                return re.sub(r"^Lesson \d+:\s*", "", line[2:]).strip()
+        return self.name
+
+    def program_files(self, tree: Path) -> list[Path]:
+        """The files of this lesson's program in `tree` (an exercise, solution or workspace directory)."""
+        return sorted(p for p in tree.iterdir() if p.is_file() and p.name not in _TEXT_FILES)
+
+    def sections(self) -> list[str]:
+        """The README's headings (any level), as written."""
+        text = self.readme.read_text(encoding="utf-8")
+        return [m.group(1).strip() for m in re.finditer(r"^#{1,6}\s+(.*)$", text, re.MULTILINE)]
+
+    def copy_exercise_to(self, destination: Path) -> None:
+        """Copies the exercise's program files into `destination` (created)."""
+        destination.mkdir(parents=True, exist_ok=True)
+        for source in self.program_files(self.exercise):
+            shutil.copy2(source, destination / source.name)
+
+
+def lessons() -> list[Lesson]:
+    return [Lesson(d.name) for d in sorted(LESSONS.iterdir()) if d.is_dir() and re.fullmatch(r"\d\d-[\w-]+", d.name)]
+
+
+def lesson(key: str | int) -> Lesson:
+    """The lesson with this number (1, "1", "01") or name ("01-echo"); ValueError if there is none."""
+    for candidate in lessons():
+        if str(key) == candidate.name or (str(key).isdigit() and int(key) == candidate.number):
+            return candidate
+    raise ValueError(f"there is no lesson {key!r}; the lessons are {', '.join(l.name for l in lessons())}")
+
+
+def program(build_dir: Path, impl: str, lesson: Lesson) -> Path:
+    """Where CMake puts a lesson's program (see lessons/lessons.cmake): impl is solution, exercise, workspace or
+    mutant-NAME."""
+    return build_dir / "bin" / impl / lesson.name
+
+
+# Progress: one line per lesson the student has checked, such as "01-echo done" or "02-timers failing 3/7 tests
+# pass". Plain text, so a student can read it, and delete it to start over.
+def progress() -> dict[str, str]:
+    if not PROGRESS.exists():
+        return {}
+    entries = {}
+    for line in PROGRESS.read_text(encoding="utf-8").splitlines():
+        name, _, status = line.partition(" ")
+        if name and not name.startswith("#"):
+            entries[name] = status.strip()
+    return entries
+
+
+def record(lesson: Lesson, status: str) -> None:
+    """Remembers a lesson's status: "done", or "failing" and a few words on how far along it is."""
+    entries = progress()
+    entries[lesson.name] = status
+    _write_progress(entries)
+
+
+def forget(lesson: Lesson) -> None:
+    entries = progress()
+    if entries.pop(lesson.name, None) is not None:
+        _write_progress(entries)
+
+
+def _write_progress(entries: dict[str, str]) -> None:
+    WORKSPACE.mkdir(exist_ok=True)
+    lines = ["# Written by ./kqlab check: the last result of each lesson's tests."]
+    lines += [f"{name} {status}" for name, status in sorted(entries.items())]
+    PROGRESS.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def status(lesson: Lesson) -> str:
+    """done, failing (and how far along), started (copied, not checked yet), or not started."""
+    if not lesson.workspace.exists():
+        return "not started"
+    return progress().get(lesson.name, "started")
+
+
+def current() -> Lesson | None:
+    """The first lesson not done yet, or None when all are."""
+    return next((l for l in lessons() if status(l) != "done"), None)

@@ -1,0 +1,80 @@
+"""Mutants: a lesson's solution with one classic mistake put back.
+
+Each lesson lists its mutants in harness/NN-topic/mutants.py, as MUTANTS = [Mutant(...), ...]. `./kqlab test`
+writes each one, patched, under build/<preset>/mutants/<name>/NN-topic/ (solutions/CMakeLists.txt builds whatever
+it finds there as the target mutant-<name>_NN-topic), runs the test named for the mistake against it, and fails
+unless that test fails. A mistake no test catches is a bug in the tests.
+
+A patch is plain text replacement: each `old` must occur exactly once in the solution's file, so a solution that
+changed under a mutant stops the suite with a message, instead of silently testing the unchanged solution.
+"""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .course import Lesson
+
+
+class MutantDoesNotApply(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str  # a few words with dashes, e.g. "forgets-to-close"
+    mistake: str  # the classic mistake it makes, in one sentence
+    caught_by: str  # the test that must fail against it
+    file: str  # the solution file it patches
+    replacements: tuple[tuple[str, str], ...]  # (old, new) pairs; each old occurs exactly once
+
+    def write(self, lesson: Lesson, build_dir: Path) -> Path:
+        """Writes the solution with this mistake into the build tree; returns the lesson directory written.
+
+        Files are rewritten only when their text changes, so the build does not recompile an unchanged mutant.
+        """
+        if not (lesson.solution / self.file).is_file():
+            raise MutantDoesNotApply(f"mutant {self.name}: solutions/{lesson.name}/{self.file} does not exist")
+        tree = build_dir / "mutants" / self.name / lesson.name
+        tree.mkdir(parents=True, exist_ok=True)
+        for source in lesson.program_files(lesson.solution):
+            text = source.read_text(encoding="utf-8")
+            if source.name == self.file:
+                text = self.patch(text, lesson)
+            target = tree / source.name
+            if not target.exists() or target.read_text(encoding="utf-8") != text:
+                target.write_text(text, encoding="utf-8")
+        return tree
+
+    def patch(self, text: str, lesson: Lesson) -> str:
+        for old, new in self.replacements:
+            count = text.count(old)
+            if count != 1:
+                raise MutantDoesNotApply(
+                    f"mutant {self.name} no longer applies: the text below occurs {count} times in "
+                    f"solutions/{lesson.name}/{self.file} (it must occur once). Update harness/{lesson.name}/"
+                    f"mutants.py to match the solution.\n{old}")
+            text = text.replace(old, new)
+        return text
+
+
+def of(lesson: Lesson) -> list[Mutant]:
+    """The mutants listed in harness/NN-topic/mutants.py (none if the file does not exist)."""
+    path = lesson.tests / "mutants.py"
+    if not path.exists():
+        return []
+    spec = importlib.util.spec_from_file_location(f"kqlab_mutants_{lesson.number:02d}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.MUTANTS)
+
+
+def remove_stale(build_dir: Path, keep: set[str]) -> None:
+    """Deletes mutant trees that no lesson lists any more, so CMake stops building them."""
+    root = build_dir / "mutants"
+    if root.exists():
+        for tree in root.iterdir():
+            if tree.name not in keep:
+                shutil.rmtree(tree)

@@ -1,0 +1,57 @@
+"""./kqlab test: the project's own suite, the one CI runs.
+
+1. Build everything with the `default` preset (AddressSanitizer and UBSan), warnings as errors.
+2. compat's doctest suite, through CTest.
+3. The threaded tests (CTest label `threads`) again, built with the `tsan` preset, under ThreadSanitizer.
+4. The course tests, through pytest: every lesson's tests against its solution, and the course's checks on itself
+   (harness/test_course.py: every untouched exercise fails, every mutant is caught, gaps are gaps).
+
+The last line says how it went, with the totals.
+"""
+from __future__ import annotations
+
+import time
+
+from . import course, tools
+
+
+def run() -> int:
+    started = time.monotonic()
+    results: list[tuple[str, bool, str]] = []  # (part, passed, what it says)
+
+    tools.banner("Build: preset default (Debug, AddressSanitizer + UndefinedBehaviorSanitizer), warnings are errors")
+    if tools.configure("default", "KQLAB_WERROR=ON") or tools.build("default"):
+        return _finish([("build", False, "the build failed (see above)")], started)
+    results.append(("build", True, "ok"))
+
+    junit = tools.build_dir("default") / "junit"
+    tools.banner("compat's tests (CTest, preset default)")
+    status, tally = tools.ctest("default", junit / "ctest.xml")
+    results.append(("ctest", status == 0 and tally.total > 0, tally.summary()))
+
+    tools.banner("The threaded tests under ThreadSanitizer (CTest -L threads, preset tsan)")
+    if tools.configure("tsan", "KQLAB_WERROR=ON") or tools.build("tsan"):
+        results.append(("tsan", False, "the build failed (see above)"))
+    else:
+        # --no-tests=ignore: no test labelled `threads` is not a failure (CTest would then say "No tests were
+        # found", with exit status 0 or 8 depending on its version and settings).
+        status, tally = tools.ctest("tsan", junit / "ctest-tsan.xml", "-L", "threads", "--no-tests=ignore")
+        results.append(("tsan", status == 0, tally.summary() if tally.total else "no tests labelled threads"))
+
+    tools.banner("The course's tests (pytest): every solution passes, every untouched exercise fails, every mutant "
+                 "is caught")
+    status, tally = tools.pytest([tools.shown(course.HARNESS), "--build-dir", tools.shown(tools.build_dir("default")),
+                                  "-rfE"], junit / "pytest.xml")
+    if status == 5:
+        results.append(("pytest", False, "no tests were collected"))
+    else:
+        results.append(("pytest", status == 0, tally.summary() + ("" if status in (0, 1) else f" (status {status})")))
+    return _finish(results, started)
+
+
+def _finish(results: list[tuple[str, bool, str]], started: float) -> int:
+    minutes, seconds = divmod(int(time.monotonic() - started), 60)
+    passed = all(ok for _, ok, _ in results)
+    parts = "; ".join(f"{part} {'' if ok else 'FAILED: '}{text}" for part, ok, text in results)
+    print(f"\nkqlab test: {'PASSED' if passed else 'FAILED'} in {minutes}m{seconds:02d}s ({parts})")
+    return 0 if passed else 1

@@ -1,0 +1,133 @@
+"""The course's checks on itself. The lesson tests (harness/NN-topic/) show that every solution passes; these show
+that the tests and the exercises are honest:
+
+- every untouched exercise builds, starts, and fails its tests (a gap that changes nothing is not a gap);
+- every mutant, a solution with one classic mistake put back, fails the test named for that mistake (a mistake no
+  test catches is a bug in the tests);
+- each exercise differs from its solution only at numbered TODO(N) gaps, numbered from 1 without holes, and each
+  gap has its step in the lesson's README and its hint in hints.md.
+
+They run lesson tests in a pytest of their own (a subprocess), against the programs in --build-dir, which
+`./kqlab test` has just built.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+
+import pytest
+
+from kqlab import course, mutants, tools
+
+LESSONS = course.lessons()
+MUTANTS = [(lesson, mutant) for lesson in LESSONS for mutant in mutants.of(lesson)]
+
+
+@pytest.fixture(scope="session")
+def build_dir(request: pytest.FixtureRequest) -> Path:
+    return Path(request.config.getoption("--build-dir"))
+
+
+def lesson_tests(selection: list[str], impl: str, build_dir: Path, junit: Path) -> tuple[int, tools.Tally, str]:
+    """Runs lesson tests against one build of a lesson; returns pytest's exit status, the tally and its output."""
+    command = tools.pytest_command([*selection, "--impl", impl, "--build-dir", str(build_dir), "-q"], junit)
+    status, output = tools.capture(command)
+    return status, tools.read_junit(junit), output
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda lesson: lesson.name)
+def test_untouched_exercise_fails(lesson: course.Lesson, build_dir: Path, tmp_path: Path) -> None:
+    program = course.program(build_dir, "exercise", lesson)
+    assert program.exists(), f"{program} was not built"
+    # -x: the first failure is all this needs to know.
+    status, tally, output = lesson_tests([str(lesson.tests), "-x"], "exercise", build_dir, tmp_path / "junit.xml")
+    if status == 0:
+        pytest.fail(f"The untouched exercise of lesson {lesson.name} passes its tests: either a gap changes "
+                    f"nothing, or a test cannot fail.\n{output}", pytrace=False)
+    if status != 1 or tally.failed == 0:
+        pytest.fail(f"pytest could not run lesson {lesson.name}'s tests against its exercise (exit status "
+                    f"{status}).\n{output}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def mutant_trees(build_dir: Path) -> dict[tuple[str, str], str]:
+    """Writes every mutant into the build tree and has CMake pick them up. Returns, for each mutant that no longer
+    applies to its solution, why."""
+    broken = {}
+    for lesson, mutant in MUTANTS:
+        try:
+            mutant.write(lesson, build_dir)
+        except mutants.MutantDoesNotApply as problem:
+            broken[(lesson.name, mutant.name)] = str(problem)
+    mutants.remove_stale(build_dir, {mutant.name for _, mutant in MUTANTS})
+    status, output = tools.capture(["cmake", "-S", str(course.ROOT), "-B", str(build_dir)])
+    if status:
+        pytest.fail(f"CMake could not configure the mutants:\n{output}", pytrace=False)
+    return broken
+
+
+def defining_file(lesson: course.Lesson, test: str) -> Path | None:
+    for path in sorted(lesson.tests.glob("test_*.py")):
+        if re.search(rf"^def {re.escape(test)}\(", path.read_text(encoding="utf-8"), re.MULTILINE):
+            return path
+    return None
+
+
+@pytest.mark.parametrize("lesson,mutant", MUTANTS, ids=[f"{l.name}/{m.name}" for l, m in MUTANTS])
+def test_mutant_is_caught(lesson: course.Lesson, mutant: mutants.Mutant, mutant_trees: dict, build_dir: Path,
+                          tmp_path: Path) -> None:
+    if (lesson.name, mutant.name) in mutant_trees:
+        pytest.fail(mutant_trees[(lesson.name, mutant.name)], pytrace=False)
+    test_file = defining_file(lesson, mutant.caught_by)
+    if test_file is None:
+        pytest.fail(f"Mutant {mutant.name} names {mutant.caught_by}, but no test file in {lesson.tests} defines "
+                    f"it.", pytrace=False)
+    impl = f"mutant-{mutant.name}"
+    status, output = tools.capture(["cmake", "--build", str(build_dir), "--parallel", str(tools.jobs()),
+                                    "--target", f"{impl}_{lesson.name}"])
+    if status:
+        pytest.fail(f"Mutant {mutant.name} does not build:\n{output}", pytrace=False)
+    status, tally, output = lesson_tests([f"{test_file}::{mutant.caught_by}"], impl, build_dir,
+                                         tmp_path / "junit.xml")
+    if status == 0:
+        pytest.fail(f"Mutant {mutant.name} survives: {mutant.caught_by} passes against a solution that makes this "
+                    f"mistake: {mutant.mistake}\nA mistake no test catches is a bug in the tests.", pytrace=False)
+    if mutant.caught_by not in tally.failures:
+        pytest.fail(f"{mutant.caught_by} did not run against mutant {mutant.name} (pytest exit status {status})."
+                    f"\n{output}", pytrace=False)
+
+
+def gaps(text: str) -> list[int]:
+    return [int(number) for number in re.findall(r"TODO\((\d+)\)", text)]
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda lesson: lesson.name)
+def test_exercise_differs_from_solution_only_at_gaps(lesson: course.Lesson) -> None:
+    exercise_files = [path.name for path in lesson.program_files(lesson.exercise)]
+    solution_files = [path.name for path in lesson.program_files(lesson.solution)]
+    assert exercise_files == solution_files, "an exercise and its solution must have the same files"
+    numbers = []
+    for name in exercise_files:
+        exercise = (lesson.exercise / name).read_text(encoding="utf-8").splitlines()
+        solution = (lesson.solution / name).read_text(encoding="utf-8").splitlines()
+        assert not gaps("\n".join(solution)), f"solutions/{lesson.name}/{name} still has a TODO(N)"
+        numbers += gaps("\n".join(exercise))
+        for tag, s1, s2, e1, e2 in difflib.SequenceMatcher(None, solution, exercise, autojunk=False).get_opcodes():
+            if tag != "equal" and not gaps("\n".join(exercise[e1:e2])):
+                shown = "\n".join(exercise[e1:e2] or solution[s1:s2])
+                pytest.fail(f"lessons/{lesson.name}/{name}, line {e1 + 1}: the exercise differs from its solution "
+                            f"outside a TODO(N) gap:\n{shown}", pytrace=False)
+    assert sorted(numbers) == list(range(1, len(numbers) + 1)), \
+        f"the gaps of lessons/{lesson.name} must be TODO(1) to TODO(N), each once; they are {sorted(numbers)}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda lesson: lesson.name)
+def test_every_gap_has_a_step_and_a_hint(lesson: course.Lesson) -> None:
+    count = len(gaps("\n".join(p.read_text(encoding="utf-8") for p in lesson.program_files(lesson.exercise))))
+    assert count > 0, f"lessons/{lesson.name} has no TODO(N) gap"
+    readme, hints = lesson.readme.read_text(encoding="utf-8"), lesson.hints.read_text(encoding="utf-8")
+    for number in range(1, count + 1):
+        assert f"TODO({number})" in readme, f"{lesson.readme} does not explain TODO({number})"
+        assert re.search(rf"^#+ .*TODO\({number}\)", hints, re.MULTILINE), \
+            f"{lesson.hints} has no heading for TODO({number})"
