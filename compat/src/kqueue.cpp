@@ -17,6 +17,7 @@
 #include <ctime>
 
 #include "fd_table.hpp"
+#include "timer_queue.hpp"
 #include "trace.hpp"
 
 namespace kqcompat {
@@ -358,6 +359,13 @@ void Kqueue::queue_pending(Knote& knote) {
   pending_tail_ = &knote;
 }
 
+int Kqueue::add_source(InternalSource& source) {
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.u64 = epoll_data_for(source);
+  return epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, source.fd_, &event) == 0 ? 0 : errno;
+}
+
 void Kqueue::unqueue_pending(Knote& knote) {
   if (!knote.pending_) return;
   (knote.pending_prev_ ? knote.pending_prev_->pending_next_ : pending_head_) = knote.pending_next_;
@@ -433,11 +441,7 @@ extern "C" int kqueuex(unsigned int flags) {
   if (epoll_fd < 0) return -1;
   auto queue = std::make_unique<Kqueue>(epoll_fd);
   FdFacts* facts = fd_facts_create(epoll_fd);
-  epoll_event wake{};
-  wake.events = EPOLLIN;
-  wake.data.u64 = epoll_data_for(queue->wake_);
-  if (queue->wake_.fd_ < 0 || !facts || epoll_ctl(epoll_fd, EPOLL_CTL_ADD, queue->wake_.fd_, &wake) != 0 ||
-      !live_queue_add(epoll_fd)) {
+  if (queue->wake_.fd_ < 0 || !facts || queue->add_source(queue->wake_) != 0 || !live_queue_add(epoll_fd)) {
     const int error = queue->wake_.fd_ < 0 ? errno : EMFILE;
     queue.reset();
     ::close(epoll_fd);

@@ -20,6 +20,7 @@
 namespace kqcompat {
 
 struct WatchedFd;
+class TimerQueue;
 
 struct Knote {
   // What the program registered. `flags_` keeps only the behaviour chosen at creation (EV_ONESHOT, EV_CLEAR,
@@ -44,6 +45,13 @@ struct Knote {
   WatchedFd* fd_ = nullptr;
   int64_t count_ = 0;
   unsigned int fired_fflags_ = 0;
+
+  // EVFILT_TIMER: the next expiry on CLOCK_MONOTONIC (ns), the period (0: fires once), and the knote's slot in
+  // the queue's timer heap (kNoTimerSlot while it is not armed). See timer_queue.hpp.
+  static constexpr size_t kNoTimerSlot = static_cast<size_t>(-1);
+  int64_t timer_next_ns_ = 0;
+  int64_t timer_period_ns_ = 0;
+  size_t timer_slot_ = kNoTimerSlot;
 };
 
 // "epoll accepts a descriptor once": the one epoll entry that a descriptor's read and write knotes share. Its
@@ -104,10 +112,17 @@ struct Kqueue {
   bool wake_signalled_ = false;
   int waiters_ = 0;  // threads blocked in epoll_wait on this queue
 
+  // EVFILT_TIMER's one timerfd and ordered timers: made on first use, so a queue without timers costs no extra
+  // descriptor.
+  std::unique_ptr<TimerQueue> timers_;
+
   void queue_pending(Knote& knote);
   void unqueue_pending(Knote& knote);
   // Makes the wake-up eventfd match the pending list (called where the lock is about to be released).
   void update_wake();
+
+  // Adds an internal source to the epoll set (level-triggered, readable). Returns 0 or an errno.
+  int add_source(InternalSource& source);
 
   // The record for `fd`, purged first when the number was closed since it was registered.
   WatchedFd* find_fd(int fd);
