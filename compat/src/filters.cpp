@@ -12,6 +12,8 @@ const FilterOps* filter_ops(short filter) {
       return &write_filter;
     case EVFILT_TIMER:
       return &timer_filter;
+    case EVFILT_USER:
+      return &user_filter;
     default:
       return nullptr;
   }

@@ -157,6 +157,11 @@ inline void add_timer(int kq, uintptr_t ident, int64_t period, unsigned fflags =
   REQUIRE(apply(kq, {wanted}) == 0);
 }
 
+// NOTE_TRIGGER on an existing EVFILT_USER event, with `fflags` (a NOTE_FF* operation) and `data`.
+inline void trigger(int kq, uintptr_t ident, unsigned fflags = NOTE_FFNOP, int64_t data = 0) {
+  REQUIRE(apply(kq, {change(ident, EVFILT_USER, 0, NOTE_TRIGGER | fflags, data)}) == 0);
+}
+
 // Collects what one kevent() call returns within `ms` milliseconds.
 inline std::vector<struct kevent> wait(int kq, int ms = 0, int room = 16) {
   std::vector<struct kevent> events(room);
