@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -48,6 +49,13 @@ constexpr unsigned kNoteAbstime = NOTE_ABSTIME;
 constexpr bool kHaveAbstime = false;
 constexpr unsigned kNoteAbstime = 0;
 #endif
+#if defined(NOTE_FILE_POLL)
+constexpr bool kHaveFilePoll = true;
+constexpr unsigned kNoteFilePoll = NOTE_FILE_POLL;
+#else
+constexpr bool kHaveFilePoll = false;
+constexpr unsigned kNoteFilePoll = 0;
+#endif
 
 // A descriptor closed when the test ends.
 class Fd {
@@ -73,6 +81,27 @@ class Fd {
 
  private:
   int fd_;
+};
+
+// A regular file in the temporary directory, removed when the test ends. `writer` is open for reading and
+// writing; open more descriptors on `path` to watch it.
+struct TempFile {
+  std::string path;
+  Fd writer;
+
+  TempFile() {
+    const char* dir = std::getenv("TMPDIR");
+    path = std::string(dir && *dir ? dir : "/tmp") + "/kqlab-test-XXXXXX";
+    writer = Fd(mkstemp(path.data()));
+    REQUIRE_MESSAGE(writer.get() >= 0, "mkstemp " << path << ": " << std::strerror(errno));
+  }
+  ~TempFile() { unlink(path.c_str()); }
+
+  Fd open_for_reading() const {
+    Fd fd(open(path.c_str(), O_RDONLY));
+    REQUIRE(fd.get() >= 0);
+    return fd;
+  }
 };
 
 // Descriptors open in the process (numbers below 4096), to show that something costs none.
