@@ -35,8 +35,9 @@ uint32_t wanted_mask(const WatchedFd& record) {
 }  // namespace
 
 int epoll_sync(Kqueue& queue, WatchedFd& record, bool* touched) {
-  const uint32_t want = wanted_mask(record);
   if (touched) *touched = false;
+  if (record.kind_ == WatchedFd::Kind::file) return 0;  // epoll refuses regular files; FileWatch stands in
+  const uint32_t want = wanted_mask(record);
   if (want == record.registered_) return 0;
   FdFacts* facts = fd_facts_create(record.fd_);
   if (!facts) return EBADF;

@@ -8,13 +8,24 @@
 
 #include <cerrno>
 
+#include "fd_table.hpp"
+#include "file_watch.hpp"
+
 namespace kqcompat {
 namespace {
 
 // What the descriptor is decides how `data` is computed; learnt once, when its record is made.
 void learn_kind(WatchedFd& record) {
+  if (is_queue_descriptor(record.fd_)) {
+    record.kind_ = WatchedFd::Kind::queue;
+    return;
+  }
   struct stat info;
   if (fstat(record.fd_, &info) != 0) return;
+  if (S_ISREG(info.st_mode)) {
+    record.kind_ = WatchedFd::Kind::file;
+    return;
+  }
   if (S_ISFIFO(info.st_mode)) {
     record.kind_ = WatchedFd::Kind::pipe;
     record.capacity_ = fcntl(record.fd_, F_GETPIPE_SZ);
@@ -42,7 +53,8 @@ int fd_attach(Kqueue& queue, Knote& knote, Knote* WatchedFd::*slot) {
   if (fresh) learn_kind(record);
   record.*slot = &knote;
   knote.fd_ = &record;
-  if (const int error = epoll_sync(queue, record)) {
+  const bool file = record.kind_ == WatchedFd::Kind::file;
+  if (const int error = file ? file_attach(queue, knote) : epoll_sync(queue, record)) {
     record.*slot = nullptr;
     knote.fd_ = nullptr;
     if (fresh) queue.drop_fd_record(record);
@@ -51,10 +63,11 @@ int fd_attach(Kqueue& queue, Knote& knote, Knote* WatchedFd::*slot) {
   return 0;
 }
 
-void fd_detach(Kqueue&, Knote& knote) {
+void fd_detach(Kqueue& queue, Knote& knote) {
   WatchedFd& record = *knote.fd_;
   if (record.read_ == &knote) record.read_ = nullptr;
   if (record.write_ == &knote) record.write_ = nullptr;
+  if (record.kind_ == WatchedFd::Kind::file) file_detach(queue, record);
 }
 
 bool fd_enable_changed(Kqueue& queue, Knote& knote) {
@@ -63,7 +76,10 @@ bool fd_enable_changed(Kqueue& queue, Knote& knote) {
   return touched;  // a new or modified epoll entry is checked for readiness by epoll itself
 }
 
-bool fd_source_is_level(const Knote& knote) { return !(knote.fd_->registered_ & EPOLLET); }
+// A regular file has no level source: its knotes are re-queued after delivery (FileWatch only tells changes).
+bool fd_source_is_level(const Knote& knote) {
+  return knote.fd_->kind_ != WatchedFd::Kind::file && !(knote.fd_->registered_ & EPOLLET);
+}
 
 int fd_modify(Kqueue&, Knote& knote, const struct kevent& change) {
   // FreeBSD replaces a descriptor knote's parameters (NOTE_LOWAT and its threshold) on every change.
@@ -95,6 +111,11 @@ bool fd_unconnected_stream(Kqueue& queue, Knote& knote, uint32_t hint) {
     epoll_sync(queue, record);
   }
   return unconnected;
+}
+
+bool is_queue_descriptor(int fd) {
+  const FdFacts* facts = fd_facts_find(fd);
+  return facts && facts->queue.load(std::memory_order_acquire);
 }
 
 unsigned int socket_error(int fd) {

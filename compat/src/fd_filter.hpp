@@ -23,6 +23,9 @@ uint32_t fd_probe(Knote& knote, short events);
 // readable nor writable. While that lasts the epoll entry is edge-triggered, else the constant EPOLLHUP spins.
 bool fd_unconnected_stream(Kqueue& queue, Knote& knote, uint32_t hint);
 
+// True when `fd` is a kqueue's descriptor (an epoll descriptor of this layer).
+bool is_queue_descriptor(int fd);
+
 // The socket's pending error (reading it clears it on Linux: listed as a deviation), or 0.
 unsigned int socket_error(int fd);
 

@@ -19,8 +19,10 @@ struct FilterOps {
   // flags). Returns 0, or an errno with nothing left registered.
   int (*attach)(Kqueue& queue, Knote& knote);
 
-  // A change to an existing knote, not a delete (udata, sfflags, sdata already replaced; `change` is the entry
-  // as given). Returns 0, or an errno with the knote left as it was.
+  // A change to an existing knote, not a delete (udata already replaced; `change` is the entry as given). The
+  // filter decides what becomes of sfflags and sdata, as FreeBSD's f_touch does: descriptor filters replace
+  // them, the timer only on EV_ADD, the user filter applies the NOTE_FF* operation. Returns 0, or an errno with
+  // the knote left as it was.
   int (*modify)(Kqueue& queue, Knote& knote, const struct kevent& change);
 
   // EV_ENABLE / EV_DISABLE changed `knote.disabled_`: start or stop the Linux source as needed. Returns true when
@@ -47,6 +49,8 @@ struct FilterOps {
 // The filters, one per file, and the table that names them (filters.cpp).
 extern const FilterOps read_filter;
 extern const FilterOps write_filter;
+extern const FilterOps timer_filter;
+extern const FilterOps user_filter;
 
 // The operations of `filter`, or null for a filter the layer does not have (the change fails with EINVAL).
 const FilterOps* filter_ops(short filter);

@@ -1,8 +1,11 @@
-// EVFILT_READ on sockets, pipes and FIFOs: readable data, waiting connections, end of file.
+// EVFILT_READ on sockets, pipes, FIFOs, regular files and other queues: readable data, waiting connections, end
+// of file, pending events.
 //
 // FreeBSD's contract (kqueue(2)): `data` is the number of bytes readable; on a listening socket the number of
 // connections waiting in accept's queue; EV_EOF is set once the peer shut down writing, possibly while data is
-// still buffered, with the socket error (if any) in `fflags`. NOTE_LOWAT puts the threshold in `data`.
+// still buffered, with the socket error (if any) in `fflags`. NOTE_LOWAT puts the threshold in `data`. On a
+// regular file, `data` is what lies past the offset (file_watch.hpp); on another kqueue, the number of events
+// pending there.
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -12,8 +15,11 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <mutex>
 
 #include "fd_filter.hpp"
+#include "fd_table.hpp"
+#include "file_watch.hpp"
 
 namespace kqcompat {
 namespace {
@@ -38,8 +44,34 @@ int64_t readable_bytes(WatchedFd& record) {
   return 0;
 }
 
+// vfs_subr.c's filt_vfsread: active while the offset is not at the end (data != 0, negative past it), always
+// with NOTE_FILE_POLL.
+bool evaluate_file(Knote& knote, struct kevent& out) {
+  out.data = file_unread_bytes(*knote.fd_);
+  if (knote.fd_->lost_) return false;
+  return out.data != 0 || (knote.sfflags_ & NOTE_FILE_POLL);
+}
+
+// filt_kqueue: the watched queue's pending count (kq_count). Its lock is taken only while this queue holds an
+// epoll entry on it (registered_), which is the lock order kqueue.hpp relies on: epoll refuses cycles (ELOOP).
+bool evaluate_queue(WatchedFd& record, struct kevent& out) {
+  if (!record.registered_) return false;
+  FdFacts* facts = fd_facts_find(record.fd_);
+  Kqueue* watched = facts ? facts->queue.load(std::memory_order_acquire) : nullptr;
+  if (!watched) return false;  // closed since: the core purges the knote
+  watched->callers_.fetch_add(1);  // keeps it from being freed, as a kevent() call on it does
+  {
+    std::lock_guard guard(watched->lock_);
+    out.data = watched->collect_pending();
+  }
+  watched->callers_.fetch_sub(1);
+  return out.data > 0;
+}
+
 bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
   WatchedFd& record = *knote.fd_;
+  if (record.kind_ == WatchedFd::Kind::file) return evaluate_file(knote, out);
+  if (record.kind_ == WatchedFd::Kind::queue) return evaluate_queue(record, out);
   if (hint == 0) hint = fd_probe(knote, POLLIN);
   if (record.lost_) return false;
   if (record.kind_ == WatchedFd::Kind::listener) {
@@ -50,7 +82,7 @@ bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
   const bool eof = hint & (EPOLLRDHUP | EPOLLHUP);
   const bool error = hint & EPOLLERR;
   if (record.kind_ == WatchedFd::Kind::other) {
-    // eventfd, timerfd, another queue...: readable is all epoll tells.
+    // eventfd, timerfd, signalfd...: readable is all epoll tells.
     out.data = 0;
     return (hint & EPOLLIN) || eof;
   }

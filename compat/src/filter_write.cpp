@@ -1,8 +1,10 @@
-// EVFILT_WRITE on sockets, pipes and FIFOs: room to write, and the end of the write side.
+// EVFILT_WRITE on sockets, pipes, FIFOs and regular files: room to write, and the end of the write side.
 //
 // FreeBSD's contract (kqueue(2)): `data` is the free space in the send buffer (pipe: in the pipe); a stream
 // socket that is not connected is not writable at all; EV_EOF once the write side can send no more (peer gone,
-// reset), with the socket error in `fflags`.
+// reset), with the socket error in `fflags`. A regular file is always writable, `data` = 0 (filt_vfswrite); a
+// kqueue cannot be watched for writing (EINVAL, as FreeBSD's kqueue_kqfilter).
+#include <fcntl.h>
 #include <linux/sockios.h>
 #include <poll.h>
 #include <sys/epoll.h>
@@ -17,7 +19,10 @@
 namespace kqcompat {
 namespace {
 
-int attach(Kqueue& queue, Knote& knote) { return fd_attach(queue, knote, &WatchedFd::write_); }
+int attach(Kqueue& queue, Knote& knote) {
+  if (knote.ident_ <= 0x7fffffff && is_queue_descriptor(static_cast<int>(knote.ident_))) return EINVAL;
+  return fd_attach(queue, knote, &WatchedFd::write_);
+}
 
 // Bytes that can still be queued. Sockets: SO_SNDBUF minus what waits in the send queue (SIOCOUTQ); the buffer
 // size is read each time because Linux grows it as the connection warms up. Pipes: capacity minus contents.
@@ -38,6 +43,11 @@ int64_t free_space(WatchedFd& record) {
 
 bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
   WatchedFd& record = *knote.fd_;
+  if (record.kind_ == WatchedFd::Kind::file) {
+    if (fcntl(record.fd_, F_GETFD) == -1) record.lost_ = true;  // the raw-close safety net, as elsewhere
+    out.data = 0;
+    return !record.lost_;
+  }
   if (hint == 0) hint = fd_probe(knote, POLLOUT);
   if (record.lost_) return false;
   if (fd_unconnected_stream(queue, knote, hint)) return false;

@@ -10,6 +10,10 @@ const FilterOps* filter_ops(short filter) {
       return &read_filter;
     case EVFILT_WRITE:
       return &write_filter;
+    case EVFILT_TIMER:
+      return &timer_filter;
+    case EVFILT_USER:
+      return &user_filter;
     default:
       return nullptr;
   }

@@ -17,12 +17,18 @@
 #include <ctime>
 
 #include "fd_table.hpp"
+#include "file_watch.hpp"
+#include "timer_queue.hpp"
 #include "trace.hpp"
 
 namespace kqcompat {
 namespace {
 
 constexpr unsigned short kCreationFlags = EV_ONESHOT | EV_CLEAR | EV_DISPATCH | EV_RECEIPT;
+
+// The epoll bits that concern a descriptor's read knote and its write knote (WatchedFd::read_, write_).
+constexpr uint32_t kReadInterest = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+constexpr uint32_t kWriteInterest = EPOLLOUT | EPOLLHUP | EPOLLERR;
 
 KnoteKey knote_key(short filter, uintptr_t ident) { return {ident, filter}; }
 
@@ -267,7 +273,7 @@ void Call::dispatch(const epoll_event& event) {
   }
   bool stale_interest = false;
   Knote* const knotes[] = {record->read_, record->write_};
-  const uint32_t interests[] = {EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR, EPOLLOUT | EPOLLHUP | EPOLLERR};
+  const uint32_t interests[] = {kReadInterest, kWriteInterest};
   for (int i = 0; i < 2; ++i) {
     Knote* knote = knotes[i];
     if (!(event.events & interests[i])) continue;
@@ -358,6 +364,43 @@ void Kqueue::queue_pending(Knote& knote) {
   pending_tail_ = &knote;
 }
 
+int Kqueue::add_source(InternalSource& source) {
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.u64 = epoll_data_for(source);
+  return epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, source.fd_, &event) == 0 ? 0 : errno;
+}
+
+int64_t Kqueue::collect_pending() {
+  // Each ready descriptor's knotes are queued for a fresh look (evaluate with hint 0) instead of being
+  // delivered: the next scan of this queue re-evaluates them, as BSD's scan re-evaluates its active queue.
+  epoll_event events[64];
+  int n;
+  do {
+    n = epoll_wait(epoll_fd_, events, 64, 0);
+    for (int i = 0; i < n; ++i) {
+      if (InternalSource* source = source_from_epoll_data(events[i].data.u64)) {
+        source->on_ready(*this, *source);
+        continue;
+      }
+      WatchedFd* record = record_from_epoll_data(*this, events[i].data.u64);
+      if (!record) continue;
+      if (record->generation_ != fd_generation(record->fd_)) {
+        purge_stale(*record);
+        continue;
+      }
+      if (record->read_ && !record->read_->disabled_ && (events[i].events & kReadInterest))
+        queue_pending(*record->read_);
+      if (record->write_ && !record->write_->disabled_ && (events[i].events & kWriteInterest))
+        queue_pending(*record->write_);
+    }
+  } while (n == 64);
+  int64_t count = 0;
+  for (const Knote* knote = pending_head_; knote; knote = knote->pending_next_) ++count;
+  update_wake();
+  return count;
+}
+
 void Kqueue::unqueue_pending(Knote& knote) {
   if (!knote.pending_) return;
   (knote.pending_prev_ ? knote.pending_prev_->pending_next_ : pending_head_) = knote.pending_next_;
@@ -404,11 +447,13 @@ WatchedFd& Kqueue::fd_record(int fd) {
 void Kqueue::drop_fd_record(WatchedFd& record) { fds_[record.fd_].reset(); }
 
 // The number was closed (and maybe reused) since the record was made: BSD removed its knotes at close(), so
-// they vanish now, queued activations included. The close wrapper already took it out of epoll.
+// they vanish now, queued activations included. The close wrapper already took it out of epoll; detach lets go
+// of what else the filter holds (a regular file's inotify watch).
 void Kqueue::purge_stale(WatchedFd& record) {
   for (Knote* knote : {record.read_, record.write_}) {
     if (!knote) continue;
     unqueue_pending(*knote);
+    knote->ops_->detach(*this, *knote);
     knotes_.erase(knote_key(knote->filter_, knote->ident_));
   }
   if (record.registered_) {
@@ -433,11 +478,7 @@ extern "C" int kqueuex(unsigned int flags) {
   if (epoll_fd < 0) return -1;
   auto queue = std::make_unique<Kqueue>(epoll_fd);
   FdFacts* facts = fd_facts_create(epoll_fd);
-  epoll_event wake{};
-  wake.events = EPOLLIN;
-  wake.data.u64 = epoll_data_for(queue->wake_);
-  if (queue->wake_.fd_ < 0 || !facts || epoll_ctl(epoll_fd, EPOLL_CTL_ADD, queue->wake_.fd_, &wake) != 0 ||
-      !live_queue_add(epoll_fd)) {
+  if (queue->wake_.fd_ < 0 || !facts || queue->add_source(queue->wake_) != 0 || !live_queue_add(epoll_fd)) {
     const int error = queue->wake_.fd_ < 0 ? errno : EMFILE;
     queue.reset();
     ::close(epoll_fd);

@@ -20,6 +20,8 @@
 namespace kqcompat {
 
 struct WatchedFd;
+class TimerQueue;
+class FileWatch;
 
 struct Knote {
   // What the program registered. `flags_` keeps only the behaviour chosen at creation (EV_ONESHOT, EV_CLEAR,
@@ -44,6 +46,13 @@ struct Knote {
   WatchedFd* fd_ = nullptr;
   int64_t count_ = 0;
   unsigned int fired_fflags_ = 0;
+
+  // EVFILT_TIMER: the next expiry on CLOCK_MONOTONIC (ns), the period (0: fires once), and the knote's slot in
+  // the queue's timer heap (kNoTimerSlot while it is not armed). See timer_queue.hpp.
+  static constexpr size_t kNoTimerSlot = static_cast<size_t>(-1);
+  int64_t timer_next_ns_ = 0;
+  int64_t timer_period_ns_ = 0;
+  size_t timer_slot_ = kNoTimerSlot;
 };
 
 // "epoll accepts a descriptor once": the one epoll entry that a descriptor's read and write knotes share. Its
@@ -51,7 +60,9 @@ struct Knote {
 // level-triggered (EV_CLEAR, EV_DISPATCH, EV_ONESHOT), and level knotes on an edge entry are then re-queued in
 // user space after each delivery, as BSD re-queues them.
 struct WatchedFd {
-  enum class Kind : uint8_t { stream, datagram, listener, pipe, other };
+  // `file`: a regular file, which epoll refuses (EPERM): never in the epoll set, woken by the queue's inotify
+  // watch instead (file_watch.hpp). `queue`: another kqueue's descriptor (an epoll descriptor, so nestable).
+  enum class Kind : uint8_t { stream, datagram, listener, pipe, file, queue, other };
 
   int fd_ = -1;
   uint32_t generation_ = 0;  // fd_table generation at registration: a different one means closed since
@@ -61,6 +72,7 @@ struct WatchedFd {
   bool lost_ = false;             // a filter found the number closed behind the layer's back (raw close)
   int capacity_ = 0;              // send buffer or pipe size, for EVFILT_WRITE's data
   uint32_t registered_ = 0;       // the mask epoll holds now; 0 = not in the epoll set
+  int watch_ = -1;                // a regular file's inotify watch descriptor in the queue's FileWatch
   Knote* read_ = nullptr;
   Knote* write_ = nullptr;
 };
@@ -104,10 +116,25 @@ struct Kqueue {
   bool wake_signalled_ = false;
   int waiters_ = 0;  // threads blocked in epoll_wait on this queue
 
+  // EVFILT_TIMER's one timerfd and ordered timers, and the one inotify instance for regular files: made on
+  // first use, so a queue without timers or files costs no extra descriptor.
+  std::unique_ptr<TimerQueue> timers_;
+  std::unique_ptr<FileWatch> files_;
+
   void queue_pending(Knote& knote);
   void unqueue_pending(Knote& knote);
   // Makes the wake-up eventfd match the pending list (called where the lock is about to be released).
   void update_wake();
+
+  // FreeBSD's kq_count, for EVFILT_READ on this queue's descriptor from another queue: moves what epoll holds
+  // ready onto the pending list (internal sources run their callbacks; nothing is delivered) and returns the
+  // pending list's length. Caller holds `lock_`. Lock order: a queue takes another queue's lock only while it
+  // holds an epoll entry on that queue's descriptor; epoll refuses cycles (ELOOP), so no two threads can wait
+  // for each other's queue.
+  int64_t collect_pending();
+
+  // Adds an internal source to the epoll set (level-triggered, readable). Returns 0 or an errno.
+  int add_source(InternalSource& source);
 
   // The record for `fd`, purged first when the number was closed since it was registered.
   WatchedFd* find_fd(int fd);
