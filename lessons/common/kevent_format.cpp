@@ -62,13 +62,17 @@ std::string filter_name(short filter) {
 
 std::string flag_names(unsigned short value) {
   std::string text;
+  auto append = [&text](const std::string& name) {
+    if (!text.empty()) text += '|';
+    text += name;
+  };
   unsigned short rest = value;
   for (const auto& known : flags) {
     if (!(value & known.value)) continue;
-    text += (text.empty() ? "" : "|") + std::string(known.name);
+    append(known.name);
     rest &= static_cast<unsigned short>(~known.value);
   }
-  if (rest) text += (text.empty() ? "" : "|") + hex(rest);
+  if (rest) append(hex(rest));
   return text.empty() ? "0" : text;
 }
 

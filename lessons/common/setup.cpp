@@ -45,7 +45,11 @@ std::string local_address(int socket) {
   }
   // An IPv6 address has colons of its own: bracket it, as in URLs, so the port stays unambiguous.
   const bool ipv6 = address.ss_family == AF_INET6;
-  return (ipv6 ? "[" : "") + std::string(host) + (ipv6 ? "]:" : ":") + port;
+  std::string text = ipv6 ? "[" : "";
+  text += host;
+  text += ipv6 ? "]:" : ":";
+  text += port;
+  return text;
 }
 
 }  // namespace
