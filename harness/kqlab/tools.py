@@ -29,7 +29,10 @@ def run(command: list[str], *, quiet: bool = False) -> int:
     """Runs `command` from the repository's root after showing it. quiet: its output is shown only if it fails."""
     print("$ " + shlex.join(str(part) for part in command), flush=True)
     if not quiet:
-        return subprocess.run(command, cwd=ROOT).returncode
+        try:
+            return subprocess.run(command, cwd=ROOT).returncode
+        except FileNotFoundError:
+            return _not_installed(command)
     status, output = capture(command)
     if status:
         print(output, end="", flush=True)
@@ -38,8 +41,16 @@ def run(command: list[str], *, quiet: bool = False) -> int:
 
 def capture(command: list[str]) -> tuple[int, str]:
     """Runs `command` from the repository's root; returns its exit status and its output (stdout and stderr)."""
-    done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except FileNotFoundError:
+        return _not_installed(command), ""
     return done.returncode, done.stdout
+
+
+def _not_installed(command: list[str]) -> int:
+    print(f"kqlab: {command[0]} is not installed, or not on PATH.", flush=True)
+    return 127
 
 
 def build_dir(preset: str) -> Path:
