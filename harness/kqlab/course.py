@@ -98,8 +98,8 @@ def program(build_dir: Path, impl: str, lesson: Lesson) -> Path:
     return build_dir / "bin" / impl / lesson.name
 
 
-# Progress: one line per lesson the student has checked, such as "01-echo done" or "02-timers failing 3/7 tests
-# pass". Plain text, so a student can read it, and delete it to start over.
+# Progress: one line per lesson the student has checked, such as "01-echo done" or "02-timers failing: 3 of 7
+# tests pass". Plain text, so a student can read it, and delete it to start over.
 def progress() -> dict[str, str]:
     if not PROGRESS.exists():
         return {}

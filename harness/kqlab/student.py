@@ -102,11 +102,15 @@ def hint(key: str | None, gap: str | None) -> int:
         text = "".join(p.read_text(encoding="utf-8") for p in lesson.program_files(lesson.workspace)) \
             if lesson.workspace.exists() else "TODO(1)"
         open_gaps = sorted(int(n) for n in re.findall(r"TODO\((\d+)\)", text))
-        number = open_gaps[0] if open_gaps else min(hints)
+        if not open_gaps:
+            print(f"Your copy of lesson {lesson.number:02d} has no TODO(N) left. For the hint on one gap: "
+                  f"./kqlab hint {lesson.number} N, for N in {sorted(hints)}.")
+            return 0
+        number = open_gaps[0]
     else:
-        number = int(gap)
+        number = int(gap) if gap.isdigit() else -1
     if number not in hints:
-        print(f"Lesson {lesson.number:02d} has no gap TODO({number}); its gaps are {sorted(hints)}.")
+        print(f"Lesson {lesson.number:02d} has no gap TODO({gap}); its gaps are {sorted(hints)}.")
         return 2
     print(hints[number])
     others = [n for n in sorted(hints) if n != number]
