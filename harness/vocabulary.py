@@ -171,7 +171,7 @@ class Server:
     def __init__(self, program: Path, story: Story, label: str, *, trace: bool = True) -> None:
         self.story = story
         self.label = label
-        self.clients = 0
+        self.clients: list[Client] = []
         self._stderr: collections.deque[str] = collections.deque(maxlen=400)
         self._sanitizer: list[str] = []
         self._listening = threading.Event()
@@ -186,14 +186,16 @@ class Server:
         for reader in self._readers:
             reader.start()
         story.servers.append(self)
+        story.step(f"started {label} (pid {self.pid})")
         deadline = time.monotonic() + seconds(10)
         while not self._listening.wait(0.05):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self._readers[0].join(1)  # let it read what was printed before the exit
                 if not self._listening.is_set():
-                    story.fail("the server to print 'listening on HOST:PORT' on stdout, flushed, once ready",
-                               "no such line within %.0f s" % seconds(10))
-        story.step(f"started {label} (pid {self.pid}): listening on {self.host}:{self.port}")
+                    report = story.report("the server to print 'listening on HOST:PORT' on stdout, flushed, once "
+                                          "ready", f"no such line within {seconds(10):.0f} s")
+                    self.stop()  # no fixture teardown will: the test fails before it has a server
+                    pytest.fail(report, pytrace=False)
 
     def _read_stdout(self) -> None:
         for raw in self.process.stdout:
@@ -242,8 +244,9 @@ class Server:
     # Acting on it -------------------------------------------------------------------------------------------------
 
     def connect(self, *, receive_buffer: int | None = None) -> Client:
-        self.clients += 1
-        return Client(self, f"client {self.clients}", receive_buffer)
+        client = Client(self, f"client {len(self.clients) + 1}", receive_buffer)
+        self.clients.append(client)
+        return client
 
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
@@ -260,10 +263,16 @@ class Server:
                 os.kill(self.pid, signal.SIGCONT)
             self.story.step("let the server run again (SIGCONT)")
 
+    def _still_running(self, expected: str) -> None:
+        if not self.running():
+            self.story.fail(expected, f"the server {self.state()}")
+
     def expect_idle(self, window: float) -> None:
         """The server uses (almost) no CPU for `window` seconds: it sleeps in kevent() while nothing happens."""
+        self._still_running("the server to sleep in kevent() while nothing happens")
         before, start = self.cpu_seconds(), time.monotonic()
         time.sleep(window)  # the measurement itself, not a wait for something
+        self._still_running("the server to sleep in kevent() while nothing happens")
         used = (self.cpu_seconds() - before) / (time.monotonic() - start)
         if used > 0.10:
             self.story.fail(f"the server to sleep in kevent() while nothing happens (at most 10% of a CPU)",
@@ -271,13 +280,14 @@ class Server:
         self.story.step(f"the server used {used:.0%} of a CPU for {window:.1f} s while nothing happened")
 
     def expect_descriptors(self, at_most: int, within: float) -> None:
-        if not eventually(lambda: self.open_descriptors() <= at_most, within):
-            self.story.fail(f"at most {at_most} open descriptors in the server within {within:.0f} s",
-                            f"{self.open_descriptors()}")
+        expected = f"at most {at_most} open descriptors in the server within {within:.0f} s"
+        if not eventually(lambda: not self.running() or self.open_descriptors() <= at_most, within):
+            self.story.fail(expected, f"{self.open_descriptors()}")
+        self._still_running(expected)
         self.story.step(f"the server was back to at most {at_most} open descriptors")
 
     def stop(self) -> None:
-        """SIGTERM, and SIGKILL if that does not end it."""
+        """SIGTERM, and SIGKILL if that does not end it; then closes its clients' connections."""
         if self.running():
             os.kill(self.pid, signal.SIGCONT)
             self.process.terminate()
@@ -290,6 +300,8 @@ class Server:
             reader.join(seconds(5))
         self.process.stdout.close()
         self.process.stderr.close()
+        for client in self.clients:
+            client.socket.close()
 
 
 class Stall:
