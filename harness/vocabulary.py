@@ -168,7 +168,7 @@ class Server:
 
     SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak|Thread)Sanitizer|runtime error:|WARNING: ThreadSanitizer")
 
-    def __init__(self, program: Path, story: Story, label: str, *, trace: bool = True) -> None:
+    def __init__(self, program: Path, story: Story, label: str) -> None:
         self.story = story
         self.label = label
         self.clients: list[Client] = []
@@ -176,7 +176,7 @@ class Server:
         self._sanitizer: list[str] = []
         self._listening = threading.Event()
         self.host, self.port = "", 0
-        environment = dict(os.environ, KQLAB_TRACE="1" if trace else "0", UBSAN_OPTIONS="print_stacktrace=1")
+        environment = dict(os.environ, KQLAB_TRACE="1", UBSAN_OPTIONS="print_stacktrace=1")
         self.process = subprocess.Popen([str(program), "--host", "127.0.0.1", "--port", "0"],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, env=environment)
@@ -275,7 +275,7 @@ class Server:
         self._still_running("the server to sleep in kevent() while nothing happens")
         used = (self.cpu_seconds() - before) / (time.monotonic() - start)
         if used > 0.10:
-            self.story.fail(f"the server to sleep in kevent() while nothing happens (at most 10% of a CPU)",
+            self.story.fail("the server to sleep in kevent() while nothing happens (at most 10% of a CPU)",
                             f"it used {used:.0%} of a CPU for {window:.1f} s")
         self.story.step(f"the server used {used:.0%} of a CPU for {window:.1f} s while nothing happened")
 
