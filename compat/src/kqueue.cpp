@@ -28,6 +28,12 @@ KnoteKey knote_key(short filter, uintptr_t ident) { return {ident, filter}; }
 
 bool descriptor_is_open(uintptr_t ident) { return ident <= INT_MAX && fcntl(static_cast<int>(ident), F_GETFD) != -1; }
 
+// A descriptor knote outside WatchedFd (EVFILT_VNODE) whose number was closed since it was made.
+bool closed_since_created(const Knote& knote) {
+  return !knote.fd_ && is_descriptor_filter(knote.filter_) &&
+         knote.fd_generation_ != fd_generation(static_cast<int>(knote.ident_));
+}
+
 // All queues ever created and not yet freed. A queue closed by the program is freed here, outside the close
 // wrapper (which must not free), once no kevent() call is inside it.
 // Never destroyed: other exit-time code (and LeakSanitizer's check) may still look at the queues.
@@ -133,7 +139,12 @@ Knote* Call::find(short filter, uintptr_t ident) {
     queue_.find_fd(static_cast<int>(ident));  // purges the record (and its knotes) if the number was closed
   }
   auto it = queue_.knotes_.find(knote_key(filter, ident));
-  return it == queue_.knotes_.end() ? nullptr : it->second.get();
+  if (it == queue_.knotes_.end()) return nullptr;
+  if (closed_since_created(*it->second)) {
+    queue_.drop_knote(*it->second);  // BSD removed it at close(); a reused number starts with no knote
+    return nullptr;
+  }
+  return it->second.get();
 }
 
 int Call::apply(const struct kevent& change) {
@@ -166,6 +177,10 @@ int Call::create(const struct kevent& change, const FilterOps& ops) {
   knote->udata_ = change.udata;
   knote->ops_ = &ops;
   knote->disabled_ = change.flags & EV_DISABLE;
+  if (is_descriptor_filter(change.filter) && change.ident <= INT_MAX) {
+    fd_facts_create(static_cast<int>(change.ident));  // so that close() of the number bumps its generation
+    knote->fd_generation_ = fd_generation(static_cast<int>(change.ident));
+  }
   if (const int error = ops.attach(queue_, *knote)) return error;
   queue_.knotes_.emplace(knote_key(change.filter, change.ident), std::move(knote));
   return 0;
@@ -246,6 +261,10 @@ int Call::take_pending() {
     WatchedFd* record = knote.fd_;
     if (record && record->generation_ != fd_generation(record->fd_)) {
       queue_.purge_stale(*record);  // closed since: BSD removed it at close()
+      continue;
+    }
+    if (closed_since_created(knote)) {
+      queue_.drop_knote(knote);
       continue;
     }
     deliver(knote, 0);
@@ -345,8 +364,18 @@ Kqueue::~Kqueue() {
       if (FdFacts* facts = fd_facts_find(record->fd_)) facts->watchers.fetch_sub(1);
     }
   }
+  // Filters release what their knotes hold (a pidfd, a signal's handler, an inotify watch) before the queue's
+  // own state goes.
+  for (auto& entry : knotes_) entry.second->ops_->detach(*this, *entry.second);
   knotes_.clear();
+  for (auto& state : filter_states_) state.reset();
   if (wake_.fd_ >= 0) ::close(wake_.fd_);
+}
+
+void Kqueue::drop_knote(Knote& knote) {
+  unqueue_pending(knote);
+  knote.ops_->detach(*this, knote);
+  knotes_.erase(knote_key(knote.filter_, knote.ident_));
 }
 
 void Kqueue::queue_pending(Knote& knote) {

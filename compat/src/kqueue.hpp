@@ -21,6 +21,13 @@ namespace kqcompat {
 
 struct WatchedFd;
 
+// What a filter keeps beyond the fields below, for one knote (a pidfd, an inotify watch) or for one queue (an
+// inotify instance, the signal wake-up source). Owned by the knote or the queue and destroyed with it, after the
+// filter's detach.
+struct FilterState {
+  virtual ~FilterState() = default;
+};
+
 struct Knote {
   // What the program registered. `flags_` keeps only the behaviour chosen at creation (EV_ONESHOT, EV_CLEAR,
   // EV_DISPATCH, EV_RECEIPT): BSD never changes it afterwards.
@@ -44,6 +51,12 @@ struct Knote {
   WatchedFd* fd_ = nullptr;
   int64_t count_ = 0;
   unsigned int fired_fflags_ = 0;
+
+  // A knote keyed by a descriptor number but not hung on a WatchedFd (EVFILT_VNODE) remembers the number's
+  // fd_table generation at creation: a different one means the number was closed since, and the core drops the
+  // knote as BSD did at close().
+  uint32_t fd_generation_ = 0;
+  std::unique_ptr<FilterState> state_;
 };
 
 // "epoll accepts a descriptor once": the one epoll entry that a descriptor's read and write knotes share. Its
@@ -87,7 +100,9 @@ struct Kqueue {
   ~Kqueue();
 
   int epoll_fd_;
-  std::atomic<bool> closed_{false};  // set by the close wrapper; the object is freed later by kqueue()
+  // Set by the close wrapper (the object is freed later by kqueue()) and in a fork child. A filter detaching from a
+  // closed queue only closes its own descriptors: the epoll set's number may be reused, or the set the parent's.
+  std::atomic<bool> closed_{false};
   std::atomic<int> callers_{0};      // kevent() calls inside; a closed queue is freed only at zero
   std::mutex lock_;
   uint64_t scan_serial_ = 0;
@@ -108,6 +123,16 @@ struct Kqueue {
   void unqueue_pending(Knote& knote);
   // Makes the wake-up eventfd match the pending list (called where the lock is about to be released).
   void update_wake();
+
+  // Per-queue state of the filters that need one, indexed by -filter (EVFILT_* are small negative numbers); made
+  // by the filter on first use, destroyed with the queue after its knotes.
+  std::unique_ptr<FilterState> filter_states_[16];
+  std::unique_ptr<FilterState>& filter_state(short filter) { return filter_states_[-filter]; }
+
+  // Removes a knote the program did not delete because its object went away (its descriptor was closed, the
+  // process it watched exited with nothing to report): off the pending list, detached, freed. Not for knotes on
+  // a WatchedFd (purge_stale removes those with their record).
+  void drop_knote(Knote& knote);
 
   // The record for `fd`, purged first when the number was closed since it was registered.
   WatchedFd* find_fd(int fd);
