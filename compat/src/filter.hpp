@@ -47,6 +47,7 @@ struct FilterOps {
 // The filters, one per file, and the table that names them (filters.cpp).
 extern const FilterOps read_filter;
 extern const FilterOps write_filter;
+extern const FilterOps signal_filter;
 
 // The operations of `filter`, or null for a filter the layer does not have (the change fails with EINVAL).
 const FilterOps* filter_ops(short filter);

@@ -10,6 +10,8 @@ const FilterOps* filter_ops(short filter) {
       return &read_filter;
     case EVFILT_WRITE:
       return &write_filter;
+    case EVFILT_SIGNAL:
+      return &signal_filter;
     default:
       return nullptr;
   }

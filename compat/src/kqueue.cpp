@@ -17,6 +17,7 @@
 #include <ctime>
 
 #include "fd_table.hpp"
+#include "signal_hooks.hpp"
 #include "trace.hpp"
 
 namespace kqcompat {
@@ -319,6 +320,7 @@ int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
     const timespec* wait = (count_ > 0 || deadline.poll_only) ? &zero : deadline.remaining(left);
     const int room = std::min(room_ - count_, 64);
     int n;
+    const SignalMarks marks_before = signal_marks();
     if (wait && wait->tv_sec == 0 && wait->tv_nsec == 0) {
       n = epoll_wait(queue_.epoll_fd_, events, room, 0);  // no need to let go of the lock for a poll
     } else {
@@ -332,6 +334,11 @@ int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
       errno = saved_errno;
     }
     if (n < 0) {
+      // epoll fails with EINTR for any handler, the layer's own too (a watched signal the program ignores or
+      // leaves at its default). Only a handler of the program's may end the wait, as on BSD: else wait on.
+      if (errno == EINTR && signal_marks().absorbed != marks_before.absorbed &&
+          signal_marks().passed == marks_before.passed)
+        continue;
       if (count_ > 0) break;
       return -1;  // EINTR included: a signal the program catches ends the wait, as on BSD
     }

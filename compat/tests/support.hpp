@@ -5,11 +5,15 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/event.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -167,6 +171,68 @@ inline size_t read_bytes(int fd, size_t n) {
   REQUIRE(got >= 0);
   return static_cast<size_t>(got);
 }
+
+// A child process running `body`, which ends with _exit(body()): no doctest macro may run in there. The child is
+// killed and reaped when the test ends, if the test did not reap it.
+class Child {
+ public:
+  template <typename Body>
+  explicit Child(Body body) : pid_(fork_flushed()) {
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) _exit(body());
+  }
+  ~Child() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  pid_t pid() const { return pid_; }
+
+  // Its status once it has exited (or stopped, with WUNTRACED), within `ms`; a test failure after that.
+  int wait(int options = 0, int ms = 5000) {
+    for (int waited = 0;; waited += 2) {
+      int status = 0;
+      const pid_t got = waitpid(pid_, &status, options | WNOHANG);
+      REQUIRE_MESSAGE(got >= 0, "waitpid: " << std::strerror(errno));
+      if (got == pid_) {
+        if (WIFEXITED(status) || WIFSIGNALED(status)) pid_ = -1;
+        return status;
+      }
+      REQUIRE_MESSAGE(waited < ms, "child " << pid_ << " still running after " << ms << " ms");
+      usleep(2000);
+    }
+  }
+
+  // stdio buffers flushed first, so that the child cannot print them again.
+  static pid_t fork_flushed() {
+    std::fflush(nullptr);
+    return fork();
+  }
+
+  // The exit code, or 1000 + the signal that killed it.
+  int wait_exit_code(int ms = 5000) {
+    const int status = wait(0, ms);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1000 + WTERMSIG(status);
+  }
+
+ private:
+  pid_t pid_;
+};
+
+// The disposition of a signal, put back when the test ends.
+class KeepDisposition {
+ public:
+  explicit KeepDisposition(int sig) : sig_(sig) { REQUIRE(sigaction(sig, nullptr, &saved_) == 0); }
+  ~KeepDisposition() { sigaction(sig_, &saved_, nullptr); }
+  KeepDisposition(const KeepDisposition&) = delete;
+  KeepDisposition& operator=(const KeepDisposition&) = delete;
+
+ private:
+  int sig_;
+  struct sigaction saved_;
+};
 
 // The returned flags, less what FreeBSD strips and macOS echoes (EV_ADD, EV_ENABLE): the portable part.
 inline unsigned short portable_flags(const struct kevent& event) {
