@@ -455,6 +455,36 @@ void Kqueue::purge_stale(WatchedFd& record) {
   drop_fd_record(record);
 }
 
+// Around fork(): see kqueue.hpp. Lock order everywhere: all_queues_lock, then queue locks, then the signal
+// registry (signal_hooks.cpp), which filters take under a queue lock.
+void queues_fork_prepare() {
+  all_queues_lock.lock();
+  for (Kqueue* queue : all_queues) queue->lock_.lock();
+}
+
+void queues_fork_parent() {
+  for (Kqueue* queue : all_queues) queue->lock_.unlock();
+  all_queues_lock.unlock();
+}
+
+void queues_fork_child() {
+  // First make every parent queue unreachable, so that no close() below (or by the program) removes anything from
+  // an epoll set the child shares with the parent.
+  for (Kqueue* queue : all_queues) {
+    if (queue->closed_.load()) continue;
+    if (FdFacts* facts = fd_facts_find(queue->epoll_fd_)) facts->queue.store(nullptr);
+    live_queue_remove(queue->epoll_fd_);
+  }
+  for (Kqueue* queue : all_queues) {
+    if (!queue->closed_.exchange(true)) ::close(queue->epoll_fd_);  // the child's copy; the parent keeps its own
+    queue->epoll_fd_ = -1;
+    queue->lock_.unlock();
+    delete queue;  // filters see closed_ and only close the child's copies of their descriptors
+  }
+  all_queues.clear();
+  all_queues_lock.unlock();
+}
+
 }  // namespace kqcompat
 
 using namespace kqcompat;

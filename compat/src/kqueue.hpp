@@ -141,6 +141,14 @@ struct Kqueue {
   void purge_stale(WatchedFd& record);
 };
 
+// fork(): queues are not inherited (FreeBSD's fdcopy skips them). The prepare handler takes every queue's lock so
+// that the child finds each queue consistent; the parent handler lets go; the child handler closes the child's
+// copies of every queue's descriptors (never calling epoll_ctl or inotify_rm_watch: those kernel objects are
+// shared with the parent) and frees the queues. Registered by fork_hooks.cpp.
+void queues_fork_prepare();
+void queues_fork_parent();
+void queues_fork_child();
+
 // Epoll plumbing for WatchedFd (epoll_link.cpp).
 // Makes epoll's entry match what the record's knotes want now. Returns 0 or an errno; sets `*touched` when it
 // changed the kernel's entry (epoll then re-checks readiness by itself).
