@@ -48,6 +48,7 @@ struct FilterOps {
 extern const FilterOps read_filter;
 extern const FilterOps write_filter;
 extern const FilterOps signal_filter;
+extern const FilterOps proc_filter;
 
 // The operations of `filter`, or null for a filter the layer does not have (the change fails with EINVAL).
 const FilterOps* filter_ops(short filter);

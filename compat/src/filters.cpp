@@ -12,6 +12,8 @@ const FilterOps* filter_ops(short filter) {
       return &write_filter;
     case EVFILT_SIGNAL:
       return &signal_filter;
+    case EVFILT_PROC:
+      return &proc_filter;
     default:
       return nullptr;
   }

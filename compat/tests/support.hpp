@@ -34,6 +34,14 @@ constexpr bool kMacOS = true;
 constexpr bool kMacOS = false;
 #endif
 
+// NOTE_EXIT's data is the wait status on FreeBSD (and on Linux); macOS fills it only when NOTE_EXITSTATUS is
+// asked for too.
+#if defined(NOTE_EXITSTATUS)
+constexpr unsigned int kNoteExitStatus = NOTE_EXIT | NOTE_EXITSTATUS;
+#else
+constexpr unsigned int kNoteExitStatus = NOTE_EXIT;
+#endif
+
 // A descriptor closed when the test ends.
 class Fd {
  public:
