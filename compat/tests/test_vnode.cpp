@@ -51,6 +51,16 @@ TEST_CASE("NOTE_WRITE on a write; NOTE_EXTEND when it grew the file") {
   CHECK(!(overwritten & NOTE_EXTEND));
 }
 
+// inotify reports a truncate as IN_MODIFY, like a write (compat/README.md, "on a truncate").
+TEST_CASE("NOTE_ATTRIB when the file is truncated" * doctest::skip(kLinuxLayer)) {  // Linux: NOTE_WRITE
+  TempDir dir;
+  auto file = open_file(dir / "f");
+  auto kq = new_queue();
+  watch(kq, file);
+  REQUIRE(ftruncate(file, 100) == 0);
+  CHECK((fired(kq, file) & NOTE_ATTRIB));
+}
+
 TEST_CASE("NOTE_ATTRIB on chmod") {
   TempDir dir;
   auto file = open_file(dir / "f");
