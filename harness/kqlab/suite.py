@@ -13,9 +13,11 @@ from __future__ import annotations
 import time
 
 from . import course, tools
+from .commands import Command
 
 
-def run() -> int:
+def run(args=None) -> int:
+    del args
     started = time.monotonic()
     results: list[tuple[str, bool, str]] = []  # (part, passed, what it says)
 
@@ -55,3 +57,7 @@ def _finish(results: list[tuple[str, bool, str]], started: float) -> int:
     parts = "; ".join(f"{part} {'' if ok else 'FAILED: '}{text}" for part, ok, text in results)
     print(f"\nkqlab test: {'PASSED' if passed else 'FAILED'} in {minutes}m{seconds:02d}s ({parts})")
     return 0 if passed else 1
+
+
+COMMAND = Command("test", "the project's own test suite (what CI runs): build, compat's tests, every lesson's "
+                  "solution, exercise and mutants, the site and the command", run, description=__doc__)
