@@ -10,7 +10,7 @@ import argparse
 import sys
 import textwrap
 
-from . import student, suite, watch
+from . import site, student, suite, watch
 from .commands import Command
 
 COMMANDS: list[Command] = [
@@ -21,6 +21,7 @@ COMMANDS: list[Command] = [
     student.HINT,
     student.RESET,
     student.SOLUTION,
+    site.COMMAND,
     suite.COMMAND,
 ]
 
