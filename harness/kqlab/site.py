@@ -572,6 +572,8 @@ def docs(args: argparse.Namespace) -> int:
         problems = check_snippets()
         for problem in problems:
             print(problem)
+        if not problems:
+            print("Every quoted code block matches its source.")
         return 1 if problems else 0
     if shutil.which("doxygen") is None or shutil.which("dot") is None:
         ui.problem("The site needs Doxygen and Graphviz (dot), and this machine lacks "

@@ -4,7 +4,9 @@
 2. compat's doctest suite, through CTest.
 3. The threaded tests (CTest label `threads`) again, built with the `tsan` preset, under ThreadSanitizer.
 4. The course tests, through pytest: every lesson's tests against its solution, and the course's checks on itself
-   (harness/test_course.py: every untouched exercise fails, every mutant is caught, gaps are gaps).
+   (harness/test_course.py: every untouched exercise fails, every mutant is caught, gaps are gaps; test_site.py:
+   the site builds with no Doxygen warning, its links resolve, quoted code matches its source; test_command.py:
+   the kqlab command, with fixture exercises).
 
 The last line says how it went, with the totals.
 """
