@@ -15,6 +15,8 @@ usage: ./kqlab [COMMAND]
   reset N         a fresh copy of lesson N's exercise in workspace/ (yours is moved aside, not deleted)
   test            the project's own test suite (what CI runs): build, compat's tests, every lesson's
                   solution, exercise and mutants
+  grade SUB...    for teachers: build and test each submission (a student's workspace/, a folder or
+                  archive) in a sandbox; a table, CSV, JUnit XML and HTML report (./kqlab grade --help)
   help            this text
 
 Timeouts in the tests scale with KQLAB_TIMEOUT_SCALE (e.g. KQLAB_TIMEOUT_SCALE=3 on a slow machine)."""
@@ -33,6 +35,9 @@ def main(arguments: list[str]) -> int:
             return student.reset(rest[0] if rest else None)
         if command == "test" and not rest:
             return suite.run()
+        if command == "grade":
+            from .grade import command as grade  # only teachers need it
+            return grade.main(rest)
     except ValueError as problem:  # a lesson or gap that does not exist
         print(f"kqlab: {problem}", file=sys.stderr)
         return 2
