@@ -6,7 +6,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cstring>
 #include <string>
 
 #include "setup.hpp"
@@ -21,12 +20,13 @@ int main(int argc, char** argv) {
   for (int fd : {1, 2, runner}) {
     if (fd >= 0) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   }
-  const char line[] = "flood flood flood flood flood flood flood flood flood flood flood flood flood flood\n";
+  std::string lines;
+  while (lines.size() < 64 * 1024) lines += "flood flood flood flood flood flood flood flood flood flood flood\n";
   for (;;) {
     const int client = accept(listener, nullptr, nullptr);
     if (client >= 0) close(client);
     for (int fd : {1, 2, runner}) {
-      if (fd >= 0 && write(fd, line, std::strlen(line)) < 0) {
+      if (fd >= 0 && write(fd, lines.data(), lines.size()) < 0) {
         // Full for now, or its reader went away: flood the others.
       }
     }

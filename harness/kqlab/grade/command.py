@@ -144,11 +144,10 @@ def _grade(options, lessons: list[Lesson], origins: list[Path], scratch: Path, t
     build_jobs = max(1, (os.cpu_count() or 1) // jobs)
     with contextlib.ExitStack() as held:
         prepared = [held.enter_context(slot) for slot in grading.free_slots(scratch, jobs, isolation, build_jobs)]
-        print(f"kqlab grade: {len(students)} submissions, lessons {', '.join(names)}, {jobs} at a time; "
-              f"bringing {len(prepared)} scratch build{'s' if jobs > 1 else ''} of the project up to date in "
-              f"{scratch}", file=sys.stderr, flush=True)
-        with ThreadPoolExecutor(jobs) as pool:
-            outcomes = list(pool.map(Slot.prepare, prepared))
+        print(f"kqlab grade: {_count(len(students), 'submission')}, lessons {', '.join(names)}, {jobs} at a "
+              f"time; bringing {_count(len(prepared), 'scratch build')} of the project up to date in {scratch}",
+              file=sys.stderr, flush=True)
+        outcomes = _in_parallel(Slot.prepare, prepared, jobs)
         for outcome in outcomes:
             if not outcome.ok:
                 raise RuntimeError("the project itself does not build for grading: "
@@ -161,10 +160,14 @@ def _grade(options, lessons: list[Lesson], origins: list[Path], scratch: Path, t
     print(reports.table(results, names, shutil.get_terminal_size().columns if sys.stdout.isatty() else 10_000))
     ungraded = [result.name for result in results if not result.graded]
     minutes, seconds = divmod(int(time.monotonic() - started), 60)
-    print(f"\nkqlab grade: {len(results) - len(ungraded)} of {len(results)} submissions graded in "
+    print(f"\nkqlab grade: {len(results) - len(ungraded)} of {_count(len(results), 'submission')} graded in "
           f"{minutes}m{seconds:02d}s" + (f"; not graded: {', '.join(ungraded)}" if ungraded else "") +
           f". Reports: {out}/index.html, results.csv, gradebook.csv, junit.xml, logs/")
     return 1 if ungraded else 0
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}{'' if number == 1 else 's'}"
 
 
 def _grade_all(students, prepared: list[Slot], lessons: list[Lesson], tests: dict[str, list[str]],
@@ -191,10 +194,21 @@ def _grade_all(students, prepared: list[Slot], lessons: list[Lesson], tests: dic
         return result
 
     try:
-        with ThreadPoolExecutor(len(prepared)) as pool:
-            return list(pool.map(grade_one, students))
+        return _in_parallel(grade_one, students, len(prepared))
     finally:
         progress.close()
+
+
+def _in_parallel(function, items: list, workers: int) -> list:
+    """function(item) for each item, `workers` at a time, in threads; Ctrl-C stops every run at once."""
+    pool = ThreadPoolExecutor(workers)
+    try:
+        return list(pool.map(function, items))
+    except KeyboardInterrupt:
+        sandbox.stop_all()  # before waiting for the threads, whose runs would otherwise go on to their deadlines
+        raise
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def _read_all(origins: list[Path], lessons: list[str]) -> list[tuple[submissions.Submission, StudentResult]]:

@@ -199,6 +199,8 @@ class Slot:
             results.append(result)
             if lesson.name not in submission.lessons:
                 result.status, result.reason = "missing", f"no workspace/{lesson.name}/ in the submission"
+            elif not any(name.endswith(".cpp") for name in submission.lessons[lesson.name]):
+                result.status, result.reason = "does not compile", f"workspace/{lesson.name}/ has no .cpp file"
             elif not configure.ok:
                 result.status, result.reason = "error", "CMake could not configure the build: " + \
                     (configure.stopped or _last_line(configure.output))

@@ -90,10 +90,12 @@ class Isolation:
         limits = "CPU time, address space, processes, open files, file size"
         lines = [f"limits (setrlimit){who}: {limits}" +
                  (f"; not enforced here: {', '.join(sorted(self.refused))}" if self.refused else ""),
-                 "watchdog: wall-clock deadline, process count (fork bombs), total memory, output size (floods)"]
+                 "watchdog: wall-clock deadline, process count (fork bombs), total memory, output size (floods), "
+                 "disk use"]
         if self.bwrap:
             lines.append("bubblewrap: own user, PID, network (loopback only) and IPC namespaces; file system "
-                         "read-only except the run's scratch folders; /tmp private; /home, /root, /run hidden")
+                         "read-only except the run's scratch folders; /tmp and /dev/shm private and small; "
+                         "/home, /root, /run hidden")
         else:
             lines.append(f"NO bubblewrap ({self.why_no_bwrap}): submissions' code can read and write your files, "
                          "reach the network, and a process that leaves its process group can outlive its run; "
@@ -174,6 +176,8 @@ class Sandbox:
         return (self._bwrap(cwd) if self.isolation.bwrap else []) + confined
 
     def run(self, argv: list[str] | None, limits: Limits, cwd: Path) -> Outcome:
+        if _STOPPING.is_set():
+            return Outcome(None, "", "the grader stopped")
         return _Run(self, argv, limits, cwd).wait()
 
     def disk_use(self) -> int:
@@ -191,10 +195,12 @@ class Sandbox:
 
 _ACTIVE: set[_Run] = set()
 _ACTIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
 
 
 def stop_all() -> None:
-    """Stops every run still going (the grader is interrupted, or fails)."""
+    """Stops every run still going, and starts no more (the grader is interrupted, or fails)."""
+    _STOPPING.set()
     with _ACTIVE_LOCK:
         runs = list(_ACTIVE)
     for run in runs:
