@@ -10,15 +10,30 @@ from pathlib import Path
 import pytest
 
 from kqlab import course
+from kqlab.grade import plain_pytest
 from vocabulary import Server, Story
+
+DEFAULT_BUILD_DIR = course.ROOT / "build" / "default"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("kqlab")
     group.addoption("--impl", default="solution",
                     help="the build of each lesson to test: solution, exercise, workspace (your copy), mutant-NAME")
-    group.addoption("--build-dir", default=str(course.ROOT / "build" / "default"),
+    group.addoption("--build-dir", default=str(DEFAULT_BUILD_DIR),
                     help="the CMake build tree that holds the programs, as bin/IMPL/NN-topic")
+    group.addoption("--workspace", default=None,
+                    help="a student's workspace/ folder: build its lessons and test them (with --impl workspace; "
+                         "for teachers, see README.md). Built in --build-dir, by default build/workspaces/NAME")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    # With --workspace, only the lessons' tests run: the course's checks on itself (harness/test_*.py) are for
+    # ./kqlab test.
+    if config.getoption("--workspace") and collection_path.parent == course.HARNESS and \
+            collection_path.name.startswith("test_"):
+        return True
+    return None
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -36,11 +51,19 @@ def lesson(request: pytest.FixtureRequest) -> course.Lesson:
 
 @pytest.fixture
 def impl(request: pytest.FixtureRequest) -> str:
-    return request.config.getoption("--impl")
+    return "workspace" if request.config.getoption("--workspace") else request.config.getoption("--impl")
 
 
 @pytest.fixture
 def program(request: pytest.FixtureRequest, lesson: course.Lesson, impl: str) -> Path:
+    workspace = request.config.getoption("--workspace")
+    if workspace:
+        given = Path(request.config.getoption("--build-dir"))
+        built, problem = plain_pytest.program(Path(workspace), given if given != DEFAULT_BUILD_DIR else
+                                              plain_pytest.build_dir_for(Path(workspace)), lesson)
+        if built is None:
+            pytest.fail(problem, pytrace=False)
+        return built
     path = course.program(Path(request.config.getoption("--build-dir")), impl, lesson)
     if not path.exists():
         pytest.fail(f"{path} does not exist. Build it first: ./kqlab check {lesson.number} builds your workspace "

@@ -25,6 +25,11 @@ COMMANDS: list[Command] = [
     suite.COMMAND,
 ]
 
+# `./kqlab grade` parses its own command line (options and submissions pass through untouched); it is listed
+# here for `./kqlab help`, and imported only when a teacher asks for it.
+GRADE = Command("grade", "for teachers: build and test a class's submissions in sandboxes; a table, CSV, JUnit XML "
+                "and an HTML report (./kqlab grade --help)", run=lambda options: 2)
+
 EPILOG = """\
 Start with ./kqlab (the course map). Each command explains itself: ./kqlab COMMAND --help.
 Timeouts in the tests scale with KQLAB_TIMEOUT_SCALE (e.g. KQLAB_TIMEOUT_SCALE=3 on a slow machine).
@@ -36,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
                                   "kqueue. With no command, the course map.", epilog=EPILOG,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = top.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for command in COMMANDS:
+    for command in COMMANDS + [GRADE]:
         description = command.description or command.summary
         if "\n" not in description:
             description = textwrap.fill(description, 100)
@@ -50,8 +55,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(arguments: list[str]) -> int:
+    if arguments[:1] == ["grade"] or arguments[:2] == ["help", "grade"]:
+        from .grade import command as grade
+        return grade.main(arguments[1:] if arguments[0] == "grade" else ["--help"])
     top = parser()
-    names = [command.name for command in COMMANDS] + ["help"]
+    names = [command.name for command in COMMANDS + [GRADE]] + ["help"]
     if arguments and not arguments[0].startswith("-") and arguments[0] not in names:
         print(f"kqlab: there is no command '{arguments[0]}'. The commands: {', '.join(names)}. "
               f"./kqlab help says what each does.", file=sys.stderr)
