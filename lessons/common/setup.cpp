@@ -58,11 +58,12 @@ bool is_port(const std::string& text) {
   return std::stoi(text) <= 65535;
 }
 
-// The numeric host and port of a bound socket, as getnameinfo() spells them.
-std::string local_address(int socket) {
+// The numeric host and port of a socket's own address (`get` = getsockname) or of its peer's (getpeername), as
+// getnameinfo() spells them; "" if the call fails.
+std::string address_text(int socket, int (*get)(int, sockaddr*, socklen_t*)) {
   sockaddr_storage address{};
   socklen_t length = sizeof address;
-  if (getsockname(socket, reinterpret_cast<sockaddr*>(&address), &length) == -1) fail("getsockname");
+  if (get(socket, reinterpret_cast<sockaddr*>(&address), &length) == -1) return "";
   char host[NI_MAXHOST];
   char port[NI_MAXSERV];
   const int status = getnameinfo(reinterpret_cast<sockaddr*>(&address), length, host, sizeof host, port,
@@ -153,9 +154,13 @@ int open_listener(const Address& address) {
 }
 
 void announce_listening(int listener) {
-  std::printf("listening on %s\n", local_address(listener).c_str());
+  const std::string address = address_text(listener, getsockname);
+  if (address.empty()) fail("getsockname");
+  std::printf("listening on %s\n", address.c_str());
   std::fflush(stdout);
 }
+
+std::string peer_address(int socket) { return address_text(socket, getpeername); }
 
 void set_nonblocking(int fd) {
   const int flags = fcntl(fd, F_GETFL);

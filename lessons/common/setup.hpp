@@ -40,6 +40,10 @@ int open_listener(const Address& address);
 // the server is ready and which port the kernel picked.
 void announce_listening(int listener);
 
+// The numeric address and port of the peer of a connected socket, written as `listening on` writes addresses:
+// `127.0.0.1:50312`, `[::1]:50312`. "" if there is no peer (any more).
+std::string peer_address(int socket);
+
 // Makes reads, writes and accepts on `fd` return EAGAIN instead of blocking. An event loop must never block
 // anywhere but in kevent(): one slow client would stop all the others.
 void set_nonblocking(int fd);
