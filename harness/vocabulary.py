@@ -263,6 +263,13 @@ class Server:
         return self.process.poll() is None
 
     def report(self) -> list[str]:
+        # A server that is exiting (its connections closing are often what the test noticed) gets a moment to
+        # finish, so that the report says how it ended and shows the last of what it printed.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(0.5)
+        if not self.running():
+            for reader in self._readers:
+                reader.join(1)
         lines = [f"The server ({self.label}, pid {self.pid}) {self.state()}."]
         if self._sanitizer:
             lines.append("It reported a bug (sanitizer report, from its first line):")
