@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import os
 import platform
 import re
@@ -78,10 +79,26 @@ def largest_send_buffer() -> int:
         limits.append(int(Path("/proc/sys/net/core/wmem_max").read_text()))
     else:
         for name in ("kern.ipc.maxsockbuf", "net.inet.tcp.sendbuf_max", "net.inet.tcp.autosndbufmax"):
-            value = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True).stdout.strip()
-            if value.isdigit():
-                limits.append(int(value))
+            if (value := _sysctl(name)) is not None:
+                limits.append(value)
     return max(limits, default=8 << 20)
+
+
+def listen_queue_limit() -> int:
+    """How many connections the kernel keeps waiting for a listening socket that accepts none (listen()'s backlog
+    is capped by it): 4096 on recent Linux, 128 on macOS and FreeBSD unless raised."""
+    path = Path("/proc/sys/net/core/somaxconn")
+    if path.exists():
+        return int(path.read_text())
+    for name in ("kern.ipc.soacceptqueue", "kern.ipc.somaxconn"):  # FreeBSD's name, then macOS's
+        if (value := _sysctl(name)) is not None:
+            return value
+    return 128
+
+
+def _sysctl(name: str) -> int | None:
+    value = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True).stdout.strip()
+    return int(value) if value.isdigit() else None
 
 
 def overflowing_payload() -> bytes:
@@ -163,21 +180,38 @@ def _open_descriptors(pid: int) -> int:
     return sum(1 for line in output.splitlines() if re.fullmatch(r"f\d+", line))
 
 
+# KQLAB_TRACE=1 makes kqlab's Linux layer print each kevent() call on stderr; native kqueue prints nothing.
+TRACED = platform.system() == "Linux"
+_TRACE_LINE = re.compile(r"kevent\(kq=\d+\) (change|event|returns|fails)\s+(.*)")
+
+
+@dataclasses.dataclass
+class KeventCall:
+    """One kevent() call, as KQLAB_TRACE printed it: the changes handed in (each as kqlab::describe prints it) and
+    what came back, in order: "event <event>" lines, or one "returns 0 (timeout)" or "fails <errno>"."""
+    changes: list[str]
+    results: list[str]
+
+
 class Server:
     """A lesson program, started on port 0, with the harness reading its stdout and stderr."""
 
     SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak|Thread)Sanitizer|runtime error:|WARNING: ThreadSanitizer")
+    TRACE_KEPT = 200_000  # trace lines kept for kevent_calls(), enough for any one test
 
-    def __init__(self, program: Path, story: Story, label: str) -> None:
+    def __init__(self, program: Path, story: Story, label: str, arguments: tuple[str, ...] = ()) -> None:
+        """`arguments` are the lesson's own options (e.g. "--max-backlog", "65536")."""
         self.story = story
         self.label = label
         self.clients: list[Client] = []
         self._stderr: collections.deque[str] = collections.deque(maxlen=400)
+        self._trace: list[str] = []  # the KQLAB_TRACE lines
+        self._messages: list[str] = []  # every other line on stderr: what the program itself says
         self._sanitizer: list[str] = []
         self._listening = threading.Event()
         self.host, self.port = "", 0
         environment = dict(os.environ, KQLAB_TRACE="1", UBSAN_OPTIONS="print_stacktrace=1")
-        self.process = subprocess.Popen([str(program), "--host", "127.0.0.1", "--port", "0"],
+        self.process = subprocess.Popen([str(program), "--host", "127.0.0.1", "--port", "0", *arguments],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, env=environment)
         self.pid = self.process.pid
@@ -186,7 +220,7 @@ class Server:
         for reader in self._readers:
             reader.start()
         story.servers.append(self)
-        story.step(f"started {label} (pid {self.pid})")
+        story.step(f"started {label}{''.join(' ' + word for word in arguments)} (pid {self.pid})")
         deadline = time.monotonic() + seconds(10)
         while not self._listening.wait(0.05):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -208,6 +242,10 @@ class Server:
         for raw in self.process.stderr:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self._stderr.append(line)
+            if not line.startswith("kevent("):
+                self._messages.append(line)
+            elif len(self._trace) < self.TRACE_KEPT:
+                self._trace.append(line)
             if (self._sanitizer and len(self._sanitizer) < 80) or self.SANITIZER_REPORT.search(line):
                 self._sanitizer.append(line)
 
@@ -225,6 +263,13 @@ class Server:
         return self.process.poll() is None
 
     def report(self) -> list[str]:
+        # A server that is exiting (its connections closing are often what the test noticed) gets a moment to
+        # finish, so that the report says how it ended and shows the last of what it printed.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(0.5)
+        if not self.running():
+            for reader in self._readers:
+                reader.join(1)
         lines = [f"The server ({self.label}, pid {self.pid}) {self.state()}."]
         if self._sanitizer:
             lines.append("It reported a bug (sanitizer report, from its first line):")
@@ -234,6 +279,42 @@ class Server:
             lines.append(f"Its stderr, last {len(tail)} lines (KQLAB_TRACE=1 shows each kevent() call):")
             lines += [f"  | {line}" for line in tail]
         return lines
+
+    def kevent_calls(self) -> list[KeventCall]:
+        """The kevent() calls the server has made so far, from its trace (TRACED platforms only). A call's trace
+        is its changes, then what it returned; a call without changes cannot be told apart from the call before
+        it, and is counted as part of it."""
+        calls: list[KeventCall] = []
+        for line in list(self._trace):
+            match = _TRACE_LINE.match(line)
+            if not match:
+                continue
+            kind, text = match.groups()
+            if kind == "change":
+                if not calls or calls[-1].results:
+                    calls.append(KeventCall([], []))
+                calls[-1].changes.append(text)
+            else:
+                if not calls:
+                    calls.append(KeventCall([], []))
+                calls[-1].results.append(f"{kind} {text}")
+        return calls
+
+    def expect_message(self, pattern: str, meaning: str, within: float | None = None) -> str:
+        """The server prints a line matching the regular expression `pattern` on stderr (its trace aside) within
+        `within` seconds; returns that line. `meaning` says in words what such a line says, for a report."""
+        within = within or seconds(2)
+
+        def found() -> str | None:
+            return next((line for line in list(self._messages) if re.search(pattern, line)), None)
+
+        if not eventually(lambda: found() is not None or not self.running(), within) or found() is None:
+            said = "; ".join(self._messages[-5:]) or "nothing (besides its trace)"
+            self.story.fail(f"the server to print a line on stderr {meaning}, within {within:.0f} s",
+                            f"it printed {said}")
+        line = found()
+        self.story.step(f"the server printed: {line}")
+        return line
 
     def cpu_seconds(self) -> float:
         return _cpu_seconds(self.pid)
@@ -455,6 +536,35 @@ class Client:
         else:
             text = f"nothing in {time.monotonic() - started:.0f} s"
         return text if self.server.running() else f"{text} (the server {self.server.state()})"
+
+    def read_until(self, data: bytes, within: float | None = None) -> bytes:
+        """Reads until `data` arrives, within `within` seconds; returns the bytes that came before it."""
+        within = within or seconds(2)
+        ended = self._wait_for(lambda: data in self.inbox, within)
+        at = self.inbox.find(data)
+        if at == -1:
+            before = f" after {show(bytes(self.inbox))}" if self.inbox else ""
+            self.story.fail(f"{self.name} receives {show(data)} within {within:.0f} s",
+                            f"nothing of the kind{before}{', ' + ended if ended else ''}"
+                            f"{'' if self.server.running() else f' (the server {self.server.state()})'}")
+        before = bytes(self.inbox[:at])
+        del self.inbox[:at + len(data)]
+        self.story.step(f"{self.name} got {show(data)}, after {len(before)} other bytes")
+        return before
+
+    def read_until_close(self, within: float | None = None) -> bytes:
+        """Reads whatever the server still sends until it closes the connection, within `within` seconds; returns
+        those bytes (with any already received and not yet expected)."""
+        within = within or seconds(5)
+        ended = self._wait_for(lambda: False, within)
+        if not self.closed_by_server:
+            self.story.fail(f"the server to close {self.name}'s connection within {within:.0f} s",
+                            f"it stayed open, {ended} (and the server {self.server.state()})")
+        received = bytes(self.inbox)
+        self.inbox.clear()
+        self.story.step(f"{self.name} read {len(received)} more bytes, then the server {self.closed_by_server} "
+                        f"its connection")
+        return received
 
     def expect_close(self, within: float | None = None) -> None:
         """The server closes the connection (after anything already expected), within `within` seconds."""
