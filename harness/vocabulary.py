@@ -188,6 +188,7 @@ class Server:
         self.clients: list[Client] = []
         self._stderr: collections.deque[str] = collections.deque(maxlen=400)
         self._sanitizer: list[str] = []
+        self._messages: list[str] = []  # stderr without KQLAB_TRACE's lines: what the program itself said
         self._listening = threading.Event()
         self.host, self.port = "", 0
         environment = dict(os.environ, KQLAB_TRACE="1", UBSAN_OPTIONS="print_stacktrace=1")
@@ -229,6 +230,8 @@ class Server:
         for raw in self.process.stderr:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self._stderr.append(line)
+            if not line.startswith("kevent(") and len(self._messages) < 10000:
+                self._messages.append(line)
             if (self._sanitizer and len(self._sanitizer) < 80) or self.SANITIZER_REPORT.search(line):
                 self._sanitizer.append(line)
 
@@ -245,7 +248,17 @@ class Server:
     def running(self) -> bool:
         return self.process.poll() is None
 
+    def settle(self) -> None:
+        """A server whose clients have just seen their connections drop may be on its way out (a crash, a fatal
+        signal): gives it a moment to finish, so that a report says how it ended rather than 'still running'."""
+        if self.running() and any(client.closed_by_server for client in self.clients):
+            try:
+                self.process.wait(0.5)
+            except subprocess.TimeoutExpired:
+                pass
+
     def report(self) -> list[str]:
+        self.settle()
         lines = [f"The server ({self.label}, pid {self.pid}) {self.state()}."]
         if self._sanitizer:
             lines.append("It reported a bug (sanitizer report, from its first line):")
@@ -287,6 +300,37 @@ class Server:
     def _still_running(self, expected: str) -> None:
         if not self.running():
             self.story.fail(expected, f"the server {self.state()}")
+
+    def messages(self) -> list[str]:
+        """The lines the server has printed on stderr so far, apart from KQLAB_TRACE's."""
+        return list(self._messages)
+
+    def expect_message(self, pattern: str, since: int = 0, within: float | None = None) -> str:
+        """A line matching the regular expression `pattern` among the server's messages (see messages()), from
+        message number `since` on, within `within` seconds. Returns it."""
+        within = within or seconds(2)
+        found: list[str] = []
+
+        def seen() -> bool:
+            found[:] = [line for line in self._messages[since:] if re.search(pattern, line)]
+            return bool(found)
+
+        if not eventually(seen, within):
+            recent = self._messages[since:][-3:]
+            self.story.fail(f"a line matching {pattern!r} on the server's stderr within {within:g} s",
+                            f"{'nothing of the kind' if not recent else 'only ' + repr(recent)}"
+                            f"{'' if self.running() else f' (the server {self.state()})'}")
+        self.story.step(f"the server printed {found[0]!r}")
+        return found[0]
+
+    def expect_blocked(self, within: float | None = None) -> None:
+        """The server is soon blocked in kevent(): its process sleeps (it has done all it can for now)."""
+        within = within or seconds(5)
+        if not eventually(lambda: _process_state(self.pid) in ("S", "I") or not self.running(), within):
+            self.story.fail("the server to wait in kevent() once it has done all it can",
+                            f"its state stayed {_process_state(self.pid)!r} for {within:g} s")
+        self._still_running("the server to wait in kevent() once it has done all it can")
+        self.story.step("the server was waiting in kevent()")
 
     def expect_idle(self, window: float) -> None:
         """The server uses (almost) no CPU for `window` seconds: it sleeps in kevent() while nothing happens."""
@@ -469,6 +513,7 @@ class Client:
         if first is not None:
             return (f"{show(got)}; the first difference is at byte {first}: expected "
                     f"{show(expected[first:first + 16])}, got {show(got[first:first + 16])}")
+        self.server.settle()
         if got:
             text = f"only {show(got)}, {ended}"
         elif self.closed_by_server:
