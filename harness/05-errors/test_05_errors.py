@@ -70,7 +70,7 @@ def test_one_client(server):
 
 @see("Step 1: orderly end or reset")
 def test_half_close_with_reply_pending(server, story):
-    steady, _ = well_behaved(server, story)
+    steady, at_start = well_behaved(server, story)
     half = server.connect(receive_buffer=SMALL_BUFFER)
     size = 2 * largest_send_buffer() + (1 << 20)  # more than the socket buffers hold: it cannot be sent at once
     with server.frozen():
@@ -80,6 +80,7 @@ def test_half_close_with_reply_pending(server, story):
     half.expect(b"last words\n" + patterned(size), within=seconds(30))
     half.expect_close()
     exchange(steady, "after")
+    server.expect_descriptors(at_most=at_start, within=seconds(5))
 
 
 @see("Step 1: orderly end or reset")
