@@ -87,12 +87,13 @@ def story(request: pytest.FixtureRequest, lesson: course.Lesson) -> Story:
 @pytest.fixture
 def start_server(request: pytest.FixtureRequest, program: Path, story: Story, lesson: course.Lesson, impl: str):
     """Starts the lesson's program for this test: start_server() as the `server` fixture does, or with options,
-    start_server("--max-backlog", "65536"). Every server started is stopped after the test, and one that ended on
-    its own before the test was over fails the test (a crash, a sanitizer report, or an exit nobody asked for)."""
+    start_server("--idle-ms", "500") or start_server("--max-backlog", "65536"), or under a descriptor limit, start_server(descriptor_limit=64). Every server
+    started is stopped after the test, and one that ended on its own before the test was over fails the test (a
+    crash, a sanitizer report, or an exit nobody asked for)."""
     started: list[Server] = []
 
-    def start(*arguments: str) -> Server:
-        running = Server(program, story, f"{impl} of {lesson.name}", arguments)
+    def start(*arguments: str, descriptor_limit: int | None = None) -> Server:
+        running = Server(program, story, f"{impl} of {lesson.name}", arguments, descriptor_limit)
         started.append(running)
         return running
 

@@ -21,7 +21,9 @@ import contextlib
 import dataclasses
 import os
 import platform
+import random
 import re
+import resource
 import select
 import signal
 import socket
@@ -58,6 +60,15 @@ def eventually(condition: Callable[[], bool], within: float) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def seeded_random(story: Story) -> random.Random:
+    """A random generator for one test. Its seed is printed and written down as a step, so a failure can be
+    replayed: KQLAB_SEED=<seed> runs the test again with the same choices."""
+    seed = int(os.environ.get("KQLAB_SEED") or random.randrange(1 << 32))
+    print(f"random seed {seed}: KQLAB_SEED={seed} replays this test's choices")
+    story.step(f"made its random choices with seed {seed} (KQLAB_SEED={seed} replays them)")
+    return random.Random(seed)
 
 
 def show(data: bytes) -> str:
@@ -199,8 +210,10 @@ class Server:
     SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak|Thread)Sanitizer|runtime error:|WARNING: ThreadSanitizer")
     TRACE_KEPT = 200_000  # trace lines kept for kevent_calls(), enough for any one test
 
-    def __init__(self, program: Path, story: Story, label: str, arguments: tuple[str, ...] = ()) -> None:
-        """`arguments` are the lesson's own options (e.g. "--max-backlog", "65536")."""
+    def __init__(self, program: Path, story: Story, label: str, arguments: tuple[str, ...] = (),
+                 descriptor_limit: int | None = None) -> None:
+        """`arguments` are the lesson's own options (e.g. "--idle-ms", "500"); `descriptor_limit` caps the server's
+        open descriptors (RLIMIT_NOFILE), as a busy machine or a stingy administrator would."""
         self.story = story
         self.label = label
         self.clients: list[Client] = []
@@ -208,19 +221,27 @@ class Server:
         self._trace: list[str] = []  # the KQLAB_TRACE lines
         self._messages: list[str] = []  # every other line on stderr: what the program itself says
         self._sanitizer: list[str] = []
+        self._messages: list[str] = []  # stderr without KQLAB_TRACE's lines: what the program itself said
         self._listening = threading.Event()
         self.host, self.port = "", 0
         environment = dict(os.environ, KQLAB_TRACE="1", UBSAN_OPTIONS="print_stacktrace=1")
+        limit = None
+        if descriptor_limit is not None:
+            def limit() -> None:  # runs in the child, between fork and exec: one system call, nothing else
+                resource.setrlimit(resource.RLIMIT_NOFILE, (descriptor_limit, descriptor_limit))
         self.process = subprocess.Popen([str(program), "--host", "127.0.0.1", "--port", "0", *arguments],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, env=environment)
+                                        stderr=subprocess.PIPE, env=environment, preexec_fn=limit)
         self.pid = self.process.pid
         self._readers = [threading.Thread(target=self._read_stdout, daemon=True),
                          threading.Thread(target=self._read_stderr, daemon=True)]
         for reader in self._readers:
             reader.start()
         story.servers.append(self)
-        story.step(f"started {label}{''.join(' ' + word for word in arguments)} (pid {self.pid})")
+        how = [" ".join(arguments)] if arguments else []
+        if descriptor_limit is not None:
+            how.append(f"a limit of {descriptor_limit} open descriptors")
+        story.step(f"started {label} (pid {self.pid}){' with ' + ' and '.join(how) if how else ''}")
         deadline = time.monotonic() + seconds(10)
         while not self._listening.wait(0.05):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -243,7 +264,8 @@ class Server:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self._stderr.append(line)
             if not line.startswith("kevent("):
-                self._messages.append(line)
+                if len(self._messages) < 10000:
+                    self._messages.append(line)
             elif len(self._trace) < self.TRACE_KEPT:
                 self._trace.append(line)
             if (self._sanitizer and len(self._sanitizer) < 80) or self.SANITIZER_REPORT.search(line):
@@ -262,14 +284,20 @@ class Server:
     def running(self) -> bool:
         return self.process.poll() is None
 
-    def report(self) -> list[str]:
-        # A server that is exiting (its connections closing are often what the test noticed) gets a moment to
-        # finish, so that the report says how it ended and shows the last of what it printed.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(0.5)
-        if not self.running():
+    def settle(self) -> None:
+        """A server whose clients have just seen their connections drop may be on its way out (a crash, a fatal
+        signal): gives it a moment to finish, so that a report says how it ended rather than 'still running'."""
+        if self.running() and any(client.closed_by_server for client in self.clients):
+            try:
+                self.process.wait(0.5)
+            except subprocess.TimeoutExpired:
+                pass
+        if not self.running():  # and the last of what it printed, read to the end
             for reader in self._readers:
                 reader.join(1)
+
+    def report(self) -> list[str]:
+        self.settle()
         lines = [f"The server ({self.label}, pid {self.pid}) {self.state()}."]
         if self._sanitizer:
             lines.append("It reported a bug (sanitizer report, from its first line):")
@@ -299,22 +327,6 @@ class Server:
                     calls.append(KeventCall([], []))
                 calls[-1].results.append(f"{kind} {text}")
         return calls
-
-    def expect_message(self, pattern: str, meaning: str, within: float | None = None) -> str:
-        """The server prints a line matching the regular expression `pattern` on stderr (its trace aside) within
-        `within` seconds; returns that line. `meaning` says in words what such a line says, for a report."""
-        within = within or seconds(2)
-
-        def found() -> str | None:
-            return next((line for line in list(self._messages) if re.search(pattern, line)), None)
-
-        if not eventually(lambda: found() is not None or not self.running(), within) or found() is None:
-            said = "; ".join(self._messages[-5:]) or "nothing (besides its trace)"
-            self.story.fail(f"the server to print a line on stderr {meaning}, within {within:.0f} s",
-                            f"it printed {said}")
-        line = found()
-        self.story.step(f"the server printed: {line}")
-        return line
 
     def cpu_seconds(self) -> float:
         return _cpu_seconds(self.pid)
@@ -348,6 +360,38 @@ class Server:
         if not self.running():
             self.story.fail(expected, f"the server {self.state()}")
 
+    def messages(self) -> list[str]:
+        """The lines the server has printed on stderr so far, apart from KQLAB_TRACE's."""
+        return list(self._messages)
+
+    def expect_message(self, pattern: str, meaning: str = "", since: int = 0, within: float | None = None) -> str:
+        """A line matching the regular expression `pattern` among the server's messages (see messages()), from
+        message number `since` on, within `within` seconds. Returns it. `meaning` says in words what such a line
+        says, for a report."""
+        within = within or seconds(2)
+        found: list[str] = []
+
+        def seen() -> bool:
+            found[:] = [line for line in self._messages[since:] if re.search(pattern, line)]
+            return bool(found)
+
+        if not eventually(seen, within):
+            recent = self._messages[since:][-3:]
+            self.story.fail(f"a line on the server's stderr {meaning or f'matching {pattern!r}'} within {within:g} s",
+                            f"{'nothing of the kind' if not recent else 'only ' + repr(recent)}"
+                            f"{'' if self.running() else f' (the server {self.state()})'}")
+        self.story.step(f"the server printed {found[0]!r}")
+        return found[0]
+
+    def expect_blocked(self, within: float | None = None) -> None:
+        """The server is soon blocked in kevent(): its process sleeps (it has done all it can for now)."""
+        within = within or seconds(5)
+        if not eventually(lambda: _process_state(self.pid) in ("S", "I") or not self.running(), within):
+            self.story.fail("the server to wait in kevent() once it has done all it can",
+                            f"its state stayed {_process_state(self.pid)!r} for {within:g} s")
+        self._still_running("the server to wait in kevent() once it has done all it can")
+        self.story.step("the server was waiting in kevent()")
+
     def expect_idle(self, window: float) -> None:
         """The server uses (almost) no CPU for `window` seconds: it sleeps in kevent() while nothing happens."""
         self._still_running("the server to sleep in kevent() while nothing happens")
@@ -361,7 +405,7 @@ class Server:
         self.story.step(f"the server used {used:.0%} of a CPU for {window:.1f} s while nothing happened")
 
     def expect_descriptors(self, at_most: int, within: float) -> None:
-        expected = f"at most {at_most} open descriptors in the server within {within:.0f} s"
+        expected = f"at most {at_most} open descriptors in the server within {within:g} s"
         if not eventually(lambda: not self.running() or self.open_descriptors() <= at_most, within):
             self.story.fail(expected, f"{self.open_descriptors()}")
         self._still_running(expected)
@@ -469,7 +513,7 @@ class Client:
                 self.story.fail(f"the server to take all {len(data)} bytes {self.name} sent",
                                 f"it {self.closed_by_server} the connection after {sent} bytes")
             if stalled.too_long() or time.monotonic() > deadline:
-                self.story.fail(f"the server to take all {len(data)} bytes {self.name} sent within {within:.0f} s",
+                self.story.fail(f"the server to take all {len(data)} bytes {self.name} sent within {within:g} s",
                                 f"it took {sent} bytes, {stalled.describe()}")
             readable, writable, _ = select.select([self.socket], [self.socket], [], stalled.poll_interval())
             try:
@@ -519,7 +563,7 @@ class Client:
         ended = self._wait_for(lambda: len(self.inbox) >= len(data), within)
         got = bytes(self.inbox[:len(data)])
         if got != data:
-            self.story.fail(f"{self.name} receives {show(data)} back within {within:.0f} s",
+            self.story.fail(f"{self.name} receives {show(data)} back within {within:g} s",
                             self._describe_difference(data, got, ended, started))
         del self.inbox[:len(data)]
         self.story.step(f"{self.name} got {show(data)} back")
@@ -529,6 +573,7 @@ class Client:
         if first is not None:
             return (f"{show(got)}; the first difference is at byte {first}: expected "
                     f"{show(expected[first:first + 16])}, got {show(got[first:first + 16])}")
+        self.server.settle()
         if got:
             text = f"only {show(got)}, {ended}"
         elif self.closed_by_server:
@@ -566,6 +611,31 @@ class Client:
                         f"its connection")
         return received
 
+    def receive_lines(self, count: int, within: float | None = None) -> list[tuple[float, bytes]]:
+        """The next `count` lines from the server, without their newlines, each with the time.monotonic() at which
+        it arrived. Fails unless all of them arrive within `within` seconds."""
+        within = within or seconds(2)
+        lines: list[tuple[float, bytes]] = []
+
+        def enough() -> bool:  # takes the whole lines out of the inbox as they come, stamped with the time
+            while len(lines) < count and (end := self.inbox.find(b"\n")) != -1:
+                lines.append((time.monotonic(), bytes(self.inbox[:end])))
+                del self.inbox[:end + 1]
+            return len(lines) == count
+
+        started = time.monotonic()
+        ended = self._wait_for(enough, within)
+        if len(lines) < count:
+            last = ", ".join(show(line) for _, line in lines[-3:])
+            got = f"{len(lines)} lines{' (the last: ' + last + ')' if lines else ''}"
+            if self.inbox:
+                got += f" and a partial line {show(bytes(self.inbox))}"
+            self.story.fail(f"{count} lines for {self.name} within {within:g} s",
+                            f"{got}, {ended or f'in {time.monotonic() - started:.1f} s'}"
+                            f"{'' if self.server.running() else f' (the server {self.server.state()})'}")
+        self.story.step(f"{self.name} received {count} lines")
+        return lines
+
     def expect_close(self, within: float | None = None) -> None:
         """The server closes the connection (after anything already expected), within `within` seconds."""
         within = within or seconds(2)
@@ -573,7 +643,7 @@ class Client:
         if self.inbox:
             self.story.fail(f"the server to close {self.name}'s connection", f"more bytes: {show(bytes(self.inbox))}")
         if not self.closed_by_server:
-            self.story.fail(f"the server to close {self.name}'s connection within {within:.0f} s",
+            self.story.fail(f"the server to close {self.name}'s connection within {within:g} s",
                             f"it stayed open (and the server {self.server.state()})")
         self.story.step(f"the server {self.closed_by_server} {self.name}'s connection")
 
@@ -599,7 +669,7 @@ class Client:
         within = within or seconds(5)
         self._wait_for(lambda: bool(self.inbox), within)
         if not self.inbox:
-            self.story.fail(f"{self.name} to receive something within {within:.0f} s", "nothing")
+            self.story.fail(f"{self.name} to receive something within {within:g} s", "nothing")
 
     def reset(self) -> None:
         """Vanishes: closes with SO_LINGER 0, so the server gets a reset (RST) instead of an orderly close."""
