@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <string>
+#include <vector>
 
 namespace kqlab {
 
@@ -17,6 +18,19 @@ struct Address {
 // Reads `--host ADDRESS` and `--port PORT` (and `--help`). Anything else prints what is wrong and the usage on
 // stderr and exits with status 2; `summary` is the usage's first line, saying what the program does.
 Address parse_arguments(int argc, char** argv, const char* summary);
+
+// An option of a lesson's own that takes a whole number, such as `--idle-ms 500`.
+struct NumberOption {
+  const char* name;   // "--idle-ms"
+  const char* help;   // one line for the usage: "close a connection silent for this many milliseconds"
+  long long min;      // the smallest and largest value accepted
+  long long max;
+  long long* value;   // holds the default, and receives the value given on the command line
+};
+
+// As above, and also reads each of `options`. A value that is not a whole number from min to max is refused like
+// any other bad argument, by name: `--idle-ms wants a whole number from 1 to 86400000, not 'soon'`.
+Address parse_arguments(int argc, char** argv, const char* summary, const std::vector<NumberOption>& options);
 
 // A non-blocking TCP socket bound to `address` and listening, or the process exits with a message: a bad address
 // with status 2, a failing call (say, the port is taken) with status 1.
