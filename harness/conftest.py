@@ -62,13 +62,28 @@ def story(request: pytest.FixtureRequest, lesson: course.Lesson) -> Story:
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest, program: Path, story: Story, lesson: course.Lesson, impl: str):
-    """The lesson's program, started for this test and stopped after it. A server that ends on its own before the
-    test is over fails the test (a crash, a sanitizer report, or an exit nobody asked for)."""
-    running = Server(program, story, f"{impl} of {lesson.name}")
-    yield running
-    ended_on_its_own = not running.running()
-    running.stop()
+def start_server(request: pytest.FixtureRequest, program: Path, story: Story, lesson: course.Lesson, impl: str):
+    """Starts the lesson's program for this test: start_server() as the `server` fixture does, or with options,
+    start_server("--idle-ms", "500"), or under a descriptor limit, start_server(descriptor_limit=64). Every server
+    started is stopped after the test, and one that ended on its own before the test was over fails the test (a
+    crash, a sanitizer report, or an exit nobody asked for)."""
+    started: list[Server] = []
+
+    def start(*arguments: str, descriptor_limit: int | None = None) -> Server:
+        running = Server(program, story, f"{impl} of {lesson.name}", arguments, descriptor_limit)
+        started.append(running)
+        return running
+
+    yield start
+    ended_on_its_own = [running for running in started if not running.running()]
+    for running in started:
+        running.stop()
     call = getattr(request.node, "report_call", None)
     if ended_on_its_own and call is not None and call.passed:
-        story.fail("the server to keep running until the test stops it", f"it {running.state()}")
+        story.fail("the server to keep running until the test stops it", f"it {ended_on_its_own[0].state()}")
+
+
+@pytest.fixture
+def server(start_server) -> Server:
+    """The lesson's program, started for this test with its default options and stopped after it."""
+    return start_server()

@@ -20,7 +20,9 @@ import collections
 import contextlib
 import os
 import platform
+import random
 import re
+import resource
 import select
 import signal
 import socket
@@ -57,6 +59,15 @@ def eventually(condition: Callable[[], bool], within: float) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def seeded_random(story: Story) -> random.Random:
+    """A random generator for one test. Its seed is printed and written down as a step, so a failure can be
+    replayed: KQLAB_SEED=<seed> runs the test again with the same choices."""
+    seed = int(os.environ.get("KQLAB_SEED") or random.randrange(1 << 32))
+    print(f"random seed {seed}: KQLAB_SEED={seed} replays this test's choices")
+    story.step(f"made its random choices with seed {seed} (KQLAB_SEED={seed} replays them)")
+    return random.Random(seed)
 
 
 def show(data: bytes) -> str:
@@ -168,7 +179,10 @@ class Server:
 
     SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak|Thread)Sanitizer|runtime error:|WARNING: ThreadSanitizer")
 
-    def __init__(self, program: Path, story: Story, label: str) -> None:
+    def __init__(self, program: Path, story: Story, label: str, arguments: tuple[str, ...] = (),
+                 descriptor_limit: int | None = None) -> None:
+        """`arguments` are the lesson's own options (e.g. "--idle-ms", "500"); `descriptor_limit` caps the server's
+        open descriptors (RLIMIT_NOFILE), as a busy machine or a stingy administrator would."""
         self.story = story
         self.label = label
         self.clients: list[Client] = []
@@ -177,16 +191,23 @@ class Server:
         self._listening = threading.Event()
         self.host, self.port = "", 0
         environment = dict(os.environ, KQLAB_TRACE="1", UBSAN_OPTIONS="print_stacktrace=1")
-        self.process = subprocess.Popen([str(program), "--host", "127.0.0.1", "--port", "0"],
+        limit = None
+        if descriptor_limit is not None:
+            def limit() -> None:  # runs in the child, between fork and exec: one system call, nothing else
+                resource.setrlimit(resource.RLIMIT_NOFILE, (descriptor_limit, descriptor_limit))
+        self.process = subprocess.Popen([str(program), "--host", "127.0.0.1", "--port", "0", *arguments],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, env=environment)
+                                        stderr=subprocess.PIPE, env=environment, preexec_fn=limit)
         self.pid = self.process.pid
         self._readers = [threading.Thread(target=self._read_stdout, daemon=True),
                          threading.Thread(target=self._read_stderr, daemon=True)]
         for reader in self._readers:
             reader.start()
         story.servers.append(self)
-        story.step(f"started {label} (pid {self.pid})")
+        how = [" ".join(arguments)] if arguments else []
+        if descriptor_limit is not None:
+            how.append(f"a limit of {descriptor_limit} open descriptors")
+        story.step(f"started {label} (pid {self.pid}){' with ' + ' and '.join(how) if how else ''}")
         deadline = time.monotonic() + seconds(10)
         while not self._listening.wait(0.05):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -280,7 +301,7 @@ class Server:
         self.story.step(f"the server used {used:.0%} of a CPU for {window:.1f} s while nothing happened")
 
     def expect_descriptors(self, at_most: int, within: float) -> None:
-        expected = f"at most {at_most} open descriptors in the server within {within:.0f} s"
+        expected = f"at most {at_most} open descriptors in the server within {within:g} s"
         if not eventually(lambda: not self.running() or self.open_descriptors() <= at_most, within):
             self.story.fail(expected, f"{self.open_descriptors()}")
         self._still_running(expected)
@@ -388,7 +409,7 @@ class Client:
                 self.story.fail(f"the server to take all {len(data)} bytes {self.name} sent",
                                 f"it {self.closed_by_server} the connection after {sent} bytes")
             if stalled.too_long() or time.monotonic() > deadline:
-                self.story.fail(f"the server to take all {len(data)} bytes {self.name} sent within {within:.0f} s",
+                self.story.fail(f"the server to take all {len(data)} bytes {self.name} sent within {within:g} s",
                                 f"it took {sent} bytes, {stalled.describe()}")
             readable, writable, _ = select.select([self.socket], [self.socket], [], stalled.poll_interval())
             try:
@@ -438,7 +459,7 @@ class Client:
         ended = self._wait_for(lambda: len(self.inbox) >= len(data), within)
         got = bytes(self.inbox[:len(data)])
         if got != data:
-            self.story.fail(f"{self.name} receives {show(data)} back within {within:.0f} s",
+            self.story.fail(f"{self.name} receives {show(data)} back within {within:g} s",
                             self._describe_difference(data, got, ended, started))
         del self.inbox[:len(data)]
         self.story.step(f"{self.name} got {show(data)} back")
@@ -456,6 +477,31 @@ class Client:
             text = f"nothing in {time.monotonic() - started:.0f} s"
         return text if self.server.running() else f"{text} (the server {self.server.state()})"
 
+    def receive_lines(self, count: int, within: float | None = None) -> list[tuple[float, bytes]]:
+        """The next `count` lines from the server, without their newlines, each with the time.monotonic() at which
+        it arrived. Fails unless all of them arrive within `within` seconds."""
+        within = within or seconds(2)
+        lines: list[tuple[float, bytes]] = []
+
+        def enough() -> bool:  # takes the whole lines out of the inbox as they come, stamped with the time
+            while len(lines) < count and (end := self.inbox.find(b"\n")) != -1:
+                lines.append((time.monotonic(), bytes(self.inbox[:end])))
+                del self.inbox[:end + 1]
+            return len(lines) == count
+
+        started = time.monotonic()
+        ended = self._wait_for(enough, within)
+        if len(lines) < count:
+            last = ", ".join(show(line) for _, line in lines[-3:])
+            got = f"{len(lines)} lines{' (the last: ' + last + ')' if lines else ''}"
+            if self.inbox:
+                got += f" and a partial line {show(bytes(self.inbox))}"
+            self.story.fail(f"{count} lines for {self.name} within {within:g} s",
+                            f"{got}, {ended or f'in {time.monotonic() - started:.1f} s'}"
+                            f"{'' if self.server.running() else f' (the server {self.server.state()})'}")
+        self.story.step(f"{self.name} received {count} lines")
+        return lines
+
     def expect_close(self, within: float | None = None) -> None:
         """The server closes the connection (after anything already expected), within `within` seconds."""
         within = within or seconds(2)
@@ -463,7 +509,7 @@ class Client:
         if self.inbox:
             self.story.fail(f"the server to close {self.name}'s connection", f"more bytes: {show(bytes(self.inbox))}")
         if not self.closed_by_server:
-            self.story.fail(f"the server to close {self.name}'s connection within {within:.0f} s",
+            self.story.fail(f"the server to close {self.name}'s connection within {within:g} s",
                             f"it stayed open (and the server {self.server.state()})")
         self.story.step(f"the server {self.closed_by_server} {self.name}'s connection")
 
@@ -489,7 +535,7 @@ class Client:
         within = within or seconds(5)
         self._wait_for(lambda: bool(self.inbox), within)
         if not self.inbox:
-            self.story.fail(f"{self.name} to receive something within {within:.0f} s", "nothing")
+            self.story.fail(f"{self.name} to receive something within {within:g} s", "nothing")
 
     def reset(self) -> None:
         """Vanishes: closes with SO_LINGER 0, so the server gets a reset (RST) instead of an orderly close."""
