@@ -74,7 +74,7 @@ static std::int64_t slow_square(std::int64_t number) {
 // (EVFILT_USER, kResultsReady). The loop takes the results with take_done().
 class Worker {
  public:
-  // Starts the thread. `kq` must already have the kResultsReady event registered.
+  // Starts the thread. `kq` must have the kResultsReady event registered before the first job is submitted.
   explicit Worker(int kq) : kq_(kq), thread_([this] { run(); }) {}
   ~Worker() { stop(); }
 
