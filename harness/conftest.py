@@ -98,7 +98,7 @@ def start_server(request: pytest.FixtureRequest, program: Path, story: Story, le
         return running
 
     yield start
-    ended_on_its_own = [running for running in started if not running.running()]
+    ended_on_its_own = [running for running in started if not running.running() and not running.exit_expected]
     for running in started:
         running.stop()
     call = getattr(request.node, "report_call", None)

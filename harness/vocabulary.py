@@ -16,6 +16,7 @@ long a transfer has not moved). Servers listen on port 0 and say which port they
 """
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import dataclasses
@@ -159,11 +160,40 @@ class Story:
 
 
 def _process_state(pid: int) -> str:
-    """The one-letter state of a process: R running, S sleeping, T stopped, Z zombie, ..."""
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():
-        return stat.read_text().rpartition(")")[2].split()[0]
+    """The one-letter state of a process: R running, S sleeping, T stopped, Z zombie, ...; "" once it is gone."""
+    if Path("/proc/self/stat").exists():
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return ""
     return subprocess.run(["ps", "-o", "state=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()[:1]
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie: it runs, sleeps or is stopped."""
+    return _process_state(pid) not in ("", "Z")
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """The direct children of a process, each with its one-letter state (Z: a zombie its parent has not reaped)."""
+    found = {}
+    if Path("/proc/self/stat").exists():
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+                    continue
+                if int(fields[1]) == pid:
+                    found[int(entry.name)] = fields[0]
+        return found
+    listing = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid=", "-o", "state="], capture_output=True,
+                             text=True).stdout
+    for row in listing.splitlines():
+        child, parent, state = row.split()[:3]
+        if int(parent) == pid:
+            found[int(child)] = state[:1]
+    return found
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -223,6 +253,7 @@ class Server:
         self._sanitizer: list[str] = []
         self._messages: list[str] = []  # stderr without KQLAB_TRACE's lines: what the program itself said
         self._listening = threading.Event()
+        self.exit_expected = False  # set by expect_exit(): the test asked the server to end
         self.host, self.port = "", 0
         environment = dict(os.environ, KQLAB_TRACE="1", UBSAN_OPTIONS="print_stacktrace=1")
         limit = None
@@ -231,8 +262,10 @@ class Server:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (descriptor_limit, descriptor_limit))
         self.process = subprocess.Popen([str(program), "--host", "127.0.0.1", "--port", "0", *arguments],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, env=environment, preexec_fn=limit)
+                                        stderr=subprocess.PIPE, env=environment, preexec_fn=limit,
+                                        start_new_session=True)  # a process group of its own: see stop()
         self.pid = self.process.pid
+        _process_groups.add(self.pid)
         self._readers = [threading.Thread(target=self._read_stdout, daemon=True),
                          threading.Thread(target=self._read_stderr, daemon=True)]
         for reader in self._readers:
@@ -411,8 +444,31 @@ class Server:
         self._still_running(expected)
         self.story.step(f"the server was back to at most {at_most} open descriptors")
 
+    def children(self) -> dict[int, str]:
+        """The server's child processes, each with its one-letter state (Z: not reaped)."""
+        return children_of(self.pid)
+
+    def send_signal(self, number: signal.Signals) -> None:
+        """Sends the server a signal, as `kill -TERM pid` would."""
+        self._still_running(f"the server to be running to receive {number.name}")
+        os.kill(self.pid, number)
+        self.story.step(f"sent {number.name} to the server")
+
+    def expect_exit(self, status: int, within: float) -> None:
+        """The server ends by itself, with exit status `status`, within `within` seconds (a signal asked it to)."""
+        self.exit_expected = True
+        expected = f"the server to exit with status {status} within {within:.0f} s"
+        try:
+            self.process.wait(within)
+        except subprocess.TimeoutExpired:
+            self.story.fail(expected, f"it {self.state()} after {within:.0f} s")
+        if self.process.returncode != status:
+            self.story.fail(expected, f"it {self.state()}")
+        self.story.step(f"the server exited with status {status}")
+
     def stop(self) -> None:
-        """SIGTERM, and SIGKILL if that does not end it; then closes its clients' connections."""
+        """SIGTERM, and SIGKILL if that does not end it; then SIGKILL to whatever is left in its process group (what
+        it forked); then closes its clients' connections."""
         if self.running():
             os.kill(self.pid, signal.SIGCONT)
             self.process.terminate()
@@ -421,12 +477,30 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        _kill_process_group(self.pid)
         for reader in self._readers:
             reader.join(seconds(5))
         self.process.stdout.close()
         self.process.stderr.close()
         for client in self.clients:
             client.socket.close()
+
+
+# The process groups of the servers started and not stopped yet, killed when Python exits: an interrupted test run
+# (^C) leaves no server, and no process a server forked, behind.
+_process_groups: set[int] = set()
+
+
+def _kill_process_group(group: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, signal.SIGKILL)
+    _process_groups.discard(group)
+
+
+@atexit.register
+def _kill_remaining_process_groups() -> None:
+    for group in list(_process_groups):
+        _kill_process_group(group)
 
 
 class Stall:

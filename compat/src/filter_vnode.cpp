@@ -148,11 +148,14 @@ void on_event(Kqueue& queue, VnodeQueue& vq, const inotify_event& event, bool mo
   }
   const auto own = it->second.own;  // copies: handling an event may re-watch a parent, changing the map
   const auto children = it->second.children;
+  // An event with a name is about an entry of the watched directory (inotify(7)). Its coming and going changes the
+  // directory; the entry's own changes (IN_MODIFY, IN_ATTRIB of a file in it) do not, as on BSD.
+  const uint32_t mask = event.len > 0 ? event.mask & kEntryChanged : event.mask;
   for (Knote* knote : own) {
     if (closed_since(*knote))
       closed.push_back(knote);
-    else
-      on_own_event(queue, vq, *knote, event.mask, moved_elsewhere);
+    else if (mask != 0)
+      on_own_event(queue, vq, *knote, mask, moved_elsewhere);
   }
   if (!(event.mask & IN_ISDIR) || !(event.mask & (IN_DELETE | IN_MOVED_TO))) return;
   for (Knote* knote : children) {

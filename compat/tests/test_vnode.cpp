@@ -165,6 +165,18 @@ TEST_CASE("a directory: NOTE_WRITE when an entry comes or goes, NOTE_LINK for a 
   CHECK((made & NOTE_LINK));
 }
 
+// inotify reports a directory's entries' own changes (a write, a chmod) on the directory's watch, with their name.
+TEST_CASE("a directory: writing or chmod-ing a file in it is not an event of the directory") {
+  TempDir dir;
+  auto watched = open_directory(dir / "d");
+  auto entry = open_file(dir / "d/file");
+  auto kq = new_queue();
+  watch(kq, watched);
+  write_bytes(entry, 10);
+  REQUIRE(fchmod(entry, 0600) == 0);
+  expect_nothing(kq);
+}
+
 TEST_CASE("a directory: NOTE_DELETE when it is removed while open") {
   TempDir dir;
   auto watched = open_directory(dir / "d");

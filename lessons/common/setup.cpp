@@ -17,12 +17,18 @@ const char* program_name = "server";
 
 // The lesson's own options, for the usage text, while parse_arguments runs.
 const std::vector<NumberOption>* lesson_options = nullptr;
+const std::vector<TextOption>* lesson_texts = nullptr;
 
 // " [--idle-ms N]" for each of the lesson's options.
 std::string option_synopsis() {
   std::string text;
   if (lesson_options) {
     for (const NumberOption& option : *lesson_options) text += std::string(" [") + option.name + " N]";
+  }
+  if (lesson_texts) {
+    for (const TextOption& option : *lesson_texts) {
+      text += std::string(" [") + option.name + " " + option.placeholder + "]";
+    }
   }
   return text;
 }
@@ -38,6 +44,12 @@ std::string option_synopsis() {
   if (lesson_options) {
     for (const NumberOption& option : *lesson_options) {
       std::fprintf(stderr, "  %s N  %s (default %lld)\n", option.name, option.help, *option.value);
+    }
+  }
+  if (lesson_texts) {
+    for (const TextOption& option : *lesson_texts) {
+      std::fprintf(stderr, "  %s %s  %s%s%s%s\n", option.name, option.placeholder, option.help,
+                   option.value->empty() ? "" : " (default ", option.value->c_str(), option.value->empty() ? "" : ")");
     }
   }
   std::exit(2);
@@ -88,11 +100,17 @@ Address parse_arguments(int argc, char** argv, const char* summary) {
 }
 
 Address parse_arguments(int argc, char** argv, const char* summary, const std::vector<NumberOption>& options) {
+  return parse_arguments(argc, argv, summary, options, {});
+}
+
+Address parse_arguments(int argc, char** argv, const char* summary, const std::vector<NumberOption>& options,
+                        const std::vector<TextOption>& texts) {
   if (argc > 0) {
     const char* slash = std::strrchr(argv[0], '/');
     program_name = slash ? slash + 1 : argv[0];
   }
   lesson_options = &options;
+  lesson_texts = &texts;
   Address address;
   for (int i = 1; i < argc; ++i) {
     const std::string option = argv[i];
@@ -105,10 +123,18 @@ Address parse_arguments(int argc, char** argv, const char* summary, const std::v
     for (const NumberOption& candidate : options) {
       if (option == candidate.name) own = &candidate;
     }
-    if (option != "--host" && option != "--port" && !own) usage_error("unknown option '" + option + "'", summary);
+    const TextOption* own_text = nullptr;
+    for (const TextOption& candidate : texts) {
+      if (option == candidate.name) own_text = &candidate;
+    }
+    if (option != "--host" && option != "--port" && !own && !own_text) {
+      usage_error("unknown option '" + option + "'", summary);
+    }
     if (i + 1 == argc) usage_error(option + " needs a value", summary);
     const std::string value = argv[++i];
-    if (own) {
+    if (own_text) {
+      *own_text->value = value;
+    } else if (own) {
       if (!parse_number(value, own->min, own->max, own->value)) {
         usage_error(option + " wants a whole number from " + std::to_string(own->min) + " to " +
                         std::to_string(own->max) + ", not '" + value + "'",
@@ -123,6 +149,7 @@ Address parse_arguments(int argc, char** argv, const char* summary, const std::v
     }
   }
   lesson_options = nullptr;  // `options` may be a temporary: the usage text is printed only while parsing
+  lesson_texts = nullptr;
   return address;
 }
 

@@ -32,6 +32,18 @@ struct NumberOption {
 // any other bad argument, by name: `--idle-ms wants a whole number from 1 to 86400000, not 'soon'`.
 Address parse_arguments(int argc, char** argv, const char* summary, const std::vector<NumberOption>& options);
 
+// An option of a lesson's own that takes a path, or other text, such as `--log /var/log/app.log`.
+struct TextOption {
+  const char* name;         // "--log"
+  const char* placeholder;  // what the usage calls the value: "FILE"
+  const char* help;         // one line for the usage: "the file to follow"
+  std::string* value;       // holds the default, and receives the value given on the command line
+};
+
+// As above, and also reads each of `texts`.
+Address parse_arguments(int argc, char** argv, const char* summary, const std::vector<NumberOption>& numbers,
+                        const std::vector<TextOption>& texts);
+
 // A non-blocking TCP socket bound to `address` and listening, or the process exits with a message: a bad address
 // with status 2, a failing call (say, the port is taken) with status 1.
 int open_listener(const Address& address);
