@@ -40,8 +40,15 @@ def impl(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def program(request: pytest.FixtureRequest, lesson: course.Lesson, impl: str) -> Path:
-    path = course.program(Path(request.config.getoption("--build-dir")), impl, lesson)
+def program_name() -> str | None:
+    """Which of the lesson's programs a test runs, for a lesson that has several (course.Lesson.programs()): its
+    test module overrides this fixture, e.g. parametrized over them all. None for a lesson of one program."""
+    return None
+
+
+@pytest.fixture
+def program(request: pytest.FixtureRequest, lesson: course.Lesson, impl: str, program_name: str | None) -> Path:
+    path = course.program(Path(request.config.getoption("--build-dir")), impl, lesson, program_name)
     if not path.exists():
         pytest.fail(f"{path} does not exist. Build it first: ./kqlab check {lesson.number} builds your workspace "
                     f"copy, ./kqlab test builds everything.", pytrace=False)
@@ -62,10 +69,12 @@ def story(request: pytest.FixtureRequest, lesson: course.Lesson) -> Story:
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest, program: Path, story: Story, lesson: course.Lesson, impl: str):
+def server(request: pytest.FixtureRequest, program: Path, story: Story, lesson: course.Lesson, impl: str,
+           program_name: str | None):
     """The lesson's program, started for this test and stopped after it. A server that ends on its own before the
     test is over fails the test (a crash, a sanitizer report, or an exit nobody asked for)."""
-    running = Server(program, story, f"{impl} of {lesson.name}")
+    label = f"{impl} of {lesson.name}" + (f", program {program_name}" if program_name else "")
+    running = Server(program, story, label)
     yield running
     ended_on_its_own = not running.running()
     running.stop()

@@ -68,8 +68,12 @@ def mutant_trees(build_dir: Path) -> dict[tuple[str, str], str]:
 
 
 def defining_file(lesson: course.Lesson, test: str) -> Path | None:
+    """The test file that defines `test` (a function, or a test taken from another lesson: `test_x = rerun(...)`);
+    for a parametrized case such as "test_x[epoll]", the file that defines test_x."""
+    function = test.partition("[")[0]
     for path in sorted(lesson.tests.glob("test_*.py")):
-        if re.search(rf"^def {re.escape(test)}\(", path.read_text(encoding="utf-8"), re.MULTILINE):
+        if re.search(rf"^(def {re.escape(function)}\(|{re.escape(function)} = )", path.read_text(encoding="utf-8"),
+                     re.MULTILINE):
             return path
     return None
 
@@ -104,8 +108,8 @@ def gaps(text: str) -> list[int]:
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda lesson: lesson.name)
 def test_exercise_differs_from_solution_only_at_gaps(lesson: course.Lesson) -> None:
-    exercise_files = [path.name for path in lesson.program_files(lesson.exercise)]
-    solution_files = [path.name for path in lesson.program_files(lesson.solution)]
+    exercise_files = [path.relative_to(lesson.exercise).as_posix() for path in lesson.program_files(lesson.exercise)]
+    solution_files = [path.relative_to(lesson.solution).as_posix() for path in lesson.program_files(lesson.solution)]
     assert exercise_files == solution_files, "an exercise and its solution must have the same files"
     numbers = []
     for name in exercise_files:
