@@ -88,8 +88,9 @@ def test_mutant_is_caught(lesson: course.Lesson, mutant: mutants.Mutant, mutant_
         pytest.fail(f"Mutant {mutant.name} names {mutant.caught_by}, but no test file in {lesson.tests} defines "
                     f"it.", pytrace=False)
     impl = f"mutant-{mutant.name}"
+    target = f"{impl}_{lesson.name}" + (f"_{mutant.program}" if mutant.program else "")
     status, output = tools.capture(["cmake", "--build", str(build_dir), "--parallel", str(tools.jobs()),
-                                    "--target", f"{impl}_{lesson.name}"])
+                                    "--target", target])
     if status:
         pytest.fail(f"Mutant {mutant.name} does not build:\n{output}", pytrace=False)
     status, tally, output = lesson_tests([f"{test_file}::{mutant.caught_by}"], impl, build_dir,

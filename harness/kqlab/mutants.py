@@ -30,6 +30,7 @@ class Mutant:
     #                 e.g. "test_partial_writes[epoll]"
     file: str  # the solution file it patches, relative to the lesson's directory (e.g. "epoll/poller.cpp")
     replacements: tuple[tuple[str, str], ...]  # (old, new) pairs; each old occurs exactly once
+    program: str | None = None  # for a lesson of several programs, the one caught_by runs: only it is built
 
     def write(self, lesson: Lesson, build_dir: Path) -> Path:
         """Writes the solution with this mistake into the build tree; returns the lesson directory written.
