@@ -23,11 +23,10 @@ find_path(DOCTEST_INCLUDE_DIR doctest/doctest.h)
 #                        never breaks the project's build.
 #   WARNINGS_NOT_ERRORS  warnings are shown but do not stop the build, even when KQLAB_WERROR is on: a student's
 #                        unused variable is advice, not a failure.
-#   UNIT_TESTS           appends the unit-test programs' targets to <variable>, for the caller to register with
-#                        CTest.
+#   UNIT_TESTS           sets <variable> to the unit-test programs' targets, for the caller to register with CTest.
 function(kqlab_add_lesson_tree tree kind)
   cmake_parse_arguments(PARSE_ARGV 2 arg "EXCLUDE_FROM_ALL;WARNINGS_NOT_ERRORS" "UNIT_TESTS" "")
-  set(unit_tests)
+  set(unit_test_targets)
   file(GLOB lesson_dirs LIST_DIRECTORIES true CONFIGURE_DEPENDS ${tree}/[0-9][0-9]-*)
   foreach(dir IN LISTS lesson_dirs)
     if(NOT IS_DIRECTORY ${dir})
@@ -72,13 +71,13 @@ function(kqlab_add_lesson_tree tree kind)
         add_dependencies(${kind}_${lesson} ${target})
         get_target_property(is_unit_test ${target} KQLAB_UNIT_TEST)
         if(is_unit_test)
-          list(APPEND unit_tests ${target})
+          list(APPEND unit_test_targets ${target})
         endif()
       endif()
     endforeach()
   endforeach()
   if(arg_UNIT_TESTS)
-    set(${arg_UNIT_TESTS} ${${arg_UNIT_TESTS}} ${unit_tests} PARENT_SCOPE)
+    set(${arg_UNIT_TESTS} ${unit_test_targets} PARENT_SCOPE)
   endif()
 endfunction()
 
