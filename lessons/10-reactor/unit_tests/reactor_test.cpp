@@ -190,7 +190,7 @@ TEST_SUITE("speculative") {
       got = bytes;
     });
     CHECK_FALSE(called);  // never from inside async_read()
-    REQUIRE(run_until(reactor, [&] { return called; }, 500ms));
+    REQUIRE(run_until(reactor, [&] { return called; }, 1s));
     CHECK(got == 5);
   }
 
@@ -201,7 +201,7 @@ TEST_SUITE("speculative") {
     bool called = false;
     reactor.async_write(peer.ours, std::string_view("hello"), [&called](int, std::size_t) { called = true; });
     CHECK_FALSE(called);
-    CHECK(reactor.run_once(500ms) == 1);
+    CHECK(reactor.run_once(1s) == 1);
     CHECK(called);
     CHECK(drain(peer.theirs.fd) == "hello");
   }
@@ -239,7 +239,7 @@ TEST_SUITE("ordering") {
     reactor.async_read(peer.ours, first, [&order](int, std::size_t) { order.push_back(1); });
     reactor.async_read(peer.ours, second, [&order](int, std::size_t) { order.push_back(2); });
     send_text(peer.theirs.fd, "12345678");  // one write: one report for both reads
-    REQUIRE(run_until(reactor, [&] { return order.size() == 2; }, 500ms));
+    REQUIRE(run_until(reactor, [&] { return order.size() == 2; }, 1s));
     CHECK(order == std::vector{1, 2});
     CHECK(std::string(first, 4) == "1234");
     CHECK(std::string(second, 4) == "5678");
@@ -269,7 +269,7 @@ TEST_SUITE("batch") {
     });
     send_text(one.theirs.fd, "x");
     send_text(two.theirs.fd, "y");  // both readable before the round: their events come in one batch
-    REQUIRE(run_until(reactor, [&] { return calls_one + calls_two == 2; }, 500ms));
+    REQUIRE(run_until(reactor, [&] { return calls_one + calls_two == 2; }, 1s));
     CHECK(calls_one == 1);
     CHECK(calls_two == 1);
   }
@@ -289,7 +289,7 @@ TEST_SUITE("cancellation") {
 
     reactor.close(peer.ours);
     CHECK(errors.empty());  // not from inside close()
-    REQUIRE(run_until(reactor, [&] { return errors.size() == 2; }, 500ms));
+    REQUIRE(run_until(reactor, [&] { return errors.size() == 2; }, 1s));
     CHECK(errors == std::vector{kAborted, kAborted});
     reactor.run_once(20ms);
     CHECK(errors.size() == 2);  // once each
@@ -307,7 +307,7 @@ TEST_SUITE("cancellation") {
     std::size_t got = 0;
     reactor.async_read(peer.ours, buffer, [&got](int, std::size_t bytes) { got = bytes; });
     send_text(peer.theirs.fd, "new");
-    REQUIRE(run_until(reactor, [&] { return got == 3; }, 500ms));
+    REQUIRE(run_until(reactor, [&] { return got == 3; }, 1s));
   }
 }
 
@@ -333,12 +333,12 @@ TEST_SUITE("timers") {
     bool fired = false;
     reactor.after(100ms, [&fired](int error) { fired = error == 0; });
     std::size_t handlers = 0;
-    const Clock::duration slept = time_one_round(reactor, scaled(1s), handlers);
-    INFO("run_once(1s) returned after ", std::chrono::duration<double, std::milli>(slept).count(), " ms");
+    const Clock::duration slept = time_one_round(reactor, scaled(2s), handlers);
+    INFO("run_once(2s) returned after ", std::chrono::duration<double, std::milli>(slept).count(), " ms");
     CHECK(fired);
     CHECK(handlers == 1);
     CHECK(slept >= 100ms);
-    CHECK(slept < scaled(500ms));
+    CHECK(slept < scaled(1s));
   }
 
   TEST_CASE("a cancelled timer's handler gets kAborted, once, and the timer never fires") {
@@ -347,7 +347,7 @@ TEST_SUITE("timers") {
     const Reactor::TimerId timer = reactor.after(30ms, [&errors](int error) { errors.push_back(error); });
     reactor.cancel(timer);
     CHECK(errors.empty());  // not from inside cancel()
-    REQUIRE(run_until(reactor, [&] { return !errors.empty(); }, 500ms));
+    REQUIRE(run_until(reactor, [&] { return !errors.empty(); }, 1s));
     reactor.cancel(timer);  // too late: nothing happens
     reactor.run_once(60ms);
     CHECK(errors == std::vector{kAborted});
@@ -359,7 +359,7 @@ TEST_SUITE("post") {
     Reactor reactor;
     bool ran = false;
     reactor.post([&ran] { ran = true; });
-    REQUIRE(run_until(reactor, [&] { return ran; }, 500ms));
+    REQUIRE(run_until(reactor, [&] { return ran; }, 1s));
     std::size_t handlers = 0;
     const Clock::duration slept = time_one_round(reactor, 100ms, handlers);
     INFO("run_once(100ms) returned after ", std::chrono::duration<double, std::milli>(slept).count(), " ms");
