@@ -55,16 +55,23 @@ def impl(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def program(request: pytest.FixtureRequest, lesson: course.Lesson, impl: str) -> Path:
+def program_name() -> str | None:
+    """Which of the lesson's programs a test runs, for a lesson that has several (course.Lesson.programs()): its
+    test module overrides this fixture, e.g. parametrized over them all. None for a lesson of one program."""
+    return None
+
+
+@pytest.fixture
+def program(request: pytest.FixtureRequest, lesson: course.Lesson, impl: str, program_name: str | None) -> Path:
     workspace = request.config.getoption("--workspace")
     if workspace:
         given = Path(request.config.getoption("--build-dir"))
         built, problem = plain_pytest.program(Path(workspace), given if given != DEFAULT_BUILD_DIR else
-                                              plain_pytest.build_dir_for(Path(workspace)), lesson)
+                                              plain_pytest.build_dir_for(Path(workspace)), lesson, program_name)
         if built is None:
             pytest.fail(problem, pytrace=False)
         return built
-    path = course.program(Path(request.config.getoption("--build-dir")), impl, lesson)
+    path = course.program(Path(request.config.getoption("--build-dir")), impl, lesson, program_name)
     if not path.exists():
         pytest.fail(f"{path} does not exist. Build it first: ./kqlab check {lesson.number} builds your workspace "
                     f"copy, ./kqlab test builds everything.", pytrace=False)
@@ -85,7 +92,8 @@ def story(request: pytest.FixtureRequest, lesson: course.Lesson) -> Story:
 
 
 @pytest.fixture
-def start_server(request: pytest.FixtureRequest, program: Path, story: Story, lesson: course.Lesson, impl: str):
+def start_server(request: pytest.FixtureRequest, program: Path, story: Story, lesson: course.Lesson, impl: str,
+                 program_name: str | None):
     """Starts the lesson's program for this test: start_server() as the `server` fixture does, or with options,
     start_server("--idle-ms", "500") or start_server("--max-backlog", "65536"), or under a descriptor limit, start_server(descriptor_limit=64). Every server
     started is stopped after the test, and one that ended on its own before the test was over fails the test (a
@@ -93,7 +101,8 @@ def start_server(request: pytest.FixtureRequest, program: Path, story: Story, le
     started: list[Server] = []
 
     def start(*arguments: str, descriptor_limit: int | None = None) -> Server:
-        running = Server(program, story, f"{impl} of {lesson.name}", arguments, descriptor_limit)
+        label = f"{impl} of {lesson.name}" + (f", program {program_name}" if program_name else "")
+        running = Server(program, story, label, arguments, descriptor_limit)
         started.append(running)
         return running
 

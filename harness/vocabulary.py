@@ -20,6 +20,8 @@ import atexit
 import collections
 import contextlib
 import dataclasses
+import fcntl
+import importlib.util
 import os
 import platform
 import random
@@ -30,8 +32,10 @@ import signal
 import socket
 import struct
 import subprocess
+import termios
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -51,6 +55,31 @@ def seconds(base: float) -> float:
 def see(section: str) -> pytest.MarkDecorator:
     """Names the section of the lesson's README that a failure of this test should send the student back to."""
     return pytest.mark.see(section)
+
+
+def from_lesson(lesson: str) -> types.SimpleNamespace:
+    """The tests of another lesson, harness/`lesson`/test_*.py, to run again against this lesson's program with
+    rerun(): lesson 10's echo server on its reactor must pass lesson 01's tests."""
+    tests = types.SimpleNamespace()
+    for path in sorted((Path(__file__).parent / lesson).glob("test_*.py")):
+        spec = importlib.util.spec_from_file_location(f"kqlab_tests_of_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for name, value in vars(module).items():
+            if name.startswith("test_") and callable(value):
+                setattr(tests, name, value)
+    return tests
+
+
+def rerun(test: Callable, section: str) -> Callable:
+    """`test`, taken from another lesson by from_lesson(), as a test of this one: the same steps, against this lesson's
+    program (its fixtures are this lesson's), a failure sending the reader to `section` of this lesson's README.
+
+        test_partial_writes = rerun(lesson_01.test_partial_writes, "Writing: interest only while output waits")
+    """
+    copy = types.FunctionType(test.__code__, test.__globals__, test.__name__, test.__defaults__, test.__closure__)
+    copy.__doc__ = test.__doc__
+    return see(section)(copy)
 
 
 def eventually(condition: Callable[[], bool], within: float) -> bool:
@@ -157,6 +186,16 @@ class Story:
             lines += server.report()
         lines.append(f'See {self.readme}, section "{self.section}".')
         return "\n".join(lines)
+
+
+def _unacknowledged(sock: socket.socket) -> int:
+    """Bytes sent on a TCP socket that the peer's kernel has not acknowledged yet."""
+    system = platform.system()
+    if system == "Linux":
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]  # SIOCOUTQ
+    if system == "Darwin":
+        return sock.getsockopt(socket.SOL_SOCKET, 0x1024)  # SO_NWRITE
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), 0x40046677, b"\0" * 4))[0]  # FreeBSD's FIONWRITE
 
 
 def _process_state(pid: int) -> str:
@@ -732,6 +771,15 @@ class Client:
             got = show(bytes(self.inbox)) if self.inbox else f"the server {self.closed_by_server} the connection"
             self.story.fail(f"nothing for {self.name} for {duration:.1f} s", got)
         self.story.step(f"{self.name} received nothing for {duration:.1f} s")
+
+    def expect_delivered(self, within: float | None = None) -> None:
+        """Everything this client sent has reached the server's kernel (acknowledged), e.g. while the server is
+        frozen: the server will find it all waiting at once, in one event."""
+        within = within or seconds(5)
+        if not eventually(lambda: _unacknowledged(self.socket) == 0, within):
+            self.story.fail(f"the server's kernel to take all that {self.name} sent within {within:.0f} s",
+                            f"{_unacknowledged(self.socket)} bytes still unacknowledged")
+        self.story.step(f"all that {self.name} sent reached the server's kernel")
 
     def shut_write(self) -> None:
         """Half-close: the client will send nothing more (the server sees EV_EOF) but still reads."""

@@ -83,8 +83,15 @@ class Lesson:
         return self.name
 
     def program_files(self, tree: Path) -> list[Path]:
-        """The files of this lesson's program in `tree` (an exercise, solution or workspace directory)."""
-        return sorted(p for p in tree.iterdir() if p.is_file() and p.name not in _TEXT_FILES)
+        """The files of this lesson's programs in `tree` (an exercise, solution or workspace directory), in its
+        program subdirectories too (see programs()), sorted by their path relative to `tree`."""
+        return sorted(p for p in tree.rglob("*") if p.is_file() and p.relative_to(tree).parts[0] not in _TEXT_FILES
+                      and "__pycache__" not in p.parts)
+
+    def programs(self) -> list[str]:
+        """The names of the lesson's programs when it has several, one subdirectory of the lesson each (09-epoll:
+        kqueue and epoll); [] when the lesson is one program. See lessons/lessons.cmake."""
+        return sorted(d.name for d in self.exercise.iterdir() if d.is_dir() and any(d.glob("*.cpp")))
 
     def sections(self) -> list[str]:
         """The README's headings (any level), as written."""
@@ -93,9 +100,10 @@ class Lesson:
 
     def copy_exercise_to(self, destination: Path) -> None:
         """Copies the exercise's program files into `destination` (created)."""
-        destination.mkdir(parents=True, exist_ok=True)
         for source in self.program_files(self.exercise):
-            shutil.copy2(source, destination / source.name)
+            target = destination / source.relative_to(self.exercise)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
 
 
 def lessons() -> list[Lesson]:
@@ -110,10 +118,12 @@ def lesson(key: str | int) -> Lesson:
     raise ValueError(f"there is no lesson {key!r}; the lessons are {', '.join(l.name for l in lessons())}")
 
 
-def program(build_dir: Path, impl: str, lesson: Lesson) -> Path:
+def program(build_dir: Path, impl: str, lesson: Lesson, name: str | None = None) -> Path:
     """Where CMake puts a lesson's program (see lessons/lessons.cmake): impl is solution, exercise, workspace or
-    mutant-NAME."""
-    return build_dir / "bin" / impl / lesson.name
+    mutant-NAME; `name` picks one of the programs of a lesson that has several (the directory that holds them all
+    when it is None)."""
+    path = build_dir / "bin" / impl / lesson.name
+    return path / name if name else path
 
 
 # Progress: one line per lesson the student has checked or asked hints for, such as "01-echo done" or

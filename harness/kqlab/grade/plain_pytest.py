@@ -29,8 +29,9 @@ def build_dir_for(workspace: Path) -> Path:
     return ROOT / "build" / "workspaces" / f"{name}-{digest}"
 
 
-def program(workspace: Path, build_dir: Path, lesson: Lesson) -> tuple[Path | None, str]:
-    """Builds `lesson` from `workspace` into `build_dir`: (the program, "") or (None, why not, with the output)."""
+def program(workspace: Path, build_dir: Path, lesson: Lesson, name: str | None = None) -> tuple[Path | None, str]:
+    """Builds `lesson` from `workspace` into `build_dir`: (the program, or the one called `name` of a lesson with
+    several, and "") or (None, why not, with the output)."""
     workspace, build_dir = workspace.resolve(), build_dir.resolve()
     if not (workspace / lesson.name).is_dir():
         return None, f"{workspace} has no {lesson.name}/: the student has not started lesson {lesson.number:02d}."
@@ -48,7 +49,7 @@ def program(workspace: Path, build_dir: Path, lesson: Lesson) -> tuple[Path | No
     ok, output = _built[key]
     if not ok:
         return None, f"{workspace / lesson.name} does not compile:\n{output[-8000:]}"
-    return course.program(build_dir, "workspace", lesson), ""
+    return course.program(build_dir, "workspace", lesson, name), ""
 
 
 def _run(command: list[str]) -> subprocess.CompletedProcess:
