@@ -10,6 +10,7 @@
 #include <span>
 
 // A descriptor that is ready, in the server's terms, whichever interface reported it.
+// [snippet: ready]
 struct Ready {
   int fd = -1;
   std::uint64_t serial = 0;  // what the descriptor was registered with: tells a connection from an earlier one
@@ -17,6 +18,7 @@ struct Ready {
   bool writable = false;     // write() will take some bytes
   int error = 0;             // the connection failed, with this errno (ECONNRESET...): nothing more will work on it
 };
+// [end]
 
 class Poller {
  public:
