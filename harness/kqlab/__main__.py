@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import student, suite
+from . import bench, student, suite
 
 USAGE = """\
 usage: ./kqlab [COMMAND]
@@ -15,6 +15,9 @@ usage: ./kqlab [COMMAND]
   reset N         a fresh copy of lesson N's exercise in workspace/ (yours is moved aside, not deleted)
   test            the project's own test suite (what CI runs): build, compat's tests, every lesson's
                   solution, exercise and mutants
+  bench [--quick] the echo servers under load, side by side with raw epoll, and what kqlab's Linux layer
+                  costs: a report with plots in build/release/bench/ (a few minutes; --quick: seconds;
+                  ./kqlab bench --help for more)
   help            this text
 
 Timeouts in the tests scale with KQLAB_TIMEOUT_SCALE (e.g. KQLAB_TIMEOUT_SCALE=3 on a slow machine)."""
@@ -33,6 +36,8 @@ def main(arguments: list[str]) -> int:
             return student.reset(rest[0] if rest else None)
         if command == "test" and not rest:
             return suite.run()
+        if command == "bench":
+            return bench.main(rest)
     except ValueError as problem:  # a lesson or gap that does not exist
         print(f"kqlab: {problem}", file=sys.stderr)
         return 2

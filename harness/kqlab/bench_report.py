@@ -1,0 +1,199 @@
+"""The bench's report: report.md and its SVG plots, from what harness/kqlab/bench.py measured."""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import plots
+
+if TYPE_CHECKING:
+    from .bench import Config, Measurements, Server
+
+# The targets the layer is held to (issue 6), checked in the report's first table.
+CPU_TARGET = 0.05          # server CPU per round trip at most 5% above raw epoll's
+MEMORY_TARGET = 100        # bytes of the layer's own heap per idle connection
+
+
+def write(results: Measurements, config: Config, chosen: list[Server], out: Path, baseline: str, layer: str) -> None:
+    """Writes report.md and the plots into `out`. `baseline` names the raw-epoll server, `layer` the kqueue server
+    of the same structure: the pair the layer's cost is read from."""
+    names = [server.name for server in chosen]
+    summary = _summarise(results, config, names)
+    charts = {
+        "throughput.svg": ("Round trips per second", "round trips / s", "throughput_per_s"),
+        "cpu_per_round_trip.svg": ("Server CPU time per round trip", "microseconds", "server_cpu_us"),
+        "latency_p99.svg": ("Latency, 99th percentile", "microseconds", "p99"),
+    }
+    categories = [f"{n:,}" for n in config.connections]
+    for file_name, (title, unit, key) in charts.items():
+        series = {name: [summary.get((name, n), {}).get(key) for n in config.connections] for name in names}
+        (out / file_name).write_text(plots.line_chart(title, categories, series, unit, baseline=baseline))
+
+    lines = [f"# Echo servers on kqueue (kqlab's Linux layer) and on raw epoll", ""]
+    lines += _machine(results)
+    lines += ["", "| server | what it is |", "|---|---|"]
+    lines += [f"| `{server.name}` | {server.description} (`{server.program.name}`) |" for server in chosen]
+    lines += ["", f"Every run: {config.size}-byte messages, {config.depth} in flight per connection, every echoed "
+              f"byte checked; {config.duration:g} s measured after {config.warmup:g} s of warm-up; "
+              f"{config.repeats} round(s), interleaved (each round runs every server, in a rotating order). "
+              f"Figures are medians, with the lowest and highest run in brackets. Produced by `./kqlab bench` "
+              f"(harness/kqlab/bench.py); the load generator is harness/loadgen/, the baseline "
+              f"bench/epoll_echo.cpp.", ""]
+    if layer in names and baseline in names:
+        lines += _targets(results, config, summary, baseline, layer)
+    lines += _load_table(config, names, summary)
+    lines += ["", "![Round trips per second](throughput.svg)", "",
+              "![Server CPU time per round trip](cpu_per_round_trip.svg)", "",
+              "![Latency, 99th percentile](latency_p99.svg)", ""]
+    lines += _syscall_table(results, names)
+    lines += _memory_table(results, names)
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def median_and_spread(values: list[float]) -> tuple[float, float, float]:
+    return (statistics.median(values), min(values), max(values)) if values else (0.0, 0.0, 0.0)
+
+
+def _summarise(results: Measurements, config: Config, names: list[str]) -> dict:
+    """(server, connections) -> {measure: (median, lowest, highest)} over the rounds."""
+    summary = {}
+    for name in names:
+        for connections in config.connections:
+            runs = [r for r in results.runs if r["server"] == name and r["connections"] == connections]
+            if not runs:
+                continue
+            pick = {
+                "throughput_per_s": lambda r: r["throughput_per_s"],
+                "server_cpu_us": lambda r: r.get("server_cpu_us_per_round_trip", 0),
+                "server_cpu_share": lambda r: 100 * r.get("server_cpu_s", 0) / max(r["seconds"], 1e-9),
+                "loadgen_cpu_share": lambda r: 100 * r["loadgen_cpu_s"] / max(r["seconds"], 1e-9),
+                "p50": lambda r: r["latency_us"]["p50"],
+                "p99": lambda r: r["latency_us"]["p99"],
+                "p999": lambda r: r["latency_us"]["p999"],
+            }
+            summary[(name, connections)] = {key: median_and_spread([get(r) for r in runs]) for key, get in pick.items()}
+            summary[(name, connections)]["errors"] = sum(r["errors"] for r in runs)
+            summary[(name, connections)]["mismatches"] = sum(r["mismatches"] for r in runs)
+    return summary
+
+
+def _spread(value: tuple[float, float, float], digits: int = 0) -> str:
+    median, low, high = value
+    return f"{median:,.{digits}f} ({low:,.{digits}f}–{high:,.{digits}f})"
+
+
+def _machine(results: Measurements) -> list[str]:
+    machine = results.machine
+    before, after = machine.get("load_before", (0, 0, 0)), machine.get("load_after", (0, 0, 0))
+    lines = [f"Measured {machine.get('date')} on {machine.get('cpu')}, {machine.get('cpus')} CPUs, Linux "
+             f"{machine.get('kernel')}. Load average (1 min) {before[0]:.2f} at the start, {after[0]:.2f} at the end."]
+    if max(before[0], after[0]) > 0.5:
+        lines += ["", "> **Measured on a loaded, shared machine**: other work was running (see the load average). "
+                  "Throughput and latency move with it from run to run; the CPU time per round trip, the system-call "
+                  "counts and the memory figures move much less, and the servers were measured interleaved so that "
+                  "the load falls on all of them alike."]
+    return lines
+
+
+def _ratio_text(layer: tuple[float, float, float], base: tuple[float, float, float]) -> tuple[str, float]:
+    ratio = layer[0] / base[0] - 1 if base[0] else 0.0
+    return f"{ratio:+.1%}", ratio
+
+
+def _targets(results: Measurements, config: Config, summary: dict, baseline: str, layer: str) -> list[str]:
+    lines = [f"## The layer's cost: `{layer}` on kqueue (through compat/) against `{baseline}`, the same server on "
+             f"raw epoll", "",
+             "| target | measured | met? |", "|---|---|---|"]
+    cpu_parts, cpu_met = [], True
+    for connections in config.connections:
+        ours, base = summary.get((layer, connections)), summary.get((baseline, connections))
+        if not ours or not base:
+            continue
+        text, ratio = _ratio_text(ours["server_cpu_us"], base["server_cpu_us"])
+        cpu_met = cpu_met and ratio <= CPU_TARGET
+        cpu_parts.append(f"{connections:,} conn: {ours['server_cpu_us'][0]:.2f} vs {base['server_cpu_us'][0]:.2f} us "
+                         f"({text})")
+    lines.append(f"| server CPU per round trip within {CPU_TARGET:.0%} of raw epoll | {'; '.join(cpu_parts)} | "
+                 f"{'yes' if cpu_met else 'no'} |")
+    counted = results.syscalls.get(layer, {})
+    if counted:
+        parts, met = [], True
+        for connections, per_trip in sorted(counted.items()):
+            ctl = per_trip.get("epoll_ctl", 0.0)
+            queries = sum(per_trip.get(name, 0.0) for name in ("ioctl", "getsockopt", "poll"))
+            met = met and ctl < 0.01 and queries <= 1.01
+            parts.append(f"{connections:,} conn: {queries:.2f} queries (ioctl, getsockopt, poll) and {ctl:.2f} "
+                         f"epoll_ctl per round trip")
+        lines.append(f"| steady state: only the one query per delivered event that `data` needs, no `epoll_ctl` per "
+                     f"event | {'; '.join(parts)} | {'yes' if met else 'no'} |")
+    else:
+        lines.append(f"| steady state: one query per delivered event, no `epoll_ctl` per event | not measured: "
+                     f"{results.syscall_note} | ? |")
+    if results.layer_memory:
+        read_only = results.layer_memory["bytes_read_only"]
+        lines.append(f"| under {MEMORY_TARGET} bytes of layer memory per idle connection | {read_only:.0f} bytes "
+                     f"(EVFILT_READ only; {results.layer_memory['bytes_read_write']:.0f} with EVFILT_WRITE too) | "
+                     f"{'yes' if read_only < MEMORY_TARGET else 'no'} |")
+    return lines + [""]
+
+
+def _load_table(config: Config, names: list[str], summary: dict) -> list[str]:
+    lines = ["## Throughput, CPU and latency", "",
+             "| connections | server | round trips/s | server CPU per round trip (us) | server CPU (% of a core) | "
+             "load generator CPU (%) | p50 (us) | p99 (us) | p99.9 (us) | errors | mismatches |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for connections in config.connections:
+        for name in names:
+            s = summary.get((name, connections))
+            if not s:
+                continue
+            lines.append(f"| {connections:,} | `{name}` | {_spread(s['throughput_per_s'])} | "
+                         f"{_spread(s['server_cpu_us'], 2)} | {s['server_cpu_share'][0]:.0f} | "
+                         f"{s['loadgen_cpu_share'][0]:.0f} | {_spread(s['p50'], 1)} | {_spread(s['p99'], 1)} | "
+                         f"{s['p999'][0]:,.1f} | {s['errors']} | {s['mismatches']} |")
+    lines += ["", "The load generator is one thread. Where its CPU share is near 100% it is what limits throughput; "
+              "the server's CPU time per round trip is then the figure that tells the servers apart. It includes "
+              "the kernel's work for the server's reads and writes (on loopback, a write delivers to the peer's "
+              "socket in the writer's time) and the wake-ups when the server sleeps between events."]
+    return lines
+
+
+def _syscall_table(results: Measurements, names: list[str]) -> list[str]:
+    lines = ["", "## System calls per round trip", ""]
+    if not results.syscalls:
+        return lines + [results.syscall_note or "Not measured.", ""]
+    columns = sorted({call for counted in results.syscalls.values() for per_trip in counted.values()
+                      for call in per_trip})
+    lines += ["| server | connections | total | " + " | ".join(f"`{c}`" for c in columns) + " |",
+              "|---|---:|---:|" + "---:|" * len(columns)]
+    for name in names:
+        for connections, per_trip in sorted(results.syscalls.get(name, {}).items()):
+            cells = " | ".join(f"{per_trip.get(c, 0):.2f}" for c in columns)
+            lines.append(f"| `{name}` | {connections:,} | {sum(per_trip.values()):.2f} | {cells} |")
+    lines += ["", "Counted with `strace -c -f` attached to the server, in two counted runs (M and 2M messages per "
+              "connection); the difference divided by the difference in round trips leaves out start-up and "
+              "connection set-up. Under strace the server is slowed down, so it finds fewer events per wait than "
+              "at full speed: the `epoll_wait`/`epoll_pwait2` figure is an upper bound; the others are per event "
+              "and do not depend on batching. On the layer, `ioctl` is `FIONREAD`, the query for `data` of "
+              "`EVFILT_READ`.", ""]
+    return lines
+
+
+def _memory_table(results: Measurements, names: list[str]) -> list[str]:
+    lines = ["## Memory per idle connection", "", "| server | idle connections | resident memory per connection |",
+             "|---|---:|---:|"]
+    for name in names:
+        memory = results.idle_memory.get(name)
+        if memory:
+            lines.append(f"| `{name}` | {memory['connections']:,} | {memory['bytes_per_connection']:,.0f} bytes |")
+    lines += ["", "Resident memory (`Rss` in /proc/PID/smaps_rollup) with the connections open and idle (each made "
+              "one round trip), less before them: the server's own per-connection state plus, for kqueue servers, "
+              "the layer's. The kernel's socket and epoll memory is not in it, and is the same for both."]
+    if results.layer_memory:
+        memory = results.layer_memory
+        lines += ["", f"The layer alone (bench/layer_memory.cpp: heap in use, `mallinfo2`, around registering "
+                  f"{memory['descriptors']:,} descriptors in one kqueue): **{memory['bytes_read_only']:.0f} bytes** "
+                  f"per descriptor with `EVFILT_READ`, {memory['bytes_read_write']:.0f} bytes with `EVFILT_READ` and "
+                  f"`EVFILT_WRITE`."]
+    return lines + [""]
