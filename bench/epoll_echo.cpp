@@ -11,16 +11,23 @@
 //   - no count of waiting connections: it accepts until EAGAIN, one accept() more per burst of connections.
 //   - read and write interest share one registration (EPOLL_CTL_MOD), where kqueue has two filters.
 // It uses lessons/common's setup (arguments, listening socket, `listening on` line) but not the kqueue layer.
+//
+// With --fionread it asks the kernel how many bytes are waiting (ioctl FIONREAD) before each read and reads
+// exactly those, as the lesson reads `data` bytes: the one query per event the layer makes to fill `data`. That
+// variant differs from lesson 01 on the layer by the layer's own code only, which separates the two costs.
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <iterator>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "setup.hpp"
@@ -39,7 +46,7 @@ static std::uint64_t data_of(int fd, std::uint32_t serial) {
 
 class EchoServer {
  public:
-  explicit EchoServer(int listener);
+  EchoServer(int listener, bool query_waiting);
   [[noreturn]] void run();
 
  private:
@@ -54,11 +61,13 @@ class EchoServer {
 
   int epoll_fd_;
   int listener_;
+  bool query_waiting_;             // --fionread
   std::uint32_t next_serial_ = 1;  // 0 stays the listening socket's
   std::unordered_map<int, Client> clients_;
 };
 
-EchoServer::EchoServer(int listener) : epoll_fd_(epoll_create1(0)), listener_(listener) {
+EchoServer::EchoServer(int listener, bool query_waiting)
+    : epoll_fd_(epoll_create1(0)), listener_(listener), query_waiting_(query_waiting) {
   if (epoll_fd_ == -1) kqlab::fail("epoll_create1");
   watch(EPOLL_CTL_ADD, listener_, EPOLLIN, 0);
 }
@@ -122,7 +131,12 @@ Client* EchoServer::client_for(const epoll_event& event) {
 
 void EchoServer::on_readable(int fd, Client& client) {
   char buffer[64 * 1024];
-  const ssize_t got = read(fd, buffer, sizeof buffer);
+  std::size_t want = sizeof buffer;
+  if (query_waiting_) {
+    int waiting = 0;
+    if (ioctl(fd, FIONREAD, &waiting) == 0 && waiting > 0) want = std::min(static_cast<std::size_t>(waiting), want);
+  }
+  const ssize_t got = read(fd, buffer, want);
   if (got > 0) {
     client.unsent_.append(buffer, static_cast<std::size_t>(got));
     flush(fd, client);
@@ -164,11 +178,16 @@ void EchoServer::close_client(int fd) {
 }
 
 int main(int argc, char** argv) {
-  const kqlab::Address address =
-      kqlab::parse_arguments(argc, argv, "An echo server on raw epoll: the benchmark's baseline for lesson 01.");
+  // --fionread is this program's own option; the rest are every lesson server's (setup.hpp).
+  const auto last = std::remove_if(argv + 1, argv + argc, [](const char* a) { return std::string_view(a) == "--fionread"; });
+  const bool query_waiting = last != argv + argc;
+  const kqlab::Address address = kqlab::parse_arguments(
+      static_cast<int>(last - argv), argv,
+      "An echo server on raw epoll: the benchmark's baseline for lesson 01 (--fionread: query the bytes waiting "
+      "before each read, as the kqueue layer does for `data`).");
   std::signal(SIGPIPE, SIG_IGN);
   const int listener = kqlab::open_listener(address);
-  EchoServer server(listener);
+  EchoServer server(listener, query_waiting);
   kqlab::announce_listening(listener);
   server.run();
 }

@@ -1,8 +1,8 @@
 """./kqlab bench: the echo servers side by side, and what kqlab's Linux layer costs.
 
-Built with the `release` preset. The servers are lesson 01's solution (kqueue, through compat/ on Linux) and the
-same server on raw epoll (bench/epoll_echo.cpp), plus any later lesson listed in ECHO_LESSONS whose solution is
-built. For each server:
+Built with the `release` preset. The servers are lesson 01's solution (kqueue, through compat/ on Linux), the
+same server on raw epoll (bench/epoll_echo.cpp), that one again making the layer's one query per event, and any
+later lesson listed in ECHO_LESSONS whose solution is built. For each server:
 
 1. Load (harness/loadgen) at 1, 100, 1,000 and 10,000 connections: the runs interleaved (each round visits every
    server, in a rotating order) and repeated; medians and the spread (lowest to highest). Server and load
@@ -38,8 +38,11 @@ from . import bench_report, course, tools
 # and echoes every byte). Add a later lesson here once its solution serves echo; those not built are skipped.
 ECHO_LESSONS = ["01-echo"]
 
-# The baseline, and the lesson written in exactly its structure: their comparison is the layer's cost.
+# The baseline, and the lesson written in exactly its structure: their comparison is the layer's cost. The
+# baseline also runs making the layer's query for `data` (QUERY), which splits that cost in two: the query, and
+# the layer's own code.
 BASELINE = "epoll"
+QUERY = "epoll+FIONREAD"
 LAYER = "01-echo"
 
 
@@ -48,6 +51,7 @@ class Server:
     name: str         # as the report names it
     program: Path
     description: str
+    arguments: tuple[str, ...] = ()  # before the --host and --port every lesson server takes
 
 
 @dataclass
@@ -116,7 +120,10 @@ def main(arguments: list[str]) -> int:
 def servers(build: Path) -> list[Server]:
     found = [Server(name, build / "bin" / "solution" / name, f"lesson {name[:2]}'s solution, on kqueue")
              for name in ECHO_LESSONS if (build / "bin" / "solution" / name).exists()]
-    found.append(Server(BASELINE, build / "bin" / "bench" / "epoll_echo", "the same server on raw epoll"))
+    epoll_echo = build / "bin" / "bench" / "epoll_echo"
+    found.append(Server(QUERY, epoll_echo, "the raw-epoll server making the layer's one query per event (FIONREAD, "
+                        "for `data`) and reading that many bytes", ("--fionread",)))
+    found.append(Server(BASELINE, epoll_echo, "the same server on raw epoll"))
     return found
 
 
@@ -141,7 +148,7 @@ def measure(build: Path, config: Config, out: Path, log=print) -> Measurements:
                 run = load_run(loadgen, server, connections, config, cpus)
                 run.update(server=server.name, round=round_number)
                 results.runs.append(run)
-                log(f"  {server.name:>8} {connections:>6} conn  {run['throughput_per_s']:>9,.0f} rt/s  "
+                log(f"  {server.name:>14} {connections:>6} conn  {run['throughput_per_s']:>9,.0f} rt/s  "
                     f"server {run.get('server_cpu_us_per_round_trip', 0):6.2f} us/rt  p99 "
                     f"{run['latency_us']['p99']:8.1f} us  errors {run['errors']}  mismatches {run['mismatches']}")
 
@@ -151,7 +158,7 @@ def measure(build: Path, config: Config, out: Path, log=print) -> Measurements:
     log(f"\n==> Memory per idle connection ({config.idle_connections:,} connections)")
     for server in chosen:
         results.idle_memory[server.name] = idle_memory(loadgen, server, config.idle_connections, cpus)
-        log(f"  {server.name:>8}  {results.idle_memory[server.name]['bytes_per_connection']:8.0f} bytes of "
+        log(f"  {server.name:>14}  {results.idle_memory[server.name]['bytes_per_connection']:8.0f} bytes of "
             f"resident memory per idle connection")
     probe = build / "bin" / "bench" / "layer_memory"
     done = subprocess.run([str(probe), str(config.layer_descriptors)], capture_output=True, text=True, timeout=120)
@@ -164,7 +171,7 @@ def measure(build: Path, config: Config, out: Path, log=print) -> Measurements:
     results.machine["load_after"] = os.getloadavg()
 
     (out / "results.json").write_text(json.dumps(results.__dict__, indent=1, default=str) + "\n")
-    bench_report.write(results, config, chosen, out, BASELINE, LAYER)
+    bench_report.write(results, config, chosen, out, BASELINE, QUERY, LAYER)
     return results
 
 
@@ -209,11 +216,12 @@ def raise_descriptor_limit(wanted: int) -> int:
 class RunningServer:
     """A server started for one measurement, on its CPU, stopped with the `with` block."""
 
-    def __init__(self, server: Server, cpu: int | None, prefix: list[str] = ()) -> None:
+    def __init__(self, server: Server, cpu: int | None) -> None:
         def pin() -> None:
             if cpu is not None:
                 os.sched_setaffinity(0, {cpu})
-        self.process = subprocess.Popen([*prefix, str(server.program), "--host", "127.0.0.1", "--port", "0"],
+        self.process = subprocess.Popen([str(server.program), *server.arguments, "--host", "127.0.0.1",
+                                         "--port", "0"],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         preexec_fn=pin, text=True)
         line = self.process.stdout.readline()  # the server's first line; a dead server gives "" at once
@@ -332,7 +340,7 @@ def count_syscalls(loadgen: Path, chosen: list[Server], config: Config, cpus: Pi
             per_trip = {name: value for name, value in per_trip.items() if abs(value) >= 0.005}
             results.syscalls[server.name][connections] = per_trip
             shown = ", ".join(f"{name} {value:.2f}" for name, value in sorted(per_trip.items()))
-            log(f"  {server.name:>8} {connections:>6} conn  {sum(per_trip.values()):5.2f} per round trip: {shown}")
+            log(f"  {server.name:>14} {connections:>6} conn  {sum(per_trip.values()):5.2f} per round trip: {shown}")
 
 
 # ---- Memory ---------------------------------------------------------------------------------------------------

@@ -15,9 +15,11 @@ CPU_TARGET = 0.05          # server CPU per round trip at most 5% above raw epol
 MEMORY_TARGET = 100        # bytes of the layer's own heap per idle connection
 
 
-def write(results: Measurements, config: Config, chosen: list[Server], out: Path, baseline: str, layer: str) -> None:
+def write(results: Measurements, config: Config, chosen: list[Server], out: Path, baseline: str, query: str,
+          layer: str) -> None:
     """Writes report.md and the plots into `out`. `baseline` names the raw-epoll server, `layer` the kqueue server
-    of the same structure: the pair the layer's cost is read from."""
+    of the same structure (the pair the layer's cost is read from), `query` the baseline making the layer's query
+    for `data` (which splits that cost into the query and the layer's own code)."""
     names = [server.name for server in chosen]
     summary = _summarise(results, config, names)
     charts = {
@@ -41,7 +43,7 @@ def write(results: Measurements, config: Config, chosen: list[Server], out: Path
               f"(harness/kqlab/bench.py); the load generator is harness/loadgen/, the baseline "
               f"bench/epoll_echo.cpp.", ""]
     if layer in names and baseline in names:
-        lines += _targets(results, config, summary, baseline, layer)
+        lines += _targets(results, config, summary, baseline, query, layer)
     lines += _load_table(config, names, summary)
     lines += ["", "![Round trips per second](throughput.svg)", "",
               "![Server CPU time per round trip](cpu_per_round_trip.svg)", "",
@@ -101,21 +103,34 @@ def _ratio_text(layer: tuple[float, float, float], base: tuple[float, float, flo
     return f"{ratio:+.1%}", ratio
 
 
-def _targets(results: Measurements, config: Config, summary: dict, baseline: str, layer: str) -> list[str]:
+def _cpu_comparison(summary: dict, config: Config, ours: str, theirs: str) -> tuple[list[str], float]:
+    """Per connection count, `ours` against `theirs` in server CPU per round trip; and the worst ratio."""
+    parts, worst = [], float("-inf")
+    for connections in config.connections:
+        mine, base = summary.get((ours, connections)), summary.get((theirs, connections))
+        if not mine or not base:
+            continue
+        text, ratio = _ratio_text(mine["server_cpu_us"], base["server_cpu_us"])
+        worst = max(worst, ratio)
+        parts.append(f"{connections:,} conn: {mine['server_cpu_us'][0]:.2f} vs {base['server_cpu_us'][0]:.2f} us "
+                     f"({text})")
+    return parts, worst
+
+
+def _targets(results: Measurements, config: Config, summary: dict, baseline: str, query: str,
+             layer: str) -> list[str]:
     lines = [f"## The layer's cost: `{layer}` on kqueue (through compat/) against `{baseline}`, the same server on "
              f"raw epoll", "",
-             "| target | measured | met? |", "|---|---|---|"]
-    cpu_parts, cpu_met = [], True
-    for connections in config.connections:
-        ours, base = summary.get((layer, connections)), summary.get((baseline, connections))
-        if not ours or not base:
-            continue
-        text, ratio = _ratio_text(ours["server_cpu_us"], base["server_cpu_us"])
-        cpu_met = cpu_met and ratio <= CPU_TARGET
-        cpu_parts.append(f"{connections:,} conn: {ours['server_cpu_us'][0]:.2f} vs {base['server_cpu_us'][0]:.2f} us "
-                         f"({text})")
-    lines.append(f"| server CPU per round trip within {CPU_TARGET:.0%} of raw epoll | {'; '.join(cpu_parts)} | "
-                 f"{'yes' if cpu_met else 'no'} |")
+             "| target | measured (server CPU per round trip, medians) | met? |", "|---|---|---|"]
+    parts, worst = _cpu_comparison(summary, config, layer, baseline)
+    lines.append(f"| server CPU per round trip within {CPU_TARGET:.0%} of raw epoll | {'; '.join(parts)} | "
+                 f"{'yes' if worst <= CPU_TARGET else 'no'} |")
+    if any(name == query for name, _ in summary):
+        parts, _ = _cpu_comparison(summary, config, query, baseline)
+        lines.append(f"| of which the query for `data` (`{query}` against `{baseline}`) | {'; '.join(parts)} | |")
+        parts, worst = _cpu_comparison(summary, config, layer, query)
+        lines.append(f"| of which the layer's own code (`{layer}` against `{query}`) | {'; '.join(parts)} | "
+                     f"{'within' if worst <= CPU_TARGET else 'beyond'} {CPU_TARGET:.0%} |")
     counted = results.syscalls.get(layer, {})
     if counted:
         parts, met = [], True
