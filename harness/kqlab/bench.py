@@ -18,6 +18,7 @@ It writes report.md, results.json and SVG plots into build/release/bench/, for t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -92,7 +93,7 @@ def main(arguments: list[str]) -> int:
     parser.add_argument("--repeats", type=int, help="rounds of runs (default 3)")
     parser.add_argument("--duration", type=float, help="measured seconds per run (default 2)")
     options = parser.parse_args(arguments)
-    config = QUICK if options.quick else FULL
+    config = dataclasses.replace(QUICK if options.quick else FULL)
     if options.connections:
         config.connections = tuple(int(n) for n in options.connections.split(","))
     if options.repeats:
@@ -131,6 +132,7 @@ def measure(build: Path, config: Config, out: Path, log=print) -> Measurements:
     """Runs everything and writes the report into `out`. `build` is a build tree holding bin/loadgen, the servers
     and bin/bench/ (the release one for figures; a test may pass another)."""
     out.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.replace(config)  # trimmed below to what the descriptor limit allows
     loadgen = build / "bin" / "loadgen"
     chosen = servers(build)
     results = Measurements(machine=machine_facts())
@@ -306,7 +308,10 @@ def traced_counted_run(loadgen: Path, server: Server, connections: int, messages
     with RunningServer(server, cpus.server) as running, tempfile.NamedTemporaryFile("r", suffix=".strace") as summary:
         tracer = subprocess.Popen(["strace", "-c", "-f", "-o", summary.name, "-p", str(running.pid)],
                                   stderr=subprocess.PIPE, text=True)
-        tracer.stderr.readline()  # "strace: Process N attached": counting from here
+        attached = tracer.stderr.readline()  # "strace: Process N attached": counting from here
+        if "attached" not in attached:
+            tracer.wait(10)
+            raise RuntimeError(f"strace could not attach to the server: {attached.strip()}")
         arguments = ["--connect", running.address, "--connections", str(connections), "--messages", str(messages),
                      "--size", str(config.size), "--depth", str(config.depth), *cpus.loadgen_arguments()]
         descriptors = open_descriptors(running.pid)
@@ -323,24 +328,37 @@ def traced_counted_run(loadgen: Path, server: Server, connections: int, messages
 
 def count_syscalls(loadgen: Path, chosen: list[Server], config: Config, cpus: Pinning, results: Measurements,
                    log) -> None:
+    if not config.counted_connections:
+        results.syscall_note = "not asked for."
+        return
     if not strace_available(log):
         results.syscall_note = ("strace is not installed (Debian/Ubuntu: sudo apt-get install strace): no "
                                 "system-call counts.")
         log(f"  {results.syscall_note}")
         return
-    for server in chosen:
-        results.syscalls[server.name] = {}
-        for connections in config.counted_connections:
-            first, trips_first = traced_counted_run(loadgen, server, connections, config.counted, config, cpus)
-            second, trips_second = traced_counted_run(loadgen, server, connections, 2 * config.counted, config,
-                                                      cpus)
-            trips = trips_second - trips_first
-            per_trip = {name: (second.get(name, 0) - first.get(name, 0)) / trips
-                        for name in sorted(set(first) | set(second)) if trips > 0}
-            per_trip = {name: value for name, value in per_trip.items() if abs(value) >= 0.005}
-            results.syscalls[server.name][connections] = per_trip
-            shown = ", ".join(f"{name} {value:.2f}" for name, value in sorted(per_trip.items()))
-            log(f"  {server.name:>14} {connections:>6} conn  {sum(per_trip.values()):5.2f} per round trip: {shown}")
+    try:
+        for server in chosen:
+            results.syscalls[server.name] = count_server_syscalls(loadgen, server, config, cpus, log)
+    except RuntimeError as problem:  # strace not allowed to attach (ptrace restricted): say so in the report
+        results.syscalls.clear()
+        results.syscall_note = str(problem)
+        log(f"  {problem}")
+
+
+def count_server_syscalls(loadgen: Path, server: Server, config: Config, cpus: Pinning, log) -> dict:
+    """connections -> {system call: calls per round trip}, for one server."""
+    counted = {}
+    for connections in config.counted_connections:
+        first, trips_first = traced_counted_run(loadgen, server, connections, config.counted, config, cpus)
+        second, trips_second = traced_counted_run(loadgen, server, connections, 2 * config.counted, config, cpus)
+        trips = trips_second - trips_first
+        per_trip = {name: (second.get(name, 0) - first.get(name, 0)) / trips
+                    for name in sorted(set(first) | set(second)) if trips > 0}
+        per_trip = {name: value for name, value in per_trip.items() if abs(value) >= 0.005}
+        counted[connections] = per_trip
+        shown = ", ".join(f"{name} {value:.2f}" for name, value in sorted(per_trip.items()))
+        log(f"  {server.name:>14} {connections:>6} conn  {sum(per_trip.values()):5.2f} per round trip: {shown}")
+    return counted
 
 
 # ---- Memory ---------------------------------------------------------------------------------------------------
