@@ -125,7 +125,8 @@ Client& EchoServer::add_client(int fd) {
 
 Client* EchoServer::client_for(const epoll_event& event) {
   const auto found = clients_.find(static_cast<int>(event.data.u64 & 0xffffffff));
-  if (found == clients_.end() || found->second.serial_ != static_cast<std::uint32_t>(event.data.u64 >> 32)) return nullptr;
+  if (found == clients_.end() || found->second.serial_ != static_cast<std::uint32_t>(event.data.u64 >> 32))
+    return nullptr;
   return &found->second;
 }
 
@@ -179,7 +180,8 @@ void EchoServer::close_client(int fd) {
 
 int main(int argc, char** argv) {
   // --fionread is this program's own option; the rest are every lesson server's (setup.hpp).
-  const auto last = std::remove_if(argv + 1, argv + argc, [](const char* a) { return std::string_view(a) == "--fionread"; });
+  const auto last =
+      std::remove_if(argv + 1, argv + argc, [](const char* a) { return std::string_view(a) == "--fionread"; });
   const bool query_waiting = last != argv + argc;
   const kqlab::Address address = kqlab::parse_arguments(
       static_cast<int>(last - argv), argv,

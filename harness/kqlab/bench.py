@@ -8,8 +8,8 @@ later lesson listed in ECHO_LESSONS whose solution is built. For each server:
    server, in a rotating order) and repeated; medians and the spread (lowest to highest). Server and load
    generator run on different CPUs. On a 2-core machine the generator saturates first, so beside throughput and
    latency the report gives the server's CPU time per round trip: what separates one server from another.
-2. System calls per round trip, counted under strace in two counted runs (M and 2M messages per connection); the
-   difference leaves out start-up and connection set-up, so only the steady state remains.
+2. System calls per round trip, counted under strace in two counted runs (M and 2M round trips); the difference
+   leaves out start-up and connection set-up, so only the steady state remains.
 3. Memory per idle connection: the server's resident memory with N idle connections, less without them. And the
    layer's own heap per watched descriptor (bench/layer_memory.cpp).
 
@@ -58,19 +58,20 @@ class Server:
 @dataclass
 class Config:
     connections: tuple[int, ...] = (1, 100, 1000, 10000)
-    repeats: int = 3
+    repeats: int = 5
     duration: float = 2.0        # measured seconds per run
     warmup: float = 0.5
     size: int = 64               # bytes per message
     depth: int = 1               # messages in flight per connection
-    counted: int = 2000          # messages per connection in the first system-call run (the second sends twice as many)
+    counted: int = 5000          # round trips in the first system-call run, shared by its connections (the second
+                                 # makes twice as many)
     counted_connections: tuple[int, ...] = (1, 100)
     idle_connections: int = 10000
     layer_descriptors: int = 10000
 
 
 FULL = Config()
-QUICK = Config(connections=(1, 100), repeats=1, duration=0.3, warmup=0.1, counted=200, counted_connections=(1,),
+QUICK = Config(connections=(1, 100), repeats=1, duration=0.3, warmup=0.1, counted=500, counted_connections=(1,),
                idle_connections=500, layer_descriptors=1000)
 
 
@@ -90,7 +91,7 @@ def main(arguments: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="./kqlab bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few seconds: 1 and 100 connections, one round")
     parser.add_argument("--connections", help="comma-separated connection counts (default 1,100,1000,10000)")
-    parser.add_argument("--repeats", type=int, help="rounds of runs (default 3)")
+    parser.add_argument("--repeats", type=int, help="rounds of runs (default 5)")
     parser.add_argument("--duration", type=float, help="measured seconds per run (default 2)")
     options = parser.parse_args(arguments)
     config = dataclasses.replace(QUICK if options.quick else FULL)
@@ -349,8 +350,9 @@ def count_server_syscalls(loadgen: Path, server: Server, config: Config, cpus: P
     """connections -> {system call: calls per round trip}, for one server."""
     counted = {}
     for connections in config.counted_connections:
-        first, trips_first = traced_counted_run(loadgen, server, connections, config.counted, config, cpus)
-        second, trips_second = traced_counted_run(loadgen, server, connections, 2 * config.counted, config, cpus)
+        messages = max(config.counted // connections, 1)  # per connection
+        first, trips_first = traced_counted_run(loadgen, server, connections, messages, config, cpus)
+        second, trips_second = traced_counted_run(loadgen, server, connections, 2 * messages, config, cpus)
         trips = trips_second - trips_first
         per_trip = {name: (second.get(name, 0) - first.get(name, 0)) / trips
                     for name in sorted(set(first) | set(second)) if trips > 0}

@@ -194,11 +194,11 @@ def _syscall_table(results: Measurements, names: list[str]) -> list[str]:
         for connections, per_trip in sorted(results.syscalls.get(name, {}).items()):
             cells = " | ".join(f"{per_trip.get(c, 0):.2f}" for c in columns)
             lines.append(f"| `{name}` | {connections:,} | {sum(per_trip.values()):.2f} | {cells} |")
-    lines += ["", "Counted with `strace -c -f` attached to the server, in two counted runs (M and 2M messages per "
-              "connection); the difference divided by the difference in round trips leaves out start-up and "
-              "connection set-up. Under strace the server is slowed down, so it finds fewer events per wait than "
-              "at full speed: the `epoll_wait`/`epoll_pwait2` figure is an upper bound; the others are per event "
-              "and do not depend on batching. On the layer, `ioctl` is `FIONREAD`, the query for `data` of "
+    lines += ["", "Counted with `strace -c -f` attached to the server, in two counted runs (M and 2M round trips); "
+              "the difference divided by the difference in round trips leaves out start-up and connection set-up. "
+              "Under strace the server is slowed down, so it finds fewer events per wait than at full speed: the "
+              "`epoll_wait`/`epoll_pwait2` figure is an upper bound; the others are per event and do not depend on "
+              "batching. On the layer, `ioctl` is `FIONREAD`, the query for `data` of "
               "`EVFILT_READ`.", ""]
     return lines
 

@@ -11,6 +11,7 @@
 // A tool, not a lesson: it drives epoll directly (Linux only, chosen in CMake), so none of the layer's cost is in
 // the generator. One thread; on a 2-core machine it is the generator that saturates first, which is why it also
 // reports the server's CPU time per round trip: that is what separates one server from another.
+#include <dirent.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -33,7 +34,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
-#include <dirent.h>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -116,7 +116,8 @@ void pin_to_cpu(int cpu, const char* who) {
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
-  if (sched_setaffinity(0, sizeof set, &set) != 0) fail(std::string("pinning ") + who + " to CPU " + std::to_string(cpu));
+  if (sched_setaffinity(0, sizeof set, &set) != 0)
+    fail(std::string("pinning ") + who + " to CPU " + std::to_string(cpu));
 }
 
 // ---- Options ---------------------------------------------------------------------------------------------------
@@ -143,7 +144,8 @@ void split_address(const std::string& text, Options& options) {
   const size_t colon = text.rfind(':');
   if (colon == std::string::npos || colon == 0) usage_error("--connect wants HOST:PORT, not '" + text + "'");
   options.host = text.substr(0, colon);
-  if (options.host.front() == '[' && options.host.back() == ']') options.host = options.host.substr(1, options.host.size() - 2);
+  if (options.host.front() == '[' && options.host.back() == ']')
+    options.host = options.host.substr(1, options.host.size() - 2);
   options.port = text.substr(colon + 1);
 }
 
@@ -166,23 +168,39 @@ Options parse_options(int argc, char** argv) {
     }
     if (i + 1 == argc) usage_error(option + " needs a value");
     const std::string value = argv[++i];
-    if (option == "--server") options.server = value;
-    else if (option == "--connect") split_address(value, options);
-    else if (option == "--connections") options.connections = static_cast<int>(parse_number(option, value, 1, 100000));
-    else if (option == "--size") options.size = static_cast<size_t>(parse_number(option, value, 1, 1 << 24));
-    else if (option == "--depth") options.depth = static_cast<int>(parse_number(option, value, 1, 1024));
-    else if (option == "--duration") options.duration = parse_number(option, value, 0.01, 86400);
-    else if (option == "--warmup") options.warmup = parse_number(option, value, 0, 86400);
-    else if (option == "--messages") options.messages = static_cast<uint64_t>(parse_number(option, value, 1, 1e12));
-    else if (option == "--cpu") options.cpu = static_cast<int>(parse_number(option, value, 0, cpus - 1));
-    else if (option == "--server-cpu") options.server_cpu = static_cast<int>(parse_number(option, value, 0, cpus - 1));
-    else if (option == "--server-pid") options.server_pid = static_cast<pid_t>(parse_number(option, value, 1, 1 << 30));
-    else if (option == "--json") options.json = value;
-    else usage_error("unknown option '" + option + "'");
+    if (option == "--server")
+      options.server = value;
+    else if (option == "--connect")
+      split_address(value, options);
+    else if (option == "--connections")
+      options.connections = static_cast<int>(parse_number(option, value, 1, 100000));
+    else if (option == "--size")
+      options.size = static_cast<size_t>(parse_number(option, value, 1, 1 << 24));
+    else if (option == "--depth")
+      options.depth = static_cast<int>(parse_number(option, value, 1, 1024));
+    else if (option == "--duration")
+      options.duration = parse_number(option, value, 0.01, 86400);
+    else if (option == "--warmup")
+      options.warmup = parse_number(option, value, 0, 86400);
+    else if (option == "--messages")
+      options.messages = static_cast<uint64_t>(parse_number(option, value, 1, 1e12));
+    else if (option == "--cpu")
+      options.cpu = static_cast<int>(parse_number(option, value, 0, cpus - 1));
+    else if (option == "--server-cpu")
+      options.server_cpu = static_cast<int>(parse_number(option, value, 0, cpus - 1));
+    else if (option == "--server-pid")
+      options.server_pid = static_cast<pid_t>(parse_number(option, value, 1, 1 << 30));
+    else if (option == "--json")
+      options.json = value;
+    else
+      usage_error("unknown option '" + option + "'");
   }
-  if (options.server.empty() == options.host.empty()) usage_error("give either --server PROGRAM or --connect HOST:PORT");
-  if (options.per_request && options.depth != 1) usage_error("--connect-per-request sends one message per connection: no --depth");
-  if (options.per_request && options.messages) usage_error("--messages counts messages per connection: not with --connect-per-request");
+  if (options.server.empty() == options.host.empty())
+    usage_error("give either --server PROGRAM or --connect HOST:PORT");
+  if (options.per_request && options.depth != 1)
+    usage_error("--connect-per-request sends one message per connection: no --depth");
+  if (options.per_request && options.messages)
+    usage_error("--messages counts messages per connection: not with --connect-per-request");
   if (options.per_request && options.idle) usage_error("--idle keeps connections open: not with --connect-per-request");
   if (options.idle) options.messages = 1;
   return options;
@@ -271,12 +289,14 @@ StartedServer start_server(Options& options) {
     const int64_t left_ms = (deadline - now_ns()) / 1'000'000;
     char chunk[512];
     ssize_t got = 0;
-    if (left_ms <= 0 || poll(&wait, 1, static_cast<int>(left_ms)) <= 0 || (got = read(out[0], chunk, sizeof chunk)) <= 0) {
+    if (left_ms <= 0 || poll(&wait, 1, static_cast<int>(left_ms)) <= 0 ||
+        (got = read(out[0], chunk, sizeof chunk)) <= 0) {
       kill(pid, SIGKILL);
       int status = 0;
       waitpid(pid, &status, 0);
       std::fprintf(stderr, "loadgen: %s never said 'listening on HOST:PORT' on stdout (it %s)\n",
-                   options.server.c_str(), left_ms <= 0 ? "was still running after 10 s" : describe_status(status).c_str());
+                   options.server.c_str(),
+                   left_ms <= 0 ? "was still running after 10 s" : describe_status(status).c_str());
       std::exit(1);
     }
     seen.append(chunk, static_cast<size_t>(got));
@@ -494,7 +514,10 @@ class Load {
 };
 
 Load::Load(const Options& options, const sockaddr_storage& address, socklen_t length)
-    : options_(options), address_(address), length_(length), epoll_fd_(epoll_create1(EPOLL_CLOEXEC)),
+    : options_(options),
+      address_(address),
+      length_(length),
+      epoll_fd_(epoll_create1(EPOLL_CLOEXEC)),
       connections_(static_cast<size_t>(options.connections)) {
   if (epoll_fd_ < 0) fail("epoll_create1");
   for (Connection& c : connections_) c.sent_at.resize(static_cast<size_t>(options_.depth));
@@ -624,7 +647,8 @@ void Load::receive(Connection& c) {
   for (size_t at = 0; at < static_cast<size_t>(got);) {
     const uint64_t message = c.received / options_.size;
     const uint64_t message_end = (message + 1) * options_.size;
-    const size_t piece = static_cast<size_t>(std::min<uint64_t>(static_cast<uint64_t>(got) - at, message_end - c.received));
+    const size_t piece =
+        static_cast<size_t>(std::min<uint64_t>(static_cast<uint64_t>(got) - at, message_end - c.received));
     if (std::memcmp(buffer + at, pattern_.at(c.base, c.received), piece) != 0) c.bad_message = true;
     c.received += piece;
     at += piece;
@@ -657,8 +681,10 @@ void Load::on_event(uint64_t data, uint32_t events) {
     int error = 0;
     socklen_t size = sizeof error;
     getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &error, &size);
-    if (error) lose(c, "connect", error);
-    else if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) on_connected(c);
+    if (error)
+      lose(c, "connect", error);
+    else if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+      on_connected(c);
     return;
   }
   if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) receive(c);
@@ -786,12 +812,13 @@ void print_table(const Options& options, const Results& r) {
   std::printf("loadgen: %s\n", describe_load(options).c_str());
   std::printf("  %-20s %s in %.2f s: %s/s, %.2f MB/s echoed\n", "round trips", grouped(r.round_trips).c_str(),
               r.seconds, grouped(static_cast<uint64_t>(rate)).c_str(), rate * static_cast<double>(options.size) / 1e6);
-  std::printf("  %-20s p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us\n", "latency",
-              r.latency.percentile_us(0.5), r.latency.percentile_us(0.99), r.latency.percentile_us(0.999), r.latency.max_us());
+  std::printf("  %-20s p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us\n", "latency", r.latency.percentile_us(0.5),
+              r.latency.percentile_us(0.99), r.latency.percentile_us(0.999), r.latency.max_us());
   uint64_t errors = 0;
   for (const auto& [what, count] : r.errors) errors += count;
   std::printf("  %-20s %s\n", "errors", grouped(errors).c_str());
-  for (const auto& [what, count] : r.errors) std::printf("  %-20s   %s x %s\n", "", grouped(count).c_str(), what.c_str());
+  for (const auto& [what, count] : r.errors)
+    std::printf("  %-20s   %s x %s\n", "", grouped(count).c_str(), what.c_str());
   std::printf("  %-20s %s\n", "mismatches", grouped(r.mismatches).c_str());
   std::printf("  %-20s %d of %d open at the end\n", "connections", r.open_at_end, options.connections);
   if (r.server_cpu >= 0) {
@@ -811,14 +838,18 @@ std::string to_json(const Options& options, const Results& r) {
   for (const auto& [what, count] : r.errors) errors += count;
   json << "{\"connections\": " << options.connections << ", \"size\": " << options.size
        << ", \"depth\": " << options.depth << ", \"mode\": \""
-       << (options.idle ? "idle" : options.per_request ? "connect-per-request" : "persistent") << "\""
+       << (options.idle          ? "idle"
+           : options.per_request ? "connect-per-request"
+                                 : "persistent")
+       << "\""
        << ", \"messages_per_connection\": " << options.messages << ", \"warmup_s\": " << options.warmup
        << ", \"seconds\": " << r.seconds << ", \"round_trips\": " << r.round_trips
        << ", \"round_trips_total\": " << r.round_trips_total << ", \"throughput_per_s\": " << rate
-       << ", \"bytes_per_s\": " << rate * static_cast<double>(options.size) << ", \"latency_us\": {\"p50\": "
-       << r.latency.percentile_us(0.5) << ", \"p99\": " << r.latency.percentile_us(0.99)
-       << ", \"p999\": " << r.latency.percentile_us(0.999) << ", \"max\": " << r.latency.max_us()
-       << ", \"mean\": " << r.latency.mean_us() << "}, \"errors\": " << errors << ", \"error_kinds\": {";
+       << ", \"bytes_per_s\": " << rate * static_cast<double>(options.size)
+       << ", \"latency_us\": {\"p50\": " << r.latency.percentile_us(0.5)
+       << ", \"p99\": " << r.latency.percentile_us(0.99) << ", \"p999\": " << r.latency.percentile_us(0.999)
+       << ", \"max\": " << r.latency.max_us() << ", \"mean\": " << r.latency.mean_us() << "}, \"errors\": " << errors
+       << ", \"error_kinds\": {";
   const char* separator = "";
   for (const auto& [what, count] : r.errors) {
     json << separator << json_string(what) << ": " << count;
