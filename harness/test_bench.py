@@ -21,7 +21,7 @@ from vocabulary import seconds
 pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the bench measures kqlab's Linux layer")
 
 TINY = bench.Config(connections=(1, 20), repeats=1, duration=0.2, warmup=0.05, counted_connections=(),
-                    idle_connections=50, layer_descriptors=100)
+                    idle_connections=50, layer_descriptors=100, event_iterations=500)
 
 
 @pytest.fixture(scope="module")

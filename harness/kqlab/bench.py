@@ -9,9 +9,14 @@ later lesson listed in ECHO_LESSONS whose solution is built. For each server:
    generator run on different CPUs. On a 2-core machine the generator saturates first, so beside throughput and
    latency the report gives the server's CPU time per round trip: what separates one server from another.
 2. System calls per round trip, counted under strace in two counted runs (M and 2M round trips); the difference
-   leaves out start-up and connection set-up, so only the steady state remains.
+   leaves out start-up and connection set-up, so only the steady state remains. Likewise the instructions the
+   server executes in user space per round trip, under callgrind: unlike CPU time, neither count depends on what
+   else the machine is doing.
 3. Memory per idle connection: the server's resident memory with N idle connections, less without them. And the
    layer's own heap per watched descriptor (bench/layer_memory.cpp).
+4. The CPU time of one delivered event in a tight loop (bench/event_cost.cpp): raw epoll, raw epoll with the
+   layer's query for `data`, and kevent() through the layer, which splits the layer's cost into the query and its
+   own code far more finely than a loaded machine lets the servers' CPU times do.
 
 It writes report.md, results.json and SVG plots into build/release/bench/, for the docs to include.
 """
@@ -68,11 +73,12 @@ class Config:
     counted_connections: tuple[int, ...] = (1, 100)
     idle_connections: int = 10000
     layer_descriptors: int = 10000
+    event_iterations: int = 50000  # kevent()/epoll_wait() calls per round of bench/event_cost
 
 
 FULL = Config()
 QUICK = Config(connections=(1, 100), repeats=1, duration=0.3, warmup=0.1, counted=500, counted_connections=(1,),
-               idle_connections=500, layer_descriptors=1000)
+               idle_connections=500, layer_descriptors=1000, event_iterations=5000)
 
 
 @dataclass
@@ -80,8 +86,11 @@ class Measurements:
     runs: list[dict] = field(default_factory=list)               # loadgen's JSON, with "server" and "round" added
     syscalls: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)  # server -> connections -> per RT
     syscall_note: str = ""
+    instructions: dict[str, dict[int, float]] = field(default_factory=dict)  # server -> connections -> per RT
+    instructions_note: str = ""
     idle_memory: dict[str, dict] = field(default_factory=dict)   # server -> {"connections", "bytes_per_connection"}
     layer_memory: dict = field(default_factory=dict)
+    event_cost: dict = field(default_factory=dict)  # events per call -> {"epoll", "epoll_fionread", "kevent"}: ns
     machine: dict = field(default_factory=dict)
 
 
@@ -158,6 +167,9 @@ def measure(build: Path, config: Config, out: Path, log=print) -> Measurements:
     log("\n==> System calls per round trip (strace -c, two counted runs)")
     count_syscalls(loadgen, chosen, config, cpus, results, log)
 
+    log("\n==> User-space instructions per round trip (callgrind, two counted runs)")
+    count_instructions(loadgen, chosen, config, cpus, results, log)
+
     log(f"\n==> Memory per idle connection ({config.idle_connections:,} connections)")
     for server in chosen:
         results.idle_memory[server.name] = idle_memory(loadgen, server, config.idle_connections, cpus)
@@ -169,6 +181,15 @@ def measure(build: Path, config: Config, out: Path, log=print) -> Measurements:
         results.layer_memory = json.loads(done.stdout.strip().splitlines()[-1])
         log(f"  the layer's own heap: {results.layer_memory['bytes_read_only']:.0f} bytes per descriptor "
             f"with EVFILT_READ, {results.layer_memory['bytes_read_write']:.0f} with EVFILT_READ and EVFILT_WRITE")
+    else:
+        log(f"  {probe.name} failed: {done.stderr.strip()}")
+
+    log("\n==> CPU time per delivered event, in a tight loop (bench/event_cost.cpp)")
+    probe = build / "bin" / "bench" / "event_cost"
+    done = subprocess.run([str(probe), str(config.event_iterations)], capture_output=True, text=True, timeout=300)
+    if done.returncode == 0:
+        results.event_cost = json.loads(done.stdout.strip().splitlines()[-1])
+        log("\n".join(done.stdout.strip().splitlines()[1:-1]))
     else:
         log(f"  {probe.name} failed: {done.stderr.strip()}")
     results.machine["load_after"] = os.getloadavg()
@@ -219,11 +240,12 @@ def raise_descriptor_limit(wanted: int) -> int:
 class RunningServer:
     """A server started for one measurement, on its CPU, stopped with the `with` block."""
 
-    def __init__(self, server: Server, cpu: int | None) -> None:
+    def __init__(self, server: Server, cpu: int | None, under: tuple[str, ...] = ()) -> None:
+        """`under`: a command to run the server under (valgrind ...)."""
         def pin() -> None:
             if cpu is not None:
                 os.sched_setaffinity(0, {cpu})
-        self.process = subprocess.Popen([str(server.program), *server.arguments, "--host", "127.0.0.1",
+        self.process = subprocess.Popen([*under, str(server.program), *server.arguments, "--host", "127.0.0.1",
                                          "--port", "0"],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         preexec_fn=pin, text=True)
@@ -275,17 +297,17 @@ def load_run(loadgen: Path, server: Server, connections: int, config: Config, cp
 
 # ---- System calls ---------------------------------------------------------------------------------------------
 
-def strace_available(log) -> bool:
-    """strace, installed the way ./kqlab installs its other tools: with apt-get when root on Debian or Ubuntu,
-    else by asking for it."""
-    if shutil.which("strace"):
+def tool_available(tool: str, purpose: str, log) -> bool:
+    """`tool` (a Debian package of the same name), installed the way ./kqlab installs its other tools: with
+    apt-get when root on Debian or Ubuntu, else not (the caller says how to get it)."""
+    if shutil.which(tool):
         return True
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        log("kqlab: the system-call counts need strace; installing it with apt-get (you are root):")
+        log(f"kqlab: {purpose} need {tool}; installing it with apt-get (you are root):")
         environment = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "strace"]):
+        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", tool]):
             subprocess.run(command, env=environment, stdin=subprocess.DEVNULL)
-        return shutil.which("strace") is not None
+        return shutil.which(tool) is not None
     return False
 
 
@@ -303,6 +325,20 @@ def open_descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def counted_run(loadgen: Path, running: RunningServer, connections: int, messages: int, config: Config,
+                cpus: Pinning) -> dict:
+    """A run of exactly `messages` round trips per connection; returns once the server has closed them all, so
+    that two counted runs differ by their round trips only."""
+    descriptors = open_descriptors(running.pid)
+    arguments = ["--connect", running.address, "--connections", str(connections), "--messages", str(messages),
+                 "--size", str(config.size), "--depth", str(config.depth), *cpus.loadgen_arguments()]
+    run = run_loadgen(loadgen, arguments, timeout=600)
+    deadline = time.monotonic() + 30
+    while open_descriptors(running.pid) > descriptors and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return run
+
+
 def traced_counted_run(loadgen: Path, server: Server, connections: int, messages: int, config: Config,
                        cpus: Pinning) -> tuple[dict[str, int], int]:
     """The server's system calls (by name) and the round trips made, for one counted run under strace."""
@@ -313,14 +349,7 @@ def traced_counted_run(loadgen: Path, server: Server, connections: int, messages
         if "attached" not in attached:
             tracer.wait(10)
             raise RuntimeError(f"strace could not attach to the server: {attached.strip()}")
-        arguments = ["--connect", running.address, "--connections", str(connections), "--messages", str(messages),
-                     "--size", str(config.size), "--depth", str(config.depth), *cpus.loadgen_arguments()]
-        descriptors = open_descriptors(running.pid)
-        run = run_loadgen(loadgen, arguments, timeout=600)
-        # Count the server's closing of those connections too, in both runs alike: wait for it.
-        deadline = time.monotonic() + 10
-        while open_descriptors(running.pid) > descriptors and time.monotonic() < deadline:
-            time.sleep(0.02)
+        run = counted_run(loadgen, running, connections, messages, config, cpus)
         tracer.send_signal(signal.SIGINT)  # detaches, and writes the summary
         tracer.wait(30)
         tracer.stderr.close()
@@ -332,7 +361,7 @@ def count_syscalls(loadgen: Path, chosen: list[Server], config: Config, cpus: Pi
     if not config.counted_connections:
         results.syscall_note = "not asked for."
         return
-    if not strace_available(log):
+    if not tool_available("strace", "the system-call counts", log):
         results.syscall_note = ("strace is not installed (Debian/Ubuntu: sudo apt-get install strace): no "
                                 "system-call counts.")
         log(f"  {results.syscall_note}")
@@ -361,6 +390,46 @@ def count_server_syscalls(loadgen: Path, server: Server, config: Config, cpus: P
         shown = ", ".join(f"{name} {value:.2f}" for name, value in sorted(per_trip.items()))
         log(f"  {server.name:>14} {connections:>6} conn  {sum(per_trip.values()):5.2f} per round trip: {shown}")
     return counted
+
+
+# ---- Instructions ---------------------------------------------------------------------------------------------
+
+def callgrind_counted_run(loadgen: Path, server: Server, connections: int, messages: int, config: Config,
+                          cpus: Pinning) -> tuple[int, int]:
+    """The instructions the server executed in user space (callgrind's Ir, libraries included) and the round
+    trips made, for one counted run of a server started under callgrind."""
+    with tempfile.TemporaryDirectory() as scratch:
+        profile = Path(scratch) / "callgrind.out"
+        under = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={profile}")
+        with RunningServer(server, cpus.server, under) as running:
+            run = counted_run(loadgen, running, connections, messages, config, cpus)
+        # The server has been stopped (SIGTERM): callgrind wrote its totals on the way out.
+        match = re.search(r"^(?:summary|totals):\s+(\d+)", profile.read_text(), re.MULTILINE)
+        if not match:
+            raise RuntimeError(f"callgrind wrote no totals for {server.name}")
+        return int(match.group(1)), run["round_trips_total"]
+
+
+def count_instructions(loadgen: Path, chosen: list[Server], config: Config, cpus: Pinning, results: Measurements,
+                       log) -> None:
+    """User-space instructions per round trip, from two counted runs under callgrind (as for system calls)."""
+    if not config.counted_connections:
+        results.instructions_note = "not asked for."
+        return
+    if not tool_available("valgrind", "the instruction counts", log):
+        results.instructions_note = ("valgrind is not installed (Debian/Ubuntu: sudo apt-get install valgrind): no "
+                                     "instruction counts.")
+        log(f"  {results.instructions_note}")
+        return
+    for server in chosen:
+        results.instructions[server.name] = {}
+        for connections in config.counted_connections:
+            messages = max(config.counted // connections, 1)
+            first, trips_first = callgrind_counted_run(loadgen, server, connections, messages, config, cpus)
+            second, trips_second = callgrind_counted_run(loadgen, server, connections, 2 * messages, config, cpus)
+            per_trip = (second - first) / max(trips_second - trips_first, 1)
+            results.instructions[server.name][connections] = per_trip
+            log(f"  {server.name:>14} {connections:>6} conn  {per_trip:7.0f} instructions per round trip")
 
 
 # ---- Memory ---------------------------------------------------------------------------------------------------
