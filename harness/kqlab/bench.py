@@ -4,8 +4,9 @@ Built with the `release` preset. The servers are lesson 01's solution (kqueue, t
 same server on raw epoll (bench/epoll_echo.cpp), that one again making the layer's one query per event, and any
 later lesson listed in ECHO_LESSONS whose solution is built. For each server:
 
-1. Load (harness/loadgen) at 1, 100, 1,000 and 10,000 connections: the runs interleaved (each round visits every
-   server, in a rotating order) and repeated; medians and the spread (lowest to highest). Server and load
+1. Load (harness/loadgen) at 1, 100, 1,000 and 10,000 connections, and with a new connection per request: the
+   runs interleaved (each round visits every server, in a rotating order) and repeated; medians and the spread
+   (lowest to highest). Server and load
    generator run on different CPUs. On a 2-core machine the generator saturates first, so beside throughput and
    latency the report gives the server's CPU time per round trip: what separates one server from another.
 2. System calls per round trip, counted under strace in two counted runs (M and 2M round trips); the difference
@@ -71,6 +72,7 @@ class Config:
     counted: int = 5000          # round trips in the first system-call run, shared by its connections (the second
                                  # makes twice as many)
     counted_connections: tuple[int, ...] = (1, 100)
+    per_request: int = 50        # connections at a time in the connect-per-request runs (0: none)
     idle_connections: int = 10000
     layer_descriptors: int = 10000
     event_iterations: int = 50000  # kevent()/epoll_wait() calls per round of bench/event_cost
@@ -78,12 +80,13 @@ class Config:
 
 FULL = Config()
 QUICK = Config(connections=(1, 100), repeats=1, duration=0.3, warmup=0.1, counted=500, counted_connections=(1,),
-               idle_connections=500, layer_descriptors=1000, event_iterations=5000)
+               per_request=10, idle_connections=500, layer_descriptors=1000, event_iterations=5000)
 
 
 @dataclass
 class Measurements:
     runs: list[dict] = field(default_factory=list)               # loadgen's JSON, with "server" and "round" added
+    per_request_runs: list[dict] = field(default_factory=list)   # the same, a new connection per request
     syscalls: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)  # server -> connections -> per RT
     syscall_note: str = ""
     instructions: dict[str, dict[int, float]] = field(default_factory=dict)  # server -> connections -> per RT
@@ -125,7 +128,8 @@ def main(arguments: list[str]) -> int:
     results = measure(build, config, out, log=print)
     minutes, seconds = divmod(int(time.monotonic() - started), 60)
     print(f"\nkqlab bench: done in {minutes}m{seconds:02d}s. The report: {tools.shown(out / 'report.md')}")
-    return 0 if all(run["errors"] == 0 and run["mismatches"] == 0 for run in results.runs) else 1
+    runs = results.runs + results.per_request_runs
+    return 0 if all(run["errors"] == 0 and run["mismatches"] == 0 for run in runs) else 1
 
 
 def servers(build: Path) -> list[Server]:
@@ -154,15 +158,11 @@ def measure(build: Path, config: Config, out: Path, log=print) -> Measurements:
     log(f"\n==> Load: {', '.join(map(str, config.connections))} connections x {config.repeats} rounds, "
         f"{config.duration} s each after {config.warmup} s of warm-up; {cpus.describe()}")
     for connections in config.connections:
-        for round_number in range(config.repeats):
-            shift = round_number % len(chosen)
-            for server in chosen[shift:] + chosen[:shift]:  # interleaved, in a rotating order
-                run = load_run(loadgen, server, connections, config, cpus)
-                run.update(server=server.name, round=round_number)
-                results.runs.append(run)
-                log(f"  {server.name:>14} {connections:>6} conn  {run['throughput_per_s']:>9,.0f} rt/s  "
-                    f"server {run.get('server_cpu_us_per_round_trip', 0):6.2f} us/rt  p99 "
-                    f"{run['latency_us']['p99']:8.1f} us  errors {run['errors']}  mismatches {run['mismatches']}")
+        results.runs += interleaved_runs(loadgen, chosen, connections, config, cpus, log)
+    if config.per_request:
+        log(f"\n==> A new connection per request, {config.per_request} at a time")
+        results.per_request_runs = interleaved_runs(loadgen, chosen, config.per_request, config, cpus, log,
+                                                    ("--connect-per-request",))
 
     log("\n==> System calls per round trip (strace -c, two counted runs)")
     count_syscalls(loadgen, chosen, config, cpus, results, log)
@@ -287,12 +287,32 @@ def run_loadgen(loadgen: Path, arguments: list[str], timeout: float) -> dict:
         return json.loads(json_file.read_text())
 
 
-def load_run(loadgen: Path, server: Server, connections: int, config: Config, cpus: Pinning) -> dict:
+def load_run(loadgen: Path, server: Server, connections: int, config: Config, cpus: Pinning,
+             mode: tuple[str, ...] = ()) -> dict:
+    """One measured run against a freshly started server. `mode`: more load generator options."""
     with RunningServer(server, cpus.server) as running:
         arguments = ["--connect", running.address, "--server-pid", str(running.pid), "--connections",
-                     str(connections), "--size", str(config.size), "--depth", str(config.depth), "--duration",
-                     str(config.duration), "--warmup", str(config.warmup), *cpus.loadgen_arguments()]
+                     str(connections), "--size", str(config.size), "--duration", str(config.duration), "--warmup",
+                     str(config.warmup), *cpus.loadgen_arguments(), *mode]
+        if "--connect-per-request" not in mode:
+            arguments += ["--depth", str(config.depth)]
         return run_loadgen(loadgen, arguments, timeout=config.duration + config.warmup + 60 + connections / 100)
+
+
+def interleaved_runs(loadgen: Path, chosen: list[Server], connections: int, config: Config, cpus: Pinning, log,
+                     mode: tuple[str, ...] = ()) -> list[dict]:
+    """config.repeats rounds, each running every server once, in an order that rotates from round to round."""
+    runs = []
+    for round_number in range(config.repeats):
+        shift = round_number % len(chosen)
+        for server in chosen[shift:] + chosen[:shift]:
+            run = load_run(loadgen, server, connections, config, cpus, mode)
+            run.update(server=server.name, round=round_number)
+            runs.append(run)
+            log(f"  {server.name:>14} {connections:>6} conn  {run['throughput_per_s']:>9,.0f} rt/s  "
+                f"server {run.get('server_cpu_us_per_round_trip', 0):6.2f} us/rt  p99 "
+                f"{run['latency_us']['p99']:8.1f} us  errors {run['errors']}  mismatches {run['mismatches']}")
+    return runs
 
 
 # ---- System calls ---------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ def write(results: Measurements, config: Config, chosen: list[Server], out: Path
     if layer in names and baseline in names:
         lines += _targets(results, config, summary, baseline, query, layer)
     lines += _load_table(config, names, summary)
+    lines += _per_request_table(results, names)
     lines += ["", "![Round trips per second](throughput.svg)", "",
               "![Server CPU time per round trip](cpu_per_round_trip.svg)", "",
               "![Latency, 99th percentile](latency_p99.svg)", ""]
@@ -205,6 +206,30 @@ def _load_table(config: Config, names: list[str], summary: dict) -> list[str]:
               "the server's CPU time per round trip is then the figure that tells the servers apart. It includes "
               "the kernel's work for the server's reads and writes (on loopback, a write delivers to the peer's "
               "socket in the writer's time) and the wake-ups when the server sleeps between events."]
+    return lines
+
+
+def _per_request_table(results: Measurements, names: list[str]) -> list[str]:
+    if not results.per_request_runs:
+        return []
+    at_once = results.per_request_runs[0]["connections"]
+    lines = ["", f"### A new connection per request ({at_once} at a time)", "",
+             "| server | requests/s | server CPU per request (us) | p50 (us) | p99 (us) | errors | mismatches |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name in names:
+        runs = [r for r in results.per_request_runs if r["server"] == name]
+        if not runs:
+            continue
+        rate = median_and_spread([r["throughput_per_s"] for r in runs])
+        cpu = median_and_spread([r.get("server_cpu_us_per_round_trip", 0) for r in runs])
+        p50 = median_and_spread([r["latency_us"]["p50"] for r in runs])
+        p99 = median_and_spread([r["latency_us"]["p99"] for r in runs])
+        lines.append(f"| `{name}` | {_spread(rate)} | {_spread(cpu, 2)} | {_spread(p50, 1)} | {_spread(p99, 1)} | "
+                     f"{sum(r['errors'] for r in runs)} | {sum(r['mismatches'] for r in runs)} |")
+    lines += ["", "Each request: connect, send one message, read it back, close. The latency runs from the connect() "
+              "to the last byte back. The server's cost per request includes accepting and registering the "
+              "connection and closing it: for a kqueue server on the layer, the knote's creation (the descriptor's "
+              "kind is learnt once, with `fstat` and `getsockopt`) and the close hook."]
     return lines
 
 
