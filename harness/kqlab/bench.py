@@ -105,7 +105,17 @@ def main(arguments: list[str]) -> int:
     parser.add_argument("--connections", help="comma-separated connection counts (default 1,100,1000,10000)")
     parser.add_argument("--repeats", type=int, help="rounds of runs (default 5)")
     parser.add_argument("--duration", type=float, help="measured seconds per run (default 2)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite report.md and the plots from the last run's results.json, measuring nothing")
     options = parser.parse_args(arguments)
+    out = tools.build_dir("release") / "bench"
+    if options.report_only:
+        if not (out / "results.json").exists():
+            print(f"kqlab bench: {tools.shown(out / 'results.json')} does not exist: run ./kqlab bench first.")
+            return 2
+        write_report(*load_results(out / "results.json"), out)
+        print(f"kqlab bench: rewrote {tools.shown(out / 'report.md')}")
+        return 0
     config = dataclasses.replace(QUICK if options.quick else FULL)
     if options.connections:
         config.connections = tuple(int(n) for n in options.connections.split(","))
@@ -118,12 +128,11 @@ def main(arguments: list[str]) -> int:
         return 2
 
     tools.banner("Build: preset release (optimised, no sanitizers)")
-    targets = ("loadgen", "epoll_echo", "layer_memory") + tuple(f"solution_{name}" for name in ECHO_LESSONS
+    targets = ("loadgen", "epoll_echo", "layer_memory", "event_cost") + tuple(f"solution_{name}" for name in ECHO_LESSONS
                                                                  if (course.SOLUTIONS / name).is_dir())
     if tools.configure("release", quiet=True) or tools.build("release", targets):
         return 1
     build = tools.build_dir("release")
-    out = build / "bench"
     started = time.monotonic()
     results = measure(build, config, out, log=print)
     minutes, seconds = divmod(int(time.monotonic() - started), 60)
@@ -194,9 +203,28 @@ def measure(build: Path, config: Config, out: Path, log=print) -> Measurements:
         log(f"  {probe.name} failed: {done.stderr.strip()}")
     results.machine["load_after"] = os.getloadavg()
 
-    (out / "results.json").write_text(json.dumps(results.__dict__, indent=1, default=str) + "\n")
-    bench_report.write(results, config, chosen, out, BASELINE, QUERY, LAYER)
+    saved = {"config": dataclasses.asdict(config), "servers": [dataclasses.asdict(server) for server in chosen],
+             "results": dataclasses.asdict(results)}
+    (out / "results.json").write_text(json.dumps(saved, indent=1, default=str) + "\n")
+    write_report(results, config, chosen, out)
     return results
+
+
+def write_report(results: Measurements, config: Config, chosen: list[Server], out: Path) -> None:
+    bench_report.write(results, config, chosen, out, BASELINE, QUERY, LAYER)
+
+
+def load_results(path: Path) -> tuple[Measurements, Config, list[Server]]:
+    """What measure() saved in results.json, as it was (JSON has made the connection counts strings)."""
+    saved = json.loads(path.read_text())
+    config = Config(**{key: tuple(value) if isinstance(value, list) else value
+                       for key, value in saved["config"].items()})
+    chosen = [Server(s["name"], Path(s["program"]), s["description"], tuple(s["arguments"])) for s in saved["servers"]]
+    results = Measurements(**saved["results"])
+    for by_server in (results.syscalls, results.instructions):
+        for name, counted in by_server.items():
+            by_server[name] = {int(connections): value for connections, value in counted.items()}
+    return results, config, chosen
 
 
 # ---- Running servers and the load generator -------------------------------------------------------------------

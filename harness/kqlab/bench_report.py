@@ -22,15 +22,16 @@ def write(results: Measurements, config: Config, chosen: list[Server], out: Path
     for `data` (which splits that cost into the query and the layer's own code)."""
     names = [server.name for server in chosen]
     summary = _summarise(results, config, names)
-    charts = {
-        "throughput.svg": ("Round trips per second", "round trips / s", "throughput_per_s"),
-        "cpu_per_round_trip.svg": ("Server CPU time per round trip", "microseconds", "server_cpu_us"),
-        "latency_p99.svg": ("Latency, 99th percentile", "microseconds", "p99"),
+    charts = {  # file: title, unit, measure, logarithmic
+        "throughput.svg": ("Round trips per second", "round trips / s", "throughput_per_s", False),
+        "cpu_per_round_trip.svg": ("Server CPU time per round trip", "microseconds", "server_cpu_us", False),
+        "latency_p99.svg": ("Latency, 99th percentile (log scale)", "microseconds", "p99", True),
     }
     categories = [f"{n:,}" for n in config.connections]
-    for file_name, (title, unit, key) in charts.items():
+    for file_name, (title, unit, key, log_y) in charts.items():
         series = {name: [summary.get((name, n), {}).get(key) for n in config.connections] for name in names}
-        (out / file_name).write_text(plots.line_chart(title, categories, series, unit, baseline=baseline))
+        (out / file_name).write_text(plots.line_chart(title, categories, series, unit, baseline=baseline,
+                                                      log_y=log_y))
 
     lines = [f"# Echo servers on kqueue (kqlab's Linux layer) and on raw epoll", ""]
     lines += _machine(results)

@@ -25,31 +25,43 @@ def _nice_ceiling(value: float) -> float:
 
 
 def _label(value: float) -> str:
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:g}M"
     if value >= 1000:
         return f"{value / 1000:g}k"
     return f"{value:g}"
 
 
 def line_chart(title: str, categories: list[str], series: dict[str, list[tuple[float, float, float] | None]],
-               y_label: str, x_label: str = "connections", baseline: str | None = None) -> str:
-    """`series`: name -> one (median, lowest, highest) per category, or None where it was not measured."""
+               y_label: str, x_label: str = "connections", baseline: str | None = None, log_y: bool = False) -> str:
+    """`series`: name -> one (median, lowest, highest) per category, or None where it was not measured. `log_y`:
+    a logarithmic y axis, for values that span several powers of ten (latencies)."""
     plot_width, plot_height = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    top_value = _nice_ceiling(max((point[2] for points in series.values() for point in points if point),
-                                  default=1.0) * 1.05)
+    values = [value for points in series.values() for point in points if point for value in point if value > 0]
+    if log_y:
+        bottom_power = math.floor(math.log10(min(values, default=1.0)))
+        top_power = max(math.ceil(math.log10(max(values, default=10.0))), bottom_power + 1)
+        ticks = [10.0 ** power for power in range(bottom_power, top_power + 1)]
+    else:
+        top_value = _nice_ceiling(max(values, default=1.0) * 1.05)
+        ticks = [top_value * tick / 5 for tick in range(6)]
 
     def x(index: int) -> float:
         return LEFT + plot_width * (index + 0.5) / len(categories)
 
     def y(value: float) -> float:
-        return TOP + plot_height * (1 - value / top_value)
+        if log_y:
+            share = (math.log10(max(value, ticks[0])) - bottom_power) / (top_power - bottom_power)
+        else:
+            share = value / top_value
+        return TOP + plot_height * (1 - share)
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
              f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">',
              f'<title>{escape(title)}</title>',
              '<rect width="100%" height="100%" fill="white"/>',
              f'<text x="{WIDTH / 2}" y="22" text-anchor="middle" font-size="15">{escape(title)}</text>']
-    for tick in range(6):  # horizontal grid and the y axis's labels
-        value = top_value * tick / 5
+    for value in ticks:  # horizontal grid and the y axis's labels
         parts.append(f'<line x1="{LEFT}" x2="{LEFT + plot_width}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
                      f'stroke="#ddd"/>')
         parts.append(f'<text x="{LEFT - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{_label(value)}</text>')
