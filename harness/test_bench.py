@@ -21,7 +21,7 @@ from vocabulary import seconds
 pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the bench measures kqlab's Linux layer")
 
 TINY = bench.Config(connections=(1, 20), repeats=1, duration=0.2, warmup=0.05, counted_connections=(),
-                    idle_connections=50, layer_descriptors=100, event_iterations=500)
+                    idle_connections=50, layer_descriptors=100, event_iterations=500, mode_iterations=200)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +104,8 @@ def test_bench_writes_its_report(build_dir: Path, tmp_path: Path) -> None:
     assert {run["server"] for run in results.runs} == {"01-echo", bench.QUERY, bench.BASELINE}
     bad = [run for run in results.runs if run["errors"] or run["mismatches"] or not run["round_trips"]]
     assert not bad, f"runs with errors, mismatches or no round trips: {bad}"
+    failed = {mode: entry["error"] for mode, entry in results.modes.items() if "error" in entry}
+    assert set(results.modes) == set(bench.MODES) and not failed, f"bench/mode_costs failed: {failed}"
     report = (tmp_path / "report.md").read_text()
     for heading in ("The layer's cost", "Throughput, CPU and latency", "Memory per idle connection"):
         assert heading in report, f"report.md has no section '{heading}':\n{report}"

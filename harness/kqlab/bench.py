@@ -15,7 +15,9 @@ later lesson listed in ECHO_LESSONS whose solution is built. For each server:
    else the machine is doing.
 3. Memory per idle connection: the server's resident memory with N idle connections, less without them. And the
    layer's own heap per watched descriptor (bench/layer_memory.cpp).
-4. The CPU time of one delivered event in a tight loop (bench/event_cost.cpp): raw epoll, raw epoll with the
+4. What a delivery costs in each of the layer's modes (bench/mode_costs.cpp): the claims of compat/README.md's
+   "Speed" section, in system calls and CPU time per event.
+5. The CPU time of one delivered event in a tight loop (bench/event_cost.cpp): raw epoll, raw epoll with the
    layer's query for `data`, and kevent() through the layer, which splits the layer's cost into the query and its
    own code far more finely than a loaded machine lets the servers' CPU times do.
 
@@ -76,6 +78,7 @@ class Config:
     idle_connections: int = 10000
     layer_descriptors: int = 10000
     event_iterations: int = 50000  # kevent()/epoll_wait() calls per round of bench/event_cost
+    mode_iterations: int = 20000   # deliveries per mode in bench/mode_costs (a tenth of them under strace)
 
 
 FULL = Config()
@@ -94,6 +97,7 @@ class Measurements:
     idle_memory: dict[str, dict] = field(default_factory=dict)   # server -> {"connections", "bytes_per_connection"}
     layer_memory: dict = field(default_factory=dict)
     event_cost: dict = field(default_factory=dict)  # events per call -> {"epoll", "epoll_fionread", "kevent"}: ns
+    modes: dict = field(default_factory=dict)  # mode -> {"claim", "cpu_ns_per_event", "syscalls": {name: per event}}
     machine: dict = field(default_factory=dict)
 
 
@@ -128,7 +132,7 @@ def main(arguments: list[str]) -> int:
         return 2
 
     tools.banner("Build: preset release (optimised, no sanitizers)")
-    targets = ("loadgen", "epoll_echo", "layer_memory", "event_cost") + tuple(f"solution_{name}" for name in ECHO_LESSONS
+    targets = ("loadgen", "epoll_echo", "layer_memory", "event_cost", "mode_costs") + tuple(f"solution_{name}" for name in ECHO_LESSONS
                                                                  if (course.SOLUTIONS / name).is_dir())
     if tools.configure("release", quiet=True) or tools.build("release", targets):
         return 1
@@ -175,6 +179,9 @@ def measure(build: Path, config: Config, out: Path, log=print) -> Measurements:
 
     log("\n==> System calls per round trip (strace -c, two counted runs)")
     count_syscalls(loadgen, chosen, config, cpus, results, log)
+
+    log("\n==> A delivery in each of the layer's modes (bench/mode_costs.cpp; compat/README.md, Speed)")
+    measure_modes(build, config, results, log)
 
     log("\n==> User-space instructions per round trip (callgrind, two counted runs)")
     count_instructions(loadgen, chosen, config, cpus, results, log)
@@ -438,6 +445,49 @@ def count_server_syscalls(loadgen: Path, server: Server, config: Config, cpus: P
         shown = ", ".join(f"{name} {value:.2f}" for name, value in sorted(per_trip.items()))
         log(f"  {server.name:>14} {connections:>6} conn  {sum(per_trip.values()):5.2f} per round trip: {shown}")
     return counted
+
+
+# ---- The layer's modes ----------------------------------------------------------------------------------------
+
+# bench/mode_costs's modes, and what compat/README.md's "Speed" section says a delivery costs in each.
+MODES = {
+    "level": "level-triggered entry: the kernel re-reports, one ioctl for data",
+    "clear": "EV_CLEAR, edge-triggered entry: no epoll_ctl per event (the peer's write makes each edge)",
+    "dispatch": "EV_DISPATCH re-enabled each time: a poll() probe at the next scan, not an epoll_ctl",
+    "oneshot": "EV_ONESHOT added again each time: no epoll_ctl (the entry stays until trimmed)",
+    "mixed": "a level read knote on an edge-triggered entry (EV_CLEAR write knote): re-queued and probed, "
+             "no wake-up from epoll",
+}
+
+
+def mode_syscalls(probe: Path, mode: str, iterations: int) -> dict[str, int]:
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as summary:
+        done = subprocess.run(["strace", "-c", "-f", "-o", summary.name, str(probe), mode, str(iterations)],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"{probe.name} {mode} failed under strace: {done.stderr.strip()}")
+        return parse_strace_summary(Path(summary.name).read_text())
+
+
+def measure_modes(build: Path, config: Config, results: Measurements, log) -> None:
+    """For each mode: system calls per delivered event (strace, N and 2N deliveries) and CPU time per event."""
+    probe = build / "bin" / "bench" / "mode_costs"
+    for mode in MODES:
+        done = subprocess.run([str(probe), mode, str(config.mode_iterations)], capture_output=True, text=True,
+                              timeout=300)
+        if done.returncode != 0:
+            results.modes[mode] = {"claim": MODES[mode], "error": done.stderr.strip()}
+            log(f"  {mode:>9}  FAILED: {done.stderr.strip()}")
+            continue
+        entry = {"claim": MODES[mode], "cpu_ns_per_event": json.loads(done.stdout)["cpu_ns_per_event"]}
+        if results.syscalls:  # the servers' counts worked: strace is there, and may trace
+            n = max(config.mode_iterations // 10, 100)
+            first, second = mode_syscalls(probe, mode, n), mode_syscalls(probe, mode, 2 * n)
+            per_event = {name: (second.get(name, 0) - first.get(name, 0)) / n for name in set(first) | set(second)}
+            entry["syscalls"] = {name: value for name, value in sorted(per_event.items()) if abs(value) >= 0.005}
+        results.modes[mode] = entry
+        shown = ", ".join(f"{name} {value:.2f}" for name, value in entry.get("syscalls", {}).items())
+        log(f"  {mode:>9}  {entry['cpu_ns_per_event']:6.0f} ns per event  {shown}")
 
 
 # ---- Instructions ---------------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ def write(results: Measurements, config: Config, chosen: list[Server], out: Path
               "![Latency, 99th percentile](latency_p99.svg)", ""]
     lines += _syscall_table(results, names)
     lines += _instructions_table(results, names)
+    lines += _modes_table(results)
     lines += _memory_table(results, names)
     lines += _event_cost_table(results)
     lines += ["## Running it", "",
@@ -269,6 +270,29 @@ def _instructions_table(results: Measurements, names: list[str]) -> list[str]:
               "kernel's share (the system calls) is not in it. Under callgrind the server runs some fifty times "
               "slower, so it finds more events per wait than at full speed, which lowers its per-wait costs; the "
               "per-event costs (the layer's dispatch and `data` query) are not affected.", ""]
+    return lines
+
+
+def _modes_table(results: Measurements) -> list[str]:
+    if not results.modes:
+        return []
+    lines = ["## A delivery in each of the layer's modes", "",
+             "| mode | compat/README.md says | system calls per event | CPU per event |", "|---|---|---|---:|"]
+    for mode, entry in results.modes.items():
+        claim = entry["claim"]
+        if "error" in entry:
+            lines.append(f"| `{mode}` | {claim} | **failed**: {entry['error']} | |")
+            continue
+        calls = entry.get("syscalls")
+        shown = ", ".join(f"`{name}` {value:.2f}" for name, value in calls.items()) if calls else "not counted"
+        lines.append(f"| `{mode}` | {claim} | {shown} | {entry.get('cpu_ns_per_event', 0):,.0f} ns |")
+    lines += ["", "bench/mode_costs.cpp: one loopback TCP connection watched with `EVFILT_READ` in each mode, a "
+              "delivery checked each time (the event, and `data`); system calls counted with `strace -c` over N and "
+              "2N deliveries (the difference leaves out set-up), CPU time of the thread per delivery (each "
+              "`kevent()` call with a 1 s timeout). `clear` includes the peer's `write()` that makes each edge, and "
+              "its delivery over loopback. Where the event comes from the pending list (the last three), "
+              "`epoll_wait` is a look at epoll with no timeout for other ready events, once per `kevent()` call, "
+              "without letting go of the queue's lock.", ""]
     return lines
 
 
