@@ -452,7 +452,7 @@ def count_server_syscalls(loadgen: Path, server: Server, config: Config, cpus: P
 # bench/mode_costs's modes, and what compat/README.md's "Speed" section says a delivery costs in each.
 MODES = {
     "level": "level-triggered entry: the kernel re-reports, one ioctl for data",
-    "clear": "EV_CLEAR, edge-triggered entry: no epoll_ctl per event (the peer's write makes each edge)",
+    "clear": "EV_CLEAR, edge-triggered entry: no epoll_ctl per event (a write makes each edge, a read empties)",
     "dispatch": "EV_DISPATCH re-enabled each time: a poll() probe at the next scan, not an epoll_ctl",
     "oneshot": "EV_ONESHOT added again each time: no epoll_ctl (the entry stays until trimmed)",
     "mixed": "a level read knote on an edge-triggered entry (EV_CLEAR write knote): re-queued and probed, "

@@ -289,8 +289,8 @@ def _modes_table(results: Measurements) -> list[str]:
     lines += ["", "bench/mode_costs.cpp: one loopback TCP connection watched with `EVFILT_READ` in each mode, a "
               "delivery checked each time (the event, and `data`); system calls counted with `strace -c` over N and "
               "2N deliveries (the difference leaves out set-up), CPU time of the thread per delivery (each "
-              "`kevent()` call with a 1 s timeout). `clear` includes the peer's `write()` that makes each edge, and "
-              "its delivery over loopback. Where the event comes from the pending list (the last three), "
+              "`kevent()` call with a 1 s timeout). `clear` includes the peer's `write()` that makes each edge, its "
+              "delivery over loopback, and the `read()` that empties the socket again. Where the event comes from the pending list (the last three), "
               "`epoll_wait` is a look at epoll with no timeout for other ready events, once per `kevent()` call, "
               "without letting go of the queue's lock.", ""]
     return lines
