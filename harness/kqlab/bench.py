@@ -6,9 +6,9 @@ later lesson listed in ECHO_LESSONS whose solution is built. For each server:
 
 1. Load (harness/loadgen) at 1, 100, 1,000 and 10,000 connections, and with a new connection per request: the
    runs interleaved (each round visits every server, in a rotating order) and repeated; medians and the spread
-   (lowest to highest). Server and load
-   generator run on different CPUs. On a 2-core machine the generator saturates first, so beside throughput and
-   latency the report gives the server's CPU time per round trip: what separates one server from another.
+   (lowest to highest). Server and load generator run on different CPUs. On a 2-core machine the generator
+   saturates first, so beside throughput and latency the report gives the server's CPU time per round trip:
+   what separates one server from another.
 2. System calls per round trip, counted under strace in two counted runs (M and 2M round trips); the difference
    leaves out start-up and connection set-up, so only the steady state remains. Likewise the instructions the
    server executes in user space per round trip, under callgrind: unlike CPU time, neither count depends on what
@@ -54,6 +54,9 @@ BASELINE = "epoll"
 QUERY = "epoll+FIONREAD"
 LAYER = "01-echo"
 
+# The CMake targets the bench runs besides the lessons' solutions.
+PROGRAMS = ("loadgen", "epoll_echo", "layer_memory", "event_cost", "mode_costs")
+
 
 @dataclass(frozen=True)
 class Server:
@@ -83,7 +86,8 @@ class Config:
 
 FULL = Config()
 QUICK = Config(connections=(1, 100), repeats=1, duration=0.3, warmup=0.1, counted=500, counted_connections=(1,),
-               per_request=10, idle_connections=500, layer_descriptors=1000, event_iterations=5000)
+               per_request=10, idle_connections=500, layer_descriptors=1000, event_iterations=5000,
+               mode_iterations=2000)
 
 
 @dataclass
@@ -132,9 +136,8 @@ def main(arguments: list[str]) -> int:
         return 2
 
     tools.banner("Build: preset release (optimised, no sanitizers)")
-    targets = ("loadgen", "epoll_echo", "layer_memory", "event_cost", "mode_costs") + tuple(f"solution_{name}" for name in ECHO_LESSONS
-                                                                 if (course.SOLUTIONS / name).is_dir())
-    if tools.configure("release", quiet=True) or tools.build("release", targets):
+    lessons = tuple(f"solution_{name}" for name in ECHO_LESSONS if (course.SOLUTIONS / name).is_dir())
+    if tools.configure("release", quiet=True) or tools.build("release", PROGRAMS + lessons):
         return 1
     build = tools.build_dir("release")
     started = time.monotonic()
@@ -191,23 +194,10 @@ def measure(build: Path, config: Config, out: Path, log=print) -> Measurements:
         results.idle_memory[server.name] = idle_memory(loadgen, server, config.idle_connections, cpus)
         log(f"  {server.name:>14}  {results.idle_memory[server.name]['bytes_per_connection']:8.0f} bytes of "
             f"resident memory per idle connection")
-    probe = build / "bin" / "bench" / "layer_memory"
-    done = subprocess.run([str(probe), str(config.layer_descriptors)], capture_output=True, text=True, timeout=120)
-    if done.returncode == 0:
-        results.layer_memory = json.loads(done.stdout.strip().splitlines()[-1])
-        log(f"  the layer's own heap: {results.layer_memory['bytes_read_only']:.0f} bytes per descriptor "
-            f"with EVFILT_READ, {results.layer_memory['bytes_read_write']:.0f} with EVFILT_READ and EVFILT_WRITE")
-    else:
-        log(f"  {probe.name} failed: {done.stderr.strip()}")
+    results.layer_memory = run_probe(build, "layer_memory", [str(config.layer_descriptors)], log)
 
     log("\n==> CPU time per delivered event, in a tight loop (bench/event_cost.cpp)")
-    probe = build / "bin" / "bench" / "event_cost"
-    done = subprocess.run([str(probe), str(config.event_iterations)], capture_output=True, text=True, timeout=300)
-    if done.returncode == 0:
-        results.event_cost = json.loads(done.stdout.strip().splitlines()[-1])
-        log("\n".join(done.stdout.strip().splitlines()[1:-1]))
-    else:
-        log(f"  {probe.name} failed: {done.stderr.strip()}")
+    results.event_cost = run_probe(build, "event_cost", [str(config.event_iterations)], log)
     results.machine["load_after"] = os.getloadavg()
 
     saved = {"config": dataclasses.asdict(config), "servers": [dataclasses.asdict(server) for server in chosen],
@@ -215,6 +205,19 @@ def measure(build: Path, config: Config, out: Path, log=print) -> Measurements:
     (out / "results.json").write_text(json.dumps(saved, indent=1, default=str) + "\n")
     write_report(results, config, chosen, out)
     return results
+
+
+def run_probe(build: Path, name: str, arguments: list[str], log) -> dict:
+    """Runs bench/NAME, shows its table and returns its last line, JSON; {} (and its complaint shown) if it
+    failed."""
+    done = subprocess.run([str(build / "bin" / "bench" / name), *arguments], capture_output=True, text=True,
+                          timeout=300)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        log(f"  {name} failed: {done.stderr.strip()}")
+        return {}
+    log("\n".join(lines[:-1]))
+    return json.loads(lines[-1])
 
 
 def write_report(results: Measurements, config: Config, chosen: list[Server], out: Path) -> None:
