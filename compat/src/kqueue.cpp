@@ -116,6 +116,7 @@ class Call {
   int scan(const timespec* timeout, std::unique_lock<std::mutex>& lock);
 
  private:
+  Knote* find(short filter, uintptr_t ident);
   int create(const struct kevent& change, const FilterOps& ops);
   int modify(Knote& knote, const struct kevent& change);
   void destroy(Knote& knote, bool settle_now);
@@ -132,6 +133,15 @@ class Call {
   int count_ = 0;
 };
 
+Knote* Call::find(short filter, uintptr_t ident) {
+  if (is_descriptor_filter(filter)) {
+    if (ident > INT_MAX) return nullptr;
+    queue_.find_fd(static_cast<int>(ident));  // purges the record (and its knotes) if the number was closed
+  }
+  auto it = queue_.knotes_.find(knote_key(filter, ident));
+  return it == queue_.knotes_.end() ? nullptr : it->second.get();
+}
+
 int Call::apply(const struct kevent& change) {
   const unsigned short flags = change.flags;
   if ((flags & EV_ENABLE) && (flags & EV_DISABLE)) return EINVAL;
@@ -139,7 +149,7 @@ int Call::apply(const struct kevent& change) {
   const FilterOps* ops = filter_ops(change.filter);
   if (!ops) return EINVAL;
 
-  Knote* knote = queue_.find_knote(change.filter, change.ident);
+  Knote* knote = find(change.filter, change.ident);
   if (!knote) {
     if (flags & EV_ADD) return create(change, *ops);  // EV_ADD|EV_DELETE creates a missing knote (FreeBSD)
     if (is_descriptor_filter(change.filter) && !descriptor_is_open(change.ident)) return EBADF;
@@ -163,7 +173,7 @@ int Call::create(const struct kevent& change, const FilterOps& ops) {
   knote->ops_ = &ops;
   knote->disabled_ = change.flags & EV_DISABLE;
   if (const int error = ops.attach(queue_, *knote)) return error;
-  queue_.keep_knote(std::move(knote));
+  queue_.knotes_.emplace(knote_key(change.filter, change.ident), std::move(knote));
   return 0;
 }
 
@@ -197,7 +207,7 @@ void Call::destroy(Knote& knote, bool settle_now) {
   queue_.unqueue_pending(knote);
   knote.ops_->detach(queue_, knote);
   WatchedFd* record = knote.fd_;
-  queue_.free_knote(knote);
+  queue_.knotes_.erase(knote_key(knote.filter_, knote.ident_));  // frees the knote
   if (record && settle_now) settle(*record);
 }
 
@@ -337,12 +347,9 @@ Kqueue::Kqueue(int epoll_fd) : epoll_fd_(epoll_fd) {
 
 Kqueue::~Kqueue() {
   for (auto& record : fds_) {
-    if (!record) continue;
-    if (record->registered_) {
+    if (record && record->registered_) {
       if (FdFacts* facts = fd_facts_find(record->fd_)) facts->watchers.fetch_sub(1);
     }
-    delete record->read_;  // a record owns its knotes (see knotes_)
-    delete record->write_;
   }
   knotes_.clear();
   if (wake_.fd_ >= 0) ::close(wake_.fd_);
@@ -414,32 +421,6 @@ void Kqueue::update_wake() {
   }
 }
 
-Knote* Kqueue::find_knote(short filter, uintptr_t ident) {
-  if (is_descriptor_filter(filter)) {
-    WatchedFd* record = ident <= INT_MAX ? find_fd(static_cast<int>(ident)) : nullptr;
-    return record ? record->slot(filter) : nullptr;
-  }
-  auto it = knotes_.find(knote_key(filter, ident));
-  return it == knotes_.end() ? nullptr : it->second.get();
-}
-
-void Kqueue::keep_knote(std::unique_ptr<Knote> knote) {
-  if (is_descriptor_filter(knote->filter_)) {
-    knote.release();  // attach put it in its record's slot, which owns it from now on
-    return;
-  }
-  const KnoteKey key = knote_key(knote->filter_, knote->ident_);
-  knotes_.emplace(key, std::move(knote));
-}
-
-void Kqueue::free_knote(Knote& knote) {
-  if (is_descriptor_filter(knote.filter_)) {
-    delete &knote;  // detach has cleared its record's slot
-    return;
-  }
-  knotes_.erase(knote_key(knote.filter_, knote.ident_));
-}
-
 WatchedFd* Kqueue::find_fd(int fd) {
   if (fd < 0 || static_cast<size_t>(fd) >= fds_.size() || !fds_[fd]) return nullptr;
   WatchedFd& record = *fds_[fd];
@@ -473,7 +454,7 @@ void Kqueue::purge_stale(WatchedFd& record) {
     if (!knote) continue;
     unqueue_pending(*knote);
     knote->ops_->detach(*this, *knote);
-    free_knote(*knote);
+    knotes_.erase(knote_key(knote->filter_, knote->ident_));
   }
   if (record.registered_) {
     // Normally gone already; after a raw close system call this removes what it can.

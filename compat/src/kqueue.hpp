@@ -23,8 +23,6 @@ struct WatchedFd;
 class TimerQueue;
 class FileWatch;
 
-// One registration. Every watched descriptor costs one of these, so the fields are ordered to leave no padding
-// (see the static_assert below; bench/layer_memory.cpp measures what a descriptor costs in all).
 struct Knote {
   // What the program registered. `flags_` keeps only the behaviour chosen at creation (EV_ONESHOT, EV_CLEAR,
   // EV_DISPATCH, EV_RECEIPT): BSD never changes it afterwards.
@@ -36,27 +34,26 @@ struct Knote {
   void* udata_ = nullptr;
   const FilterOps* ops_ = nullptr;
 
+  bool disabled_ = false;
   uint64_t delivered_in_scan_ = 0;  // a knote is returned at most once per kevent call
 
-  // Intrusive links of the queue's pending list; `pending_` (below) says whether the knote is on it.
+  // Intrusive links of the queue's pending list; `pending_` says whether the knote is on it.
+  bool pending_ = false;
   Knote* pending_prev_ = nullptr;
   Knote* pending_next_ = nullptr;
 
   // Filter state. Read/write knotes point at their descriptor's shared record; counting filters accumulate.
   WatchedFd* fd_ = nullptr;
   int64_t count_ = 0;
+  unsigned int fired_fflags_ = 0;
 
   // EVFILT_TIMER: the next expiry on CLOCK_MONOTONIC (ns), the period (0: fires once), and the knote's slot in
   // the queue's timer heap (kNoTimerSlot while it is not armed). See timer_queue.hpp.
-  static constexpr uint32_t kNoTimerSlot = static_cast<uint32_t>(-1);
+  static constexpr size_t kNoTimerSlot = static_cast<size_t>(-1);
   int64_t timer_next_ns_ = 0;
   int64_t timer_period_ns_ = 0;
-  uint32_t timer_slot_ = kNoTimerSlot;
-
-  bool disabled_ = false;
-  bool pending_ = false;
+  size_t timer_slot_ = kNoTimerSlot;
 };
-static_assert(sizeof(void*) != 8 || sizeof(Knote) == 104, "a new Knote field: place it where it adds no padding");
 
 // "epoll accepts a descriptor once": the one epoll entry that a descriptor's read and write knotes share. Its
 // mask is the union of what its enabled knotes want; it is edge-triggered as soon as any of its knotes is not
@@ -76,13 +73,8 @@ struct WatchedFd {
   int capacity_ = 0;              // send buffer or pipe size, for EVFILT_WRITE's data
   uint32_t registered_ = 0;       // the mask epoll holds now; 0 = not in the epoll set
   int watch_ = -1;                // a regular file's inotify watch descriptor in the queue's FileWatch
-  // The descriptor's knotes, set by attach and cleared by detach. They are owned here, through this record (see
-  // Kqueue::knotes_), and freed by Kqueue::free_knote.
   Knote* read_ = nullptr;
   Knote* write_ = nullptr;
-
-  // The slot of a descriptor filter's knote: read_ for EVFILT_READ, write_ for EVFILT_WRITE.
-  Knote*& slot(short filter) { return filter == EVFILT_READ ? read_ : write_; }
 };
 
 // An internal descriptor the queue itself puts in its epoll set (its wake-up eventfd; later a timer or signal
@@ -112,9 +104,6 @@ struct Kqueue {
   std::mutex lock_;
   uint64_t scan_serial_ = 0;
 
-  // The knotes. Those of the descriptor filters (is_descriptor_filter) hang on their descriptor's record, found
-  // by number in fds_: keying them here as well would cost a hash node and a bucket (some 60 bytes) for every
-  // watched descriptor. `knotes_` keys and owns the others (timers, user events) by (ident, filter).
   std::unordered_map<KnoteKey, std::unique_ptr<Knote>, KnoteKeyHash> knotes_;
   std::vector<std::unique_ptr<WatchedFd>> fds_;                  // by descriptor number
   uint32_t next_serial_ = 1;
@@ -146,13 +135,6 @@ struct Kqueue {
 
   // Adds an internal source to the epoll set (level-triggered, readable). Returns 0 or an errno.
   int add_source(InternalSource& source);
-
-  // The knote (ident, filter), or null; a descriptor's record is purged first if the number was closed since.
-  Knote* find_knote(short filter, uintptr_t ident);
-  // Takes ownership of a knote its filter has just attached (a descriptor knote is then in its record's slot).
-  void keep_knote(std::unique_ptr<Knote> knote);
-  // Frees a knote its filter has detached.
-  void free_knote(Knote& knote);
 
   // The record for `fd`, purged first when the number was closed since it was registered.
   WatchedFd* find_fd(int fd);

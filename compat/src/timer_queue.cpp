@@ -51,7 +51,7 @@ void TimerQueue::arm(Knote& knote, int64_t first_ns, int64_t period_ns) {
   knote.timer_period_ns_ = period_ns;
   if (knote.timer_slot_ == Knote::kNoTimerSlot) {
     heap_.push_back({first_ns, &knote});
-    knote.timer_slot_ = static_cast<uint32_t>(heap_.size() - 1);
+    knote.timer_slot_ = heap_.size() - 1;
     sift_up(knote.timer_slot_);
   } else {
     heap_[knote.timer_slot_].at = first_ns;
@@ -113,7 +113,7 @@ void TimerQueue::rearm() {
 
 void TimerQueue::place(size_t slot, Entry entry) {
   heap_[slot] = entry;
-  entry.knote->timer_slot_ = static_cast<uint32_t>(slot);
+  entry.knote->timer_slot_ = slot;
 }
 
 void TimerQueue::sift_up(size_t slot) {
