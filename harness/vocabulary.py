@@ -16,18 +16,26 @@ long a transfer has not moved). Servers listen on port 0 and say which port they
 """
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
+import dataclasses
+import fcntl
+import importlib.util
 import os
 import platform
+import random
 import re
+import resource
 import select
 import signal
 import socket
 import struct
 import subprocess
+import termios
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -49,6 +57,31 @@ def see(section: str) -> pytest.MarkDecorator:
     return pytest.mark.see(section)
 
 
+def from_lesson(lesson: str) -> types.SimpleNamespace:
+    """The tests of another lesson, harness/`lesson`/test_*.py, to run again against this lesson's program with
+    rerun(): lesson 10's echo server on its reactor must pass lesson 01's tests."""
+    tests = types.SimpleNamespace()
+    for path in sorted((Path(__file__).parent / lesson).glob("test_*.py")):
+        spec = importlib.util.spec_from_file_location(f"kqlab_tests_of_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for name, value in vars(module).items():
+            if name.startswith("test_") and callable(value):
+                setattr(tests, name, value)
+    return tests
+
+
+def rerun(test: Callable, section: str) -> Callable:
+    """`test`, taken from another lesson by from_lesson(), as a test of this one: the same steps, against this lesson's
+    program (its fixtures are this lesson's), a failure sending the reader to `section` of this lesson's README.
+
+        test_partial_writes = rerun(lesson_01.test_partial_writes, "Writing: interest only while output waits")
+    """
+    copy = types.FunctionType(test.__code__, test.__globals__, test.__name__, test.__defaults__, test.__closure__)
+    copy.__doc__ = test.__doc__
+    return see(section)(copy)
+
+
 def eventually(condition: Callable[[], bool], within: float) -> bool:
     """Polls `condition` until it holds (True) or `within` seconds have passed (False)."""
     deadline = time.monotonic() + within
@@ -57,6 +90,15 @@ def eventually(condition: Callable[[], bool], within: float) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def seeded_random(story: Story) -> random.Random:
+    """A random generator for one test. Its seed is printed and written down as a step, so a failure can be
+    replayed: KQLAB_SEED=<seed> runs the test again with the same choices."""
+    seed = int(os.environ.get("KQLAB_SEED") or random.randrange(1 << 32))
+    print(f"random seed {seed}: KQLAB_SEED={seed} replays this test's choices")
+    story.step(f"made its random choices with seed {seed} (KQLAB_SEED={seed} replays them)")
+    return random.Random(seed)
 
 
 def show(data: bytes) -> str:
@@ -78,10 +120,26 @@ def largest_send_buffer() -> int:
         limits.append(int(Path("/proc/sys/net/core/wmem_max").read_text()))
     else:
         for name in ("kern.ipc.maxsockbuf", "net.inet.tcp.sendbuf_max", "net.inet.tcp.autosndbufmax"):
-            value = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True).stdout.strip()
-            if value.isdigit():
-                limits.append(int(value))
+            if (value := _sysctl(name)) is not None:
+                limits.append(value)
     return max(limits, default=8 << 20)
+
+
+def listen_queue_limit() -> int:
+    """How many connections the kernel keeps waiting for a listening socket that accepts none (listen()'s backlog
+    is capped by it): 4096 on recent Linux, 128 on macOS and FreeBSD unless raised."""
+    path = Path("/proc/sys/net/core/somaxconn")
+    if path.exists():
+        return int(path.read_text())
+    for name in ("kern.ipc.soacceptqueue", "kern.ipc.somaxconn"):  # FreeBSD's name, then macOS's
+        if (value := _sysctl(name)) is not None:
+            return value
+    return 128
+
+
+def _sysctl(name: str) -> int | None:
+    value = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True).stdout.strip()
+    return int(value) if value.isdigit() else None
 
 
 def overflowing_payload() -> bytes:
@@ -130,12 +188,51 @@ class Story:
         return "\n".join(lines)
 
 
+def _unacknowledged(sock: socket.socket) -> int:
+    """Bytes sent on a TCP socket that the peer's kernel has not acknowledged yet."""
+    system = platform.system()
+    if system == "Linux":
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]  # SIOCOUTQ
+    if system == "Darwin":
+        return sock.getsockopt(socket.SOL_SOCKET, 0x1024)  # SO_NWRITE
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), 0x40046677, b"\0" * 4))[0]  # FreeBSD's FIONWRITE
+
+
 def _process_state(pid: int) -> str:
-    """The one-letter state of a process: R running, S sleeping, T stopped, Z zombie, ..."""
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():
-        return stat.read_text().rpartition(")")[2].split()[0]
+    """The one-letter state of a process: R running, S sleeping, T stopped, Z zombie, ...; "" once it is gone."""
+    if Path("/proc/self/stat").exists():
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return ""
     return subprocess.run(["ps", "-o", "state=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()[:1]
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie: it runs, sleeps or is stopped."""
+    return _process_state(pid) not in ("", "Z")
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """The direct children of a process, each with its one-letter state (Z: a zombie its parent has not reaped)."""
+    found = {}
+    if Path("/proc/self/stat").exists():
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+                    continue
+                if int(fields[1]) == pid:
+                    found[int(entry.name)] = fields[0]
+        return found
+    listing = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid=", "-o", "state="], capture_output=True,
+                             text=True).stdout
+    for row in listing.splitlines():
+        child, parent, state = row.split()[:3]
+        if int(parent) == pid:
+            found[int(child)] = state[:1]
+    return found
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -163,30 +260,60 @@ def _open_descriptors(pid: int) -> int:
     return sum(1 for line in output.splitlines() if re.fullmatch(r"f\d+", line))
 
 
+# KQLAB_TRACE=1 makes kqlab's Linux layer print each kevent() call on stderr; native kqueue prints nothing.
+TRACED = platform.system() == "Linux"
+_TRACE_LINE = re.compile(r"kevent\(kq=\d+\) (change|event|returns|fails)\s+(.*)")
+
+
+@dataclasses.dataclass
+class KeventCall:
+    """One kevent() call, as KQLAB_TRACE printed it: the changes handed in (each as kqlab::describe prints it) and
+    what came back, in order: "event <event>" lines, or one "returns 0 (timeout)" or "fails <errno>"."""
+    changes: list[str]
+    results: list[str]
+
+
 class Server:
     """A lesson program, started on port 0, with the harness reading its stdout and stderr."""
 
     SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak|Thread)Sanitizer|runtime error:|WARNING: ThreadSanitizer")
+    TRACE_KEPT = 200_000  # trace lines kept for kevent_calls(), enough for any one test
 
-    def __init__(self, program: Path, story: Story, label: str) -> None:
+    def __init__(self, program: Path, story: Story, label: str, arguments: tuple[str, ...] = (),
+                 descriptor_limit: int | None = None) -> None:
+        """`arguments` are the lesson's own options (e.g. "--idle-ms", "500"); `descriptor_limit` caps the server's
+        open descriptors (RLIMIT_NOFILE), as a busy machine or a stingy administrator would."""
         self.story = story
         self.label = label
         self.clients: list[Client] = []
         self._stderr: collections.deque[str] = collections.deque(maxlen=400)
+        self._trace: list[str] = []  # the KQLAB_TRACE lines
+        self._messages: list[str] = []  # every other line on stderr: what the program itself says
         self._sanitizer: list[str] = []
+        self._messages: list[str] = []  # stderr without KQLAB_TRACE's lines: what the program itself said
         self._listening = threading.Event()
+        self.exit_expected = False  # set by expect_exit(): the test asked the server to end
         self.host, self.port = "", 0
         environment = dict(os.environ, KQLAB_TRACE="1", UBSAN_OPTIONS="print_stacktrace=1")
-        self.process = subprocess.Popen([str(program), "--host", "127.0.0.1", "--port", "0"],
+        limit = None
+        if descriptor_limit is not None:
+            def limit() -> None:  # runs in the child, between fork and exec: one system call, nothing else
+                resource.setrlimit(resource.RLIMIT_NOFILE, (descriptor_limit, descriptor_limit))
+        self.process = subprocess.Popen([str(program), "--host", "127.0.0.1", "--port", "0", *arguments],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, env=environment)
+                                        stderr=subprocess.PIPE, env=environment, preexec_fn=limit,
+                                        start_new_session=True)  # a process group of its own: see stop()
         self.pid = self.process.pid
+        _process_groups.add(self.pid)
         self._readers = [threading.Thread(target=self._read_stdout, daemon=True),
                          threading.Thread(target=self._read_stderr, daemon=True)]
         for reader in self._readers:
             reader.start()
         story.servers.append(self)
-        story.step(f"started {label} (pid {self.pid})")
+        how = [" ".join(arguments)] if arguments else []
+        if descriptor_limit is not None:
+            how.append(f"a limit of {descriptor_limit} open descriptors")
+        story.step(f"started {label} (pid {self.pid}){' with ' + ' and '.join(how) if how else ''}")
         deadline = time.monotonic() + seconds(10)
         while not self._listening.wait(0.05):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -208,6 +335,11 @@ class Server:
         for raw in self.process.stderr:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self._stderr.append(line)
+            if not line.startswith("kevent("):
+                if len(self._messages) < 10000:
+                    self._messages.append(line)
+            elif len(self._trace) < self.TRACE_KEPT:
+                self._trace.append(line)
             if (self._sanitizer and len(self._sanitizer) < 80) or self.SANITIZER_REPORT.search(line):
                 self._sanitizer.append(line)
 
@@ -224,7 +356,20 @@ class Server:
     def running(self) -> bool:
         return self.process.poll() is None
 
+    def settle(self) -> None:
+        """A server whose clients have just seen their connections drop may be on its way out (a crash, a fatal
+        signal): gives it a moment to finish, so that a report says how it ended rather than 'still running'."""
+        if self.running() and any(client.closed_by_server for client in self.clients):
+            try:
+                self.process.wait(0.5)
+            except subprocess.TimeoutExpired:
+                pass
+        if not self.running():  # and the last of what it printed, read to the end
+            for reader in self._readers:
+                reader.join(1)
+
     def report(self) -> list[str]:
+        self.settle()
         lines = [f"The server ({self.label}, pid {self.pid}) {self.state()}."]
         if self._sanitizer:
             lines.append("It reported a bug (sanitizer report, from its first line):")
@@ -234,6 +379,26 @@ class Server:
             lines.append(f"Its stderr, last {len(tail)} lines (KQLAB_TRACE=1 shows each kevent() call):")
             lines += [f"  | {line}" for line in tail]
         return lines
+
+    def kevent_calls(self) -> list[KeventCall]:
+        """The kevent() calls the server has made so far, from its trace (TRACED platforms only). A call's trace
+        is its changes, then what it returned; a call without changes cannot be told apart from the call before
+        it, and is counted as part of it."""
+        calls: list[KeventCall] = []
+        for line in list(self._trace):
+            match = _TRACE_LINE.match(line)
+            if not match:
+                continue
+            kind, text = match.groups()
+            if kind == "change":
+                if not calls or calls[-1].results:
+                    calls.append(KeventCall([], []))
+                calls[-1].changes.append(text)
+            else:
+                if not calls:
+                    calls.append(KeventCall([], []))
+                calls[-1].results.append(f"{kind} {text}")
+        return calls
 
     def cpu_seconds(self) -> float:
         return _cpu_seconds(self.pid)
@@ -267,6 +432,38 @@ class Server:
         if not self.running():
             self.story.fail(expected, f"the server {self.state()}")
 
+    def messages(self) -> list[str]:
+        """The lines the server has printed on stderr so far, apart from KQLAB_TRACE's."""
+        return list(self._messages)
+
+    def expect_message(self, pattern: str, meaning: str = "", since: int = 0, within: float | None = None) -> str:
+        """A line matching the regular expression `pattern` among the server's messages (see messages()), from
+        message number `since` on, within `within` seconds. Returns it. `meaning` says in words what such a line
+        says, for a report."""
+        within = within or seconds(2)
+        found: list[str] = []
+
+        def seen() -> bool:
+            found[:] = [line for line in self._messages[since:] if re.search(pattern, line)]
+            return bool(found)
+
+        if not eventually(seen, within):
+            recent = self._messages[since:][-3:]
+            self.story.fail(f"a line on the server's stderr {meaning or f'matching {pattern!r}'} within {within:g} s",
+                            f"{'nothing of the kind' if not recent else 'only ' + repr(recent)}"
+                            f"{'' if self.running() else f' (the server {self.state()})'}")
+        self.story.step(f"the server printed {found[0]!r}")
+        return found[0]
+
+    def expect_blocked(self, within: float | None = None) -> None:
+        """The server is soon blocked in kevent(): its process sleeps (it has done all it can for now)."""
+        within = within or seconds(5)
+        if not eventually(lambda: _process_state(self.pid) in ("S", "I") or not self.running(), within):
+            self.story.fail("the server to wait in kevent() once it has done all it can",
+                            f"its state stayed {_process_state(self.pid)!r} for {within:g} s")
+        self._still_running("the server to wait in kevent() once it has done all it can")
+        self.story.step("the server was waiting in kevent()")
+
     def expect_idle(self, window: float) -> None:
         """The server uses (almost) no CPU for `window` seconds: it sleeps in kevent() while nothing happens."""
         self._still_running("the server to sleep in kevent() while nothing happens")
@@ -280,14 +477,37 @@ class Server:
         self.story.step(f"the server used {used:.0%} of a CPU for {window:.1f} s while nothing happened")
 
     def expect_descriptors(self, at_most: int, within: float) -> None:
-        expected = f"at most {at_most} open descriptors in the server within {within:.0f} s"
+        expected = f"at most {at_most} open descriptors in the server within {within:g} s"
         if not eventually(lambda: not self.running() or self.open_descriptors() <= at_most, within):
             self.story.fail(expected, f"{self.open_descriptors()}")
         self._still_running(expected)
         self.story.step(f"the server was back to at most {at_most} open descriptors")
 
+    def children(self) -> dict[int, str]:
+        """The server's child processes, each with its one-letter state (Z: not reaped)."""
+        return children_of(self.pid)
+
+    def send_signal(self, number: signal.Signals) -> None:
+        """Sends the server a signal, as `kill -TERM pid` would."""
+        self._still_running(f"the server to be running to receive {number.name}")
+        os.kill(self.pid, number)
+        self.story.step(f"sent {number.name} to the server")
+
+    def expect_exit(self, status: int, within: float) -> None:
+        """The server ends by itself, with exit status `status`, within `within` seconds (a signal asked it to)."""
+        self.exit_expected = True
+        expected = f"the server to exit with status {status} within {within:.0f} s"
+        try:
+            self.process.wait(within)
+        except subprocess.TimeoutExpired:
+            self.story.fail(expected, f"it {self.state()} after {within:.0f} s")
+        if self.process.returncode != status:
+            self.story.fail(expected, f"it {self.state()}")
+        self.story.step(f"the server exited with status {status}")
+
     def stop(self) -> None:
-        """SIGTERM, and SIGKILL if that does not end it; then closes its clients' connections."""
+        """SIGTERM, and SIGKILL if that does not end it; then SIGKILL to whatever is left in its process group (what
+        it forked); then closes its clients' connections."""
         if self.running():
             os.kill(self.pid, signal.SIGCONT)
             self.process.terminate()
@@ -296,12 +516,30 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        _kill_process_group(self.pid)
         for reader in self._readers:
             reader.join(seconds(5))
         self.process.stdout.close()
         self.process.stderr.close()
         for client in self.clients:
             client.socket.close()
+
+
+# The process groups of the servers started and not stopped yet, killed when Python exits: an interrupted test run
+# (^C) leaves no server, and no process a server forked, behind.
+_process_groups: set[int] = set()
+
+
+def _kill_process_group(group: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, signal.SIGKILL)
+    _process_groups.discard(group)
+
+
+@atexit.register
+def _kill_remaining_process_groups() -> None:
+    for group in list(_process_groups):
+        _kill_process_group(group)
 
 
 class Stall:
@@ -388,7 +626,7 @@ class Client:
                 self.story.fail(f"the server to take all {len(data)} bytes {self.name} sent",
                                 f"it {self.closed_by_server} the connection after {sent} bytes")
             if stalled.too_long() or time.monotonic() > deadline:
-                self.story.fail(f"the server to take all {len(data)} bytes {self.name} sent within {within:.0f} s",
+                self.story.fail(f"the server to take all {len(data)} bytes {self.name} sent within {within:g} s",
                                 f"it took {sent} bytes, {stalled.describe()}")
             readable, writable, _ = select.select([self.socket], [self.socket], [], stalled.poll_interval())
             try:
@@ -438,7 +676,7 @@ class Client:
         ended = self._wait_for(lambda: len(self.inbox) >= len(data), within)
         got = bytes(self.inbox[:len(data)])
         if got != data:
-            self.story.fail(f"{self.name} receives {show(data)} back within {within:.0f} s",
+            self.story.fail(f"{self.name} receives {show(data)} back within {within:g} s",
                             self._describe_difference(data, got, ended, started))
         del self.inbox[:len(data)]
         self.story.step(f"{self.name} got {show(data)} back")
@@ -448,6 +686,7 @@ class Client:
         if first is not None:
             return (f"{show(got)}; the first difference is at byte {first}: expected "
                     f"{show(expected[first:first + 16])}, got {show(got[first:first + 16])}")
+        self.server.settle()
         if got:
             text = f"only {show(got)}, {ended}"
         elif self.closed_by_server:
@@ -456,6 +695,60 @@ class Client:
             text = f"nothing in {time.monotonic() - started:.0f} s"
         return text if self.server.running() else f"{text} (the server {self.server.state()})"
 
+    def read_until(self, data: bytes, within: float | None = None) -> bytes:
+        """Reads until `data` arrives, within `within` seconds; returns the bytes that came before it."""
+        within = within or seconds(2)
+        ended = self._wait_for(lambda: data in self.inbox, within)
+        at = self.inbox.find(data)
+        if at == -1:
+            before = f" after {show(bytes(self.inbox))}" if self.inbox else ""
+            self.story.fail(f"{self.name} receives {show(data)} within {within:.0f} s",
+                            f"nothing of the kind{before}{', ' + ended if ended else ''}"
+                            f"{'' if self.server.running() else f' (the server {self.server.state()})'}")
+        before = bytes(self.inbox[:at])
+        del self.inbox[:at + len(data)]
+        self.story.step(f"{self.name} got {show(data)}, after {len(before)} other bytes")
+        return before
+
+    def read_until_close(self, within: float | None = None) -> bytes:
+        """Reads whatever the server still sends until it closes the connection, within `within` seconds; returns
+        those bytes (with any already received and not yet expected)."""
+        within = within or seconds(5)
+        ended = self._wait_for(lambda: False, within)
+        if not self.closed_by_server:
+            self.story.fail(f"the server to close {self.name}'s connection within {within:.0f} s",
+                            f"it stayed open, {ended} (and the server {self.server.state()})")
+        received = bytes(self.inbox)
+        self.inbox.clear()
+        self.story.step(f"{self.name} read {len(received)} more bytes, then the server {self.closed_by_server} "
+                        f"its connection")
+        return received
+
+    def receive_lines(self, count: int, within: float | None = None) -> list[tuple[float, bytes]]:
+        """The next `count` lines from the server, without their newlines, each with the time.monotonic() at which
+        it arrived. Fails unless all of them arrive within `within` seconds."""
+        within = within or seconds(2)
+        lines: list[tuple[float, bytes]] = []
+
+        def enough() -> bool:  # takes the whole lines out of the inbox as they come, stamped with the time
+            while len(lines) < count and (end := self.inbox.find(b"\n")) != -1:
+                lines.append((time.monotonic(), bytes(self.inbox[:end])))
+                del self.inbox[:end + 1]
+            return len(lines) == count
+
+        started = time.monotonic()
+        ended = self._wait_for(enough, within)
+        if len(lines) < count:
+            last = ", ".join(show(line) for _, line in lines[-3:])
+            got = f"{len(lines)} lines{' (the last: ' + last + ')' if lines else ''}"
+            if self.inbox:
+                got += f" and a partial line {show(bytes(self.inbox))}"
+            self.story.fail(f"{count} lines for {self.name} within {within:g} s",
+                            f"{got}, {ended or f'in {time.monotonic() - started:.1f} s'}"
+                            f"{'' if self.server.running() else f' (the server {self.server.state()})'}")
+        self.story.step(f"{self.name} received {count} lines")
+        return lines
+
     def expect_close(self, within: float | None = None) -> None:
         """The server closes the connection (after anything already expected), within `within` seconds."""
         within = within or seconds(2)
@@ -463,7 +756,7 @@ class Client:
         if self.inbox:
             self.story.fail(f"the server to close {self.name}'s connection", f"more bytes: {show(bytes(self.inbox))}")
         if not self.closed_by_server:
-            self.story.fail(f"the server to close {self.name}'s connection within {within:.0f} s",
+            self.story.fail(f"the server to close {self.name}'s connection within {within:g} s",
                             f"it stayed open (and the server {self.server.state()})")
         self.story.step(f"the server {self.closed_by_server} {self.name}'s connection")
 
@@ -479,6 +772,15 @@ class Client:
             self.story.fail(f"nothing for {self.name} for {duration:.1f} s", got)
         self.story.step(f"{self.name} received nothing for {duration:.1f} s")
 
+    def expect_delivered(self, within: float | None = None) -> None:
+        """Everything this client sent has reached the server's kernel (acknowledged), e.g. while the server is
+        frozen: the server will find it all waiting at once, in one event."""
+        within = within or seconds(5)
+        if not eventually(lambda: _unacknowledged(self.socket) == 0, within):
+            self.story.fail(f"the server's kernel to take all that {self.name} sent within {within:.0f} s",
+                            f"{_unacknowledged(self.socket)} bytes still unacknowledged")
+        self.story.step(f"all that {self.name} sent reached the server's kernel")
+
     def shut_write(self) -> None:
         """Half-close: the client will send nothing more (the server sees EV_EOF) but still reads."""
         self.socket.shutdown(socket.SHUT_WR)
@@ -489,7 +791,7 @@ class Client:
         within = within or seconds(5)
         self._wait_for(lambda: bool(self.inbox), within)
         if not self.inbox:
-            self.story.fail(f"{self.name} to receive something within {within:.0f} s", "nothing")
+            self.story.fail(f"{self.name} to receive something within {within:g} s", "nothing")
 
     def reset(self) -> None:
         """Vanishes: closes with SO_LINGER 0, so the server gets a reset (RST) instead of an orderly close."""

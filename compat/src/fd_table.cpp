@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "kqueue.hpp"
+#include "signal_hooks.hpp"
 
 namespace kqcompat {
 namespace {
@@ -78,6 +79,7 @@ void forget_descriptor(int fd) {
   FdFacts* facts = fd_facts_find(fd);
   if (!facts) return;  // never watched, never a queue: the common case costs one load
   const int saved_errno = errno;
+  signal_descriptor_closing(fd);  // the layer's own signal wake-up descriptor: its handler must stop writing there
   facts->generation.fetch_add(1, std::memory_order_acq_rel);
   if (Kqueue* queue = facts->queue.exchange(nullptr, std::memory_order_acq_rel)) {
     queue->closed_.store(true, std::memory_order_release);  // freed later by kqueue(), never here

@@ -32,7 +32,12 @@ FileWatch::FileWatch(int fd) {
 }
 
 // Closing the instance removes its watches.
-FileWatch::~FileWatch() { ::close(source_.fd_); }
+FileWatch::~FileWatch() { close_instance(); }
+
+void FileWatch::close_instance() {
+  if (source_.fd_ >= 0) ::close(source_.fd_);
+  source_.fd_ = -1;
+}
 
 int FileWatch::watch(WatchedFd& record) {
   if (record.watch_ >= 0) return 0;
@@ -52,7 +57,7 @@ void FileWatch::unwatch(WatchedFd& record) {
   if (it != records_.end()) {
     std::erase(it->second, &record);
     if (it->second.empty()) {
-      inotify_rm_watch(source_.fd_, record.watch_);
+      if (source_.fd_ >= 0) inotify_rm_watch(source_.fd_, record.watch_);
       records_.erase(it);
     }
   }

@@ -31,6 +31,9 @@ class FileWatch {
   int watch(WatchedFd& record);
   // Stops watching `record`; the inotify watch goes with the last record of its file.
   void unwatch(WatchedFd& record);
+  // Closes the inotify instance before the queue's knotes are detached, so that detaching makes no
+  // inotify_rm_watch: in a fork child the instance is the parent's too, and a removed watch would be its loss.
+  void close_instance();
 
  private:
   explicit FileWatch(int fd);

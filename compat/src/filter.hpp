@@ -51,12 +51,16 @@ extern const FilterOps read_filter;
 extern const FilterOps write_filter;
 extern const FilterOps timer_filter;
 extern const FilterOps user_filter;
+extern const FilterOps signal_filter;
+extern const FilterOps proc_filter;
+extern const FilterOps vnode_filter;
 
 // The operations of `filter`, or null for a filter the layer does not have (the change fails with EINVAL).
 const FilterOps* filter_ops(short filter);
 
-// True for the filters whose knotes hang on a descriptor's shared epoll entry (WatchedFd): their ident is a
-// descriptor number, looked up through Kqueue::fds_.
+// True for the filters whose ident is a descriptor number: read and write (their knotes hang on the descriptor's
+// shared epoll entry, WatchedFd, looked up through Kqueue::fds_) and vnode (its knotes remember the number's
+// generation, Knote::fd_generation_). A change to such a knote on a closed number fails with EBADF.
 bool is_descriptor_filter(short filter);
 
 }  // namespace kqcompat

@@ -14,11 +14,19 @@ const FilterOps* filter_ops(short filter) {
       return &timer_filter;
     case EVFILT_USER:
       return &user_filter;
+    case EVFILT_SIGNAL:
+      return &signal_filter;
+    case EVFILT_PROC:
+      return &proc_filter;
+    case EVFILT_VNODE:
+      return &vnode_filter;
     default:
       return nullptr;
   }
 }
 
-bool is_descriptor_filter(short filter) { return filter == EVFILT_READ || filter == EVFILT_WRITE; }
+bool is_descriptor_filter(short filter) {
+  return filter == EVFILT_READ || filter == EVFILT_WRITE || filter == EVFILT_VNODE;
+}
 
 }  // namespace kqcompat

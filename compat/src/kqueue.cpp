@@ -19,6 +19,7 @@
 #include "fd_table.hpp"
 #include "file_watch.hpp"
 #include "timer_queue.hpp"
+#include "signal_hooks.hpp"
 #include "trace.hpp"
 
 namespace kqcompat {
@@ -33,6 +34,12 @@ constexpr uint32_t kWriteInterest = EPOLLOUT | EPOLLHUP | EPOLLERR;
 KnoteKey knote_key(short filter, uintptr_t ident) { return {ident, filter}; }
 
 bool descriptor_is_open(uintptr_t ident) { return ident <= INT_MAX && fcntl(static_cast<int>(ident), F_GETFD) != -1; }
+
+// A descriptor knote outside WatchedFd (EVFILT_VNODE) whose number was closed since it was made.
+bool closed_since_created(const Knote& knote) {
+  return !knote.fd_ && is_descriptor_filter(knote.filter_) &&
+         knote.fd_generation_ != fd_generation(static_cast<int>(knote.ident_));
+}
 
 // All queues ever created and not yet freed. A queue closed by the program is freed here, outside the close
 // wrapper (which must not free), once no kevent() call is inside it.
@@ -139,7 +146,12 @@ Knote* Call::find(short filter, uintptr_t ident) {
     queue_.find_fd(static_cast<int>(ident));  // purges the record (and its knotes) if the number was closed
   }
   auto it = queue_.knotes_.find(knote_key(filter, ident));
-  return it == queue_.knotes_.end() ? nullptr : it->second.get();
+  if (it == queue_.knotes_.end()) return nullptr;
+  if (closed_since_created(*it->second)) {
+    queue_.drop_knote(*it->second);  // BSD removed it at close(); a reused number starts with no knote
+    return nullptr;
+  }
+  return it->second.get();
 }
 
 int Call::apply(const struct kevent& change) {
@@ -172,6 +184,10 @@ int Call::create(const struct kevent& change, const FilterOps& ops) {
   knote->udata_ = change.udata;
   knote->ops_ = &ops;
   knote->disabled_ = change.flags & EV_DISABLE;
+  if (is_descriptor_filter(change.filter) && change.ident <= INT_MAX) {
+    fd_facts_create(static_cast<int>(change.ident));  // so that close() of the number bumps its generation
+    knote->fd_generation_ = fd_generation(static_cast<int>(change.ident));
+  }
   if (const int error = ops.attach(queue_, *knote)) return error;
   queue_.knotes_.emplace(knote_key(change.filter, change.ident), std::move(knote));
   return 0;
@@ -254,6 +270,10 @@ int Call::take_pending() {
       queue_.purge_stale(*record);  // closed since: BSD removed it at close()
       continue;
     }
+    if (closed_since_created(knote)) {
+      queue_.drop_knote(knote);
+      continue;
+    }
     deliver(knote, 0);
     if (record && record->lost_) queue_.purge_stale(*record);
   }
@@ -306,6 +326,7 @@ int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
     const timespec* wait = (count_ > 0 || deadline.poll_only) ? &zero : deadline.remaining(left);
     const int room = std::min(room_ - count_, 64);
     int n;
+    const SignalMarks marks_before = signal_marks();
     if (wait && wait->tv_sec == 0 && wait->tv_nsec == 0) {
       n = epoll_wait(queue_.epoll_fd_, events, room, 0);  // no need to let go of the lock for a poll
     } else {
@@ -319,6 +340,12 @@ int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
       errno = saved_errno;
     }
     if (n < 0) {
+      // epoll fails with EINTR for any handler, the layer's own too (a watched signal the program ignores or
+      // leaves at its default), and after a stop and continue even with no handler at all. Only a handler of
+      // the program's may end the wait, as on BSD: else wait on.
+      if (errno == EINTR && signal_marks().passed == marks_before.passed &&
+          (signal_marks().absorbed != marks_before.absorbed || !program_catches_unwatched_signal()))
+        continue;
       if (count_ > 0) break;
       return -1;  // EINTR included: a signal the program catches ends the wait, as on BSD
     }
@@ -351,8 +378,20 @@ Kqueue::~Kqueue() {
       if (FdFacts* facts = fd_facts_find(record->fd_)) facts->watchers.fetch_sub(1);
     }
   }
+  // Filters release what their knotes hold (a pidfd, a signal's handler, an inotify watch) before the queue's
+  // own state goes. The regular-file inotify instance goes first: closing it drops its watches at once, and
+  // a fork child must not remove watches from the instance it shares with its parent.
+  if (files_) files_->close_instance();
+  for (auto& entry : knotes_) entry.second->ops_->detach(*this, *entry.second);
   knotes_.clear();
+  for (auto& state : filter_states_) state.reset();
   if (wake_.fd_ >= 0) ::close(wake_.fd_);
+}
+
+void Kqueue::drop_knote(Knote& knote) {
+  unqueue_pending(knote);
+  knote.ops_->detach(*this, knote);
+  knotes_.erase(knote_key(knote.filter_, knote.ident_));
 }
 
 void Kqueue::queue_pending(Knote& knote) {
@@ -462,6 +501,36 @@ void Kqueue::purge_stale(WatchedFd& record) {
     if (FdFacts* facts = fd_facts_find(record.fd_)) facts->watchers.fetch_sub(1);
   }
   drop_fd_record(record);
+}
+
+// Around fork(): see kqueue.hpp. Lock order everywhere: all_queues_lock, then queue locks, then the signal
+// registry (signal_hooks.cpp), which filters take under a queue lock.
+void queues_fork_prepare() {
+  all_queues_lock.lock();
+  for (Kqueue* queue : all_queues) queue->lock_.lock();
+}
+
+void queues_fork_parent() {
+  for (Kqueue* queue : all_queues) queue->lock_.unlock();
+  all_queues_lock.unlock();
+}
+
+void queues_fork_child() {
+  // First make every parent queue unreachable, so that no close() below (or by the program) removes anything from
+  // an epoll set the child shares with the parent.
+  for (Kqueue* queue : all_queues) {
+    if (queue->closed_.load()) continue;
+    if (FdFacts* facts = fd_facts_find(queue->epoll_fd_)) facts->queue.store(nullptr);
+    live_queue_remove(queue->epoll_fd_);
+  }
+  for (Kqueue* queue : all_queues) {
+    if (!queue->closed_.exchange(true)) ::close(queue->epoll_fd_);  // the child's copy; the parent keeps its own
+    queue->epoll_fd_ = -1;
+    queue->lock_.unlock();
+    delete queue;  // filters see closed_ and only close the child's copies of their descriptors
+  }
+  all_queues.clear();
+  all_queues_lock.unlock();
 }
 
 }  // namespace kqcompat

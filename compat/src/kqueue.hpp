@@ -23,6 +23,13 @@ struct WatchedFd;
 class TimerQueue;
 class FileWatch;
 
+// What a filter keeps beyond the fields below, for one knote (a pidfd, an inotify watch) or for one queue (an
+// inotify instance, the signal wake-up source). Owned by the knote or the queue and destroyed with it, after the
+// filter's detach.
+struct FilterState {
+  virtual ~FilterState() = default;
+};
+
 struct Knote {
   // What the program registered. `flags_` keeps only the behaviour chosen at creation (EV_ONESHOT, EV_CLEAR,
   // EV_DISPATCH, EV_RECEIPT): BSD never changes it afterwards.
@@ -53,6 +60,11 @@ struct Knote {
   int64_t timer_next_ns_ = 0;
   int64_t timer_period_ns_ = 0;
   size_t timer_slot_ = kNoTimerSlot;
+  // A knote keyed by a descriptor number but not hung on a WatchedFd (EVFILT_VNODE) remembers the number's
+  // fd_table generation at creation: a different one means the number was closed since, and the core drops the
+  // knote as BSD did at close().
+  uint32_t fd_generation_ = 0;
+  std::unique_ptr<FilterState> state_;
 };
 
 // "epoll accepts a descriptor once": the one epoll entry that a descriptor's read and write knotes share. Its
@@ -99,7 +111,9 @@ struct Kqueue {
   ~Kqueue();
 
   int epoll_fd_;
-  std::atomic<bool> closed_{false};  // set by the close wrapper; the object is freed later by kqueue()
+  // Set by the close wrapper (the object is freed later by kqueue()) and in a fork child. A filter detaching from a
+  // closed queue only closes its own descriptors: the epoll set's number may be reused, or the set the parent's.
+  std::atomic<bool> closed_{false};
   std::atomic<int> callers_{0};      // kevent() calls inside; a closed queue is freed only at zero
   std::mutex lock_;
   uint64_t scan_serial_ = 0;
@@ -135,6 +149,15 @@ struct Kqueue {
 
   // Adds an internal source to the epoll set (level-triggered, readable). Returns 0 or an errno.
   int add_source(InternalSource& source);
+  // Per-queue state of the filters that need one, indexed by -filter (EVFILT_* are small negative numbers); made
+  // by the filter on first use, destroyed with the queue after its knotes.
+  std::unique_ptr<FilterState> filter_states_[16];
+  std::unique_ptr<FilterState>& filter_state(short filter) { return filter_states_[-filter]; }
+
+  // Removes a knote the program did not delete because its object went away (its descriptor was closed, the
+  // process it watched exited with nothing to report): off the pending list, detached, freed. Not for knotes on
+  // a WatchedFd (purge_stale removes those with their record).
+  void drop_knote(Knote& knote);
 
   // The record for `fd`, purged first when the number was closed since it was registered.
   WatchedFd* find_fd(int fd);
@@ -142,6 +165,14 @@ struct Kqueue {
   void drop_fd_record(WatchedFd& record);
   void purge_stale(WatchedFd& record);
 };
+
+// fork(): queues are not inherited (FreeBSD's fdcopy skips them). The prepare handler takes every queue's lock so
+// that the child finds each queue consistent; the parent handler lets go; the child handler closes the child's
+// copies of every queue's descriptors (never calling epoll_ctl or inotify_rm_watch: those kernel objects are
+// shared with the parent) and frees the queues. Registered by fork_hooks.cpp.
+void queues_fork_prepare();
+void queues_fork_parent();
+void queues_fork_child();
 
 // Epoll plumbing for WatchedFd (epoll_link.cpp).
 // Makes epoll's entry match what the record's knotes want now. Returns 0 or an errno; sets `*touched` when it

@@ -5,14 +5,18 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/event.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -55,6 +59,13 @@ constexpr unsigned kNoteFilePoll = NOTE_FILE_POLL;
 #else
 constexpr bool kHaveFilePoll = false;
 constexpr unsigned kNoteFilePoll = 0;
+#endif
+// NOTE_EXIT's data is the wait status on FreeBSD (and on Linux); macOS fills it only when NOTE_EXITSTATUS is
+// asked for too.
+#if defined(NOTE_EXITSTATUS)
+constexpr unsigned int kNoteExitStatus = NOTE_EXIT | NOTE_EXITSTATUS;
+#else
+constexpr unsigned int kNoteExitStatus = NOTE_EXIT;
 #endif
 
 // A descriptor closed when the test ends.
@@ -240,6 +251,90 @@ inline size_t read_bytes(int fd, size_t n) {
   REQUIRE(got >= 0);
   return static_cast<size_t>(got);
 }
+
+// A child process running `body`, which ends with _exit(body()): no doctest macro may run in there. The child is
+// killed and reaped when the test ends, if the test did not reap it.
+class Child {
+ public:
+  template <typename Body>
+  explicit Child(Body body) : pid_(fork_flushed()) {
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) _exit(body());
+  }
+  ~Child() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  pid_t pid() const { return pid_; }
+
+  // Its status once it has exited (or stopped, with WUNTRACED), within `ms`; a test failure after that.
+  int wait(int options = 0, int ms = 5000) {
+    for (int waited = 0;; waited += 2) {
+      int status = 0;
+      const pid_t got = waitpid(pid_, &status, options | WNOHANG);
+      REQUIRE_MESSAGE(got >= 0, "waitpid: " << std::strerror(errno));
+      if (got == pid_) {
+        if (WIFEXITED(status) || WIFSIGNALED(status)) pid_ = -1;
+        return status;
+      }
+      REQUIRE_MESSAGE(waited < ms, "child " << pid_ << " still running after " << ms << " ms");
+      usleep(2000);
+    }
+  }
+
+  // stdio buffers flushed first, so that the child cannot print them again.
+  static pid_t fork_flushed() {
+    std::fflush(nullptr);
+    return fork();
+  }
+
+  // The exit code, or 1000 + the signal that killed it.
+  int wait_exit_code(int ms = 5000) {
+    const int status = wait(0, ms);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1000 + WTERMSIG(status);
+  }
+
+ private:
+  pid_t pid_;
+};
+
+// The disposition of a signal, put back when the test ends.
+class KeepDisposition {
+ public:
+  explicit KeepDisposition(int sig) : sig_(sig) { REQUIRE(sigaction(sig, nullptr, &saved_) == 0); }
+  ~KeepDisposition() { sigaction(sig_, &saved_, nullptr); }
+  KeepDisposition(const KeepDisposition&) = delete;
+  KeepDisposition& operator=(const KeepDisposition&) = delete;
+
+ private:
+  int sig_;
+  struct sigaction saved_;
+};
+
+// A fresh directory under $TMPDIR (or /tmp), removed with everything in it when the test ends.
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string pattern = std::string(base && *base ? base : "/tmp") + "/kqlab-test.XXXXXX";
+    REQUIRE(mkdtemp(pattern.data()) != nullptr);
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
 
 // The returned flags, less what FreeBSD strips and macOS echoes (EV_ADD, EV_ENABLE): the portable part.
 inline unsigned short portable_flags(const struct kevent& event) {

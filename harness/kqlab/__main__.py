@@ -1,53 +1,89 @@
 """./kqlab: the course's one command. The bootstrap (./kqlab, POSIX sh) has found a Python with pytest and checked
-the build tools; this reads the command line and hands over."""
+the build tools; this reads the command line and hands over.
+
+Each subcommand is a Command (commands.py) defined beside the code that runs it; COMMANDS lists them, in the
+order `./kqlab help` shows them. Adding one is one line here.
+"""
 from __future__ import annotations
 
+import argparse
+import importlib
 import sys
+import textwrap
 
-from . import bench, student, suite
+from . import site, student, suite, watch
+from .commands import Command
 
-USAGE = """\
-usage: ./kqlab [COMMAND]
+COMMANDS: list[Command] = [
+    student.MAP,
+    student.LIST,
+    student.CHECK,
+    watch.COMMAND,
+    student.HINT,
+    student.RESET,
+    student.SOLUTION,
+    site.COMMAND,
+    suite.COMMAND,
+]
 
-  (nothing)       the course map: each lesson, how far you are, and what to do next
-  check [N]       build your copy of lesson N (default: the one you are on) and run its tests
-  hint [N [GAP]]  a hint for the first gap still open in your copy of lesson N (or for TODO(GAP))
-  reset N         a fresh copy of lesson N's exercise in workspace/ (yours is moved aside, not deleted)
-  test            the project's own test suite (what CI runs): build, compat's tests, every lesson's
-                  solution, exercise and mutants
-  bench [--quick] the echo servers under load, side by side with raw epoll, and what kqlab's Linux layer
-                  costs: a report with plots in build/release/bench/ (a few minutes; --quick: seconds;
-                  ./kqlab bench --help for more)
-  help            this text
+# `./kqlab grade` and `./kqlab bench` parse their own command lines (options pass through untouched); they are
+# listed here for `./kqlab help`, and imported only when asked for.
+GRADE = Command("grade", "for teachers: build and test a class's submissions in sandboxes; a table, CSV, JUnit XML "
+                "and an HTML report (./kqlab grade --help)", run=lambda options: 2)
+BENCH = Command("bench", "the echo servers under load, side by side with raw epoll, and what kqlab's Linux layer "
+                "costs: a report with plots in build/release/bench/ (./kqlab bench --help)", run=lambda options: 2)
+OWN_PARSERS = {"grade": "grade.command", "bench": "bench"}
 
-Timeouts in the tests scale with KQLAB_TIMEOUT_SCALE (e.g. KQLAB_TIMEOUT_SCALE=3 on a slow machine)."""
+EPILOG = """\
+Start with ./kqlab (the course map). Each command explains itself: ./kqlab COMMAND --help.
+Timeouts in the tests scale with KQLAB_TIMEOUT_SCALE (e.g. KQLAB_TIMEOUT_SCALE=3 on a slow machine).
+NO_COLOR=1 turns colour off; it is off anyway when the output is not a terminal."""
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="./kqlab", description="kqlab: a course in event-driven servers on BSD "
+                                  "kqueue. With no command, the course map.", epilog=EPILOG,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = top.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for command in COMMANDS + [BENCH, GRADE]:
+        description = command.description or command.summary
+        if "\n" not in description:
+            description = textwrap.fill(description, 100)
+        sub = commands.add_parser(command.name, help=command.summary, description=description,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        command.arguments(sub)
+        sub.set_defaults(run=command.run)
+    commands.add_parser("help", help="this text, or a command's: ./kqlab help COMMAND").add_argument(
+        "topic", nargs="?", help="a command")
+    return top
 
 
 def main(arguments: list[str]) -> int:
-    command, rest = (arguments[0], arguments[1:]) if arguments else ("map", [])
+    own = arguments[0] if arguments[:1] and arguments[0] in OWN_PARSERS else \
+        arguments[1] if arguments[:1] == ["help"] and arguments[1:2] and arguments[1] in OWN_PARSERS else None
+    if own:
+        module = importlib.import_module(f".{OWN_PARSERS[own]}", __package__)
+        return module.main(arguments[1:] if arguments[0] == own else ["--help"])
+    top = parser()
+    names = [command.name for command in COMMANDS + [BENCH, GRADE]] + ["help"]
+    if arguments and not arguments[0].startswith("-") and arguments[0] not in names:
+        print(f"kqlab: there is no command '{arguments[0]}'. The commands: {', '.join(names)}. "
+              f"./kqlab help says what each does.", file=sys.stderr)
+        return 2
+    options = top.parse_args(arguments or ["map"])
+    if options.command == "help":
+        if options.topic in names and options.topic != "help":
+            top.parse_args([options.topic, "--help"])  # prints the command's help and exits
+        top.print_help()
+        return 0
     try:
-        if command == "map" and not rest:
-            return student.course_map()
-        if command == "check" and len(rest) <= 1:
-            return student.check(rest[0] if rest else None)
-        if command == "hint" and len(rest) <= 2:
-            return student.hint(*(rest + [None, None])[:2])
-        if command == "reset" and len(rest) <= 1:
-            return student.reset(rest[0] if rest else None)
-        if command == "test" and not rest:
-            return suite.run()
-        if command == "bench":
-            return bench.main(rest)
+        return options.run(options)
     except ValueError as problem:  # a lesson or gap that does not exist
         print(f"kqlab: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print()
         return 130
-    if command in ("help", "-h", "--help"):
-        print(USAGE)
-        return 0
-    print(f"kqlab: I do not know '{' '.join(arguments)}'.\n\n{USAGE}", file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":

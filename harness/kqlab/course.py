@@ -7,16 +7,34 @@ in step.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LESSONS = ROOT / "lessons"
 SOLUTIONS = ROOT / "solutions"
 HARNESS = ROOT / "harness"
-WORKSPACE = ROOT / "workspace"
+BUILD = ROOT / "build"
+
+
+def _workspace() -> tuple[Path, str]:
+    """Where the student's copies live, and the kind of build CMake makes of them (lessons/CMakeLists.txt).
+
+    By default workspace/, built as `workspace`. KQLAB_WORKSPACE=NAME picks another, build/default/workspaces/NAME/,
+    built as `workspace-NAME`: the command's own tests use these for their fixture exercises, so they never touch
+    the student's copies or progress."""
+    name = os.environ.get("KQLAB_WORKSPACE", "")
+    if not name:
+        return ROOT / "workspace", "workspace"
+    if not re.fullmatch(r"[\w-]+", name):
+        raise SystemExit(f"kqlab: KQLAB_WORKSPACE={name!r}: a name of letters, digits, - and _, please")
+    return BUILD / "default" / "workspaces" / name, f"workspace-{name}"
+
+
+WORKSPACE, WORKSPACE_KIND = _workspace()
 PROGRESS = WORKSPACE / ".progress"
 
 # The student's copy holds the program, not the lesson's text: README.md and hints.md stay in lessons/, where a
@@ -65,8 +83,15 @@ class Lesson:
         return self.name
 
     def program_files(self, tree: Path) -> list[Path]:
-        """The files of this lesson's program in `tree` (an exercise, solution or workspace directory)."""
-        return sorted(p for p in tree.iterdir() if p.is_file() and p.name not in _TEXT_FILES)
+        """The files of this lesson's programs in `tree` (an exercise, solution or workspace directory), in its
+        program subdirectories too (see programs()), sorted by their path relative to `tree`."""
+        return sorted(p for p in tree.rglob("*") if p.is_file() and p.relative_to(tree).parts[0] not in _TEXT_FILES
+                      and "__pycache__" not in p.parts)
+
+    def programs(self) -> list[str]:
+        """The names of the lesson's programs when it has several, one subdirectory of the lesson each (09-epoll:
+        kqueue and epoll); [] when the lesson is one program. See lessons/lessons.cmake."""
+        return sorted(d.name for d in self.exercise.iterdir() if d.is_dir() and any(d.glob("*.cpp")))
 
     def sections(self) -> list[str]:
         """The README's headings (any level), as written."""
@@ -75,9 +100,10 @@ class Lesson:
 
     def copy_exercise_to(self, destination: Path) -> None:
         """Copies the exercise's program files into `destination` (created)."""
-        destination.mkdir(parents=True, exist_ok=True)
         for source in self.program_files(self.exercise):
-            shutil.copy2(source, destination / source.name)
+            target = destination / source.relative_to(self.exercise)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
 
 
 def lessons() -> list[Lesson]:
@@ -92,42 +118,79 @@ def lesson(key: str | int) -> Lesson:
     raise ValueError(f"there is no lesson {key!r}; the lessons are {', '.join(l.name for l in lessons())}")
 
 
-def program(build_dir: Path, impl: str, lesson: Lesson) -> Path:
+def program(build_dir: Path, impl: str, lesson: Lesson, name: str | None = None) -> Path:
     """Where CMake puts a lesson's program (see lessons/lessons.cmake): impl is solution, exercise, workspace or
-    mutant-NAME."""
-    return build_dir / "bin" / impl / lesson.name
+    mutant-NAME; `name` picks one of the programs of a lesson that has several (the directory that holds them all
+    when it is None)."""
+    path = build_dir / "bin" / impl / lesson.name
+    return path / name if name else path
 
 
-# Progress: one line per lesson the student has checked, such as "01-echo done" or "02-timers failing: 3 of 7
-# tests pass". Plain text, so a student can read it, and delete it to start over.
-def progress() -> dict[str, str]:
+# Progress: one line per lesson the student has checked or asked hints for, such as "01-echo done" or
+# "02-timers failing: 3 of 7 tests pass | hints shown: 1 3". Plain text, so a student can read it, and delete it to
+# start over.
+@dataclass
+class Progress:
+    status: str = ""  # "done", "failing: ...", or "" (not checked yet)
+    hints: list[int] = field(default_factory=list)  # the gaps whose hint was shown, in the order shown
+
+    def line(self, name: str) -> str:
+        hints = f" | hints shown: {' '.join(map(str, self.hints))}" if self.hints else ""
+        return f"{name} {self.status or 'started'}{hints}"
+
+
+def progress_of() -> dict[str, Progress]:
     if not PROGRESS.exists():
         return {}
     entries = {}
     for line in PROGRESS.read_text(encoding="utf-8").splitlines():
-        name, _, status = line.partition(" ")
-        if name and not name.startswith("#"):
-            entries[name] = status.strip()
+        name, _, rest = line.partition(" ")
+        if not name or name.startswith("#"):
+            continue
+        status, _, hints = rest.partition(" | hints shown:")
+        status = status.strip()
+        entries[name] = Progress("" if status == "started" else status,
+                                 [int(n) for n in hints.split() if n.isdigit()])
     return entries
+
+
+def progress() -> dict[str, str]:
+    """Each lesson's last status, by name ("done", "failing: ..."), for the lessons that have one."""
+    return {name: entry.status for name, entry in progress_of().items() if entry.status}
+
+
+def _update(lesson: Lesson, change) -> None:
+    entries = progress_of()
+    entry = entries.setdefault(lesson.name, Progress())
+    change(entry)
+    _write_progress(entries)
 
 
 def record(lesson: Lesson, status: str) -> None:
     """Remembers a lesson's status: "done", or "failing" and a few words on how far along it is."""
-    entries = progress()
-    entries[lesson.name] = status
-    _write_progress(entries)
+    _update(lesson, lambda entry: setattr(entry, "status", status))
+
+
+def hints_shown(lesson: Lesson) -> list[int]:
+    entry = progress_of().get(lesson.name)
+    return list(entry.hints) if entry else []
+
+
+def record_hint(lesson: Lesson, gap: int) -> None:
+    """Remembers that the hint for TODO(gap) was shown."""
+    _update(lesson, lambda entry: entry.hints.append(gap) if gap not in entry.hints else None)
 
 
 def forget(lesson: Lesson) -> None:
-    entries = progress()
+    entries = progress_of()
     if entries.pop(lesson.name, None) is not None:
         _write_progress(entries)
 
 
-def _write_progress(entries: dict[str, str]) -> None:
-    WORKSPACE.mkdir(exist_ok=True)
-    lines = ["# Written by ./kqlab check: the last result of each lesson's tests."]
-    lines += [f"{name} {status}" for name, status in sorted(entries.items())]
+def _write_progress(entries: dict[str, Progress]) -> None:
+    WORKSPACE.mkdir(parents=True, exist_ok=True)
+    lines = ["# Written by ./kqlab: each lesson's last test result, and the hints shown so far."]
+    lines += [entry.line(name) for name, entry in sorted(entries.items())]
     PROGRESS.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -26,9 +26,11 @@ class MutantDoesNotApply(Exception):
 class Mutant:
     name: str  # a few words with dashes, e.g. "forgets-to-close"
     mistake: str  # the classic mistake it makes, in one sentence
-    caught_by: str  # the test that must fail against it
-    file: str  # the solution file it patches
+    caught_by: str  # the test that must fail against it; a parametrized test's case is named as pytest does,
+    #                 e.g. "test_partial_writes[epoll]"
+    file: str  # the solution file it patches, relative to the lesson's directory (e.g. "epoll/poller.cpp")
     replacements: tuple[tuple[str, str], ...]  # (old, new) pairs; each old occurs exactly once
+    program: str | None = None  # for a lesson of several programs, the one caught_by runs: only it is built
 
     def write(self, lesson: Lesson, build_dir: Path) -> Path:
         """Writes the solution with this mistake into the build tree; returns the lesson directory written.
@@ -40,10 +42,12 @@ class Mutant:
         tree = build_dir / "mutants" / self.name / lesson.name
         tree.mkdir(parents=True, exist_ok=True)
         for source in lesson.program_files(lesson.solution):
+            relative = source.relative_to(lesson.solution)
             text = source.read_text(encoding="utf-8")
-            if source.name == self.file:
+            if relative.as_posix() == self.file:
                 text = self.patch(text, lesson)
-            target = tree / source.name
+            target = tree / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists() or target.read_text(encoding="utf-8") != text:
                 target.write_text(text, encoding="utf-8")
         return tree

@@ -4,7 +4,9 @@
 2. compat's doctest suite, through CTest.
 3. The threaded tests (CTest label `threads`) again, built with the `tsan` preset, under ThreadSanitizer.
 4. The course tests, through pytest: every lesson's tests against its solution, and the course's checks on itself
-   (harness/test_course.py: every untouched exercise fails, every mutant is caught, gaps are gaps).
+   (harness/test_course.py: every untouched exercise fails, every mutant is caught, gaps are gaps; test_site.py:
+   the site builds with no Doxygen warning, its links resolve, quoted code matches its source; test_command.py:
+   the kqlab command, with fixture exercises).
 
 The last line says how it went, with the totals.
 """
@@ -13,9 +15,11 @@ from __future__ import annotations
 import time
 
 from . import course, tools
+from .commands import Command
 
 
-def run() -> int:
+def run(args=None) -> int:
+    del args
     started = time.monotonic()
     results: list[tuple[str, bool, str]] = []  # (part, passed, what it says)
 
@@ -55,3 +59,7 @@ def _finish(results: list[tuple[str, bool, str]], started: float) -> int:
     parts = "; ".join(f"{part} {'' if ok else 'FAILED: '}{text}" for part, ok, text in results)
     print(f"\nkqlab test: {'PASSED' if passed else 'FAILED'} in {minutes}m{seconds:02d}s ({parts})")
     return 0 if passed else 1
+
+
+COMMAND = Command("test", "the project's own test suite (what CI runs): build, compat's tests, every lesson's "
+                  "solution, exercise and mutants, the site and the command", run, description=__doc__)

@@ -81,7 +81,8 @@ class Tally:
     passed: int = 0
     failed: int = 0
     skipped: int = 0
-    failures: list[str] = field(default_factory=list)  # names of the tests that failed or errored
+    failures: list[str] = field(default_factory=list)  # names of the tests that failed or errored, in order
+    reports: dict[str, str] = field(default_factory=dict)  # what each failure reported, by test name
 
     @property
     def total(self) -> int:
@@ -100,9 +101,11 @@ def read_junit(path: Path) -> Tally:
     if not path.exists():
         return tally
     for case in ElementTree.parse(path).iter("testcase"):
-        if case.find("failure") is not None or case.find("error") is not None:
+        problem = case.find("failure") if case.find("failure") is not None else case.find("error")
+        if problem is not None:
             tally.failed += 1
             tally.failures.append(case.get("name", "?"))
+            tally.reports[case.get("name", "?")] = problem.text or problem.get("message", "")
         elif case.find("skipped") is not None:
             tally.skipped += 1
         else:

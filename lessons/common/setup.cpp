@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -14,15 +15,54 @@ namespace {
 
 const char* program_name = "server";
 
+// The lesson's own options, for the usage text, while parse_arguments runs.
+const std::vector<NumberOption>* lesson_options = nullptr;
+const std::vector<TextOption>* lesson_texts = nullptr;
+
+// " [--idle-ms N]" for each of the lesson's options.
+std::string option_synopsis() {
+  std::string text;
+  if (lesson_options) {
+    for (const NumberOption& option : *lesson_options) text += std::string(" [") + option.name + " N]";
+  }
+  if (lesson_texts) {
+    for (const TextOption& option : *lesson_texts) {
+      text += std::string(" [") + option.name + " " + option.placeholder + "]";
+    }
+  }
+  return text;
+}
+
 [[noreturn]] void usage_error(const std::string& problem, const char* summary) {
   std::fprintf(stderr,
                "%s: %s\n"
-               "usage: %s [--host ADDRESS] [--port PORT]\n"
+               "usage: %s [--host ADDRESS] [--port PORT]%s\n"
                "  %s\n"
                "  --host ADDRESS  numeric IPv4 or IPv6 address to listen on (default 127.0.0.1)\n"
                "  --port PORT     TCP port to listen on, 0 lets the kernel pick a free one (default 0)\n",
-               program_name, problem.c_str(), program_name, summary);
+               program_name, problem.c_str(), program_name, option_synopsis().c_str(), summary);
+  if (lesson_options) {
+    for (const NumberOption& option : *lesson_options) {
+      std::fprintf(stderr, "  %s N  %s (default %lld)\n", option.name, option.help, *option.value);
+    }
+  }
+  if (lesson_texts) {
+    for (const TextOption& option : *lesson_texts) {
+      std::fprintf(stderr, "  %s %s  %s%s%s%s\n", option.name, option.placeholder, option.help,
+                   option.value->empty() ? "" : " (default ", option.value->c_str(), option.value->empty() ? "" : ")");
+    }
+  }
   std::exit(2);
+}
+
+// The whole number `text` spells, if it is one from min to max.
+bool parse_number(const std::string& text, long long min, long long max, long long* value) {
+  long long parsed = 0;
+  const char* end = text.data() + text.size();
+  const auto [stop, error] = std::from_chars(text.data(), end, parsed);
+  if (text.empty() || error != std::errc() || stop != end || parsed < min || parsed > max) return false;
+  *value = parsed;
+  return true;
 }
 
 bool is_port(const std::string& text) {
@@ -30,11 +70,12 @@ bool is_port(const std::string& text) {
   return std::stoi(text) <= 65535;
 }
 
-// The numeric host and port of a bound socket, as getnameinfo() spells them.
-std::string local_address(int socket) {
+// The numeric host and port of a socket's own address (`get` = getsockname) or of its peer's (getpeername), as
+// getnameinfo() spells them; "" if the call fails.
+std::string address_text(int socket, int (*get)(int, sockaddr*, socklen_t*)) {
   sockaddr_storage address{};
   socklen_t length = sizeof address;
-  if (getsockname(socket, reinterpret_cast<sockaddr*>(&address), &length) == -1) fail("getsockname");
+  if (get(socket, reinterpret_cast<sockaddr*>(&address), &length) == -1) return "";
   char host[NI_MAXHOST];
   char port[NI_MAXSERV];
   const int status = getnameinfo(reinterpret_cast<sockaddr*>(&address), length, host, sizeof host, port,
@@ -55,21 +96,51 @@ std::string local_address(int socket) {
 }  // namespace
 
 Address parse_arguments(int argc, char** argv, const char* summary) {
+  return parse_arguments(argc, argv, summary, {});
+}
+
+Address parse_arguments(int argc, char** argv, const char* summary, const std::vector<NumberOption>& options) {
+  return parse_arguments(argc, argv, summary, options, {});
+}
+
+Address parse_arguments(int argc, char** argv, const char* summary, const std::vector<NumberOption>& options,
+                        const std::vector<TextOption>& texts) {
   if (argc > 0) {
     const char* slash = std::strrchr(argv[0], '/');
     program_name = slash ? slash + 1 : argv[0];
   }
+  lesson_options = &options;
+  lesson_texts = &texts;
   Address address;
   for (int i = 1; i < argc; ++i) {
     const std::string option = argv[i];
     if (option == "--help" || option == "-h") {
-      std::printf("usage: %s [--host ADDRESS] [--port PORT]\n  %s\n", program_name, summary);
+      std::printf("usage: %s [--host ADDRESS] [--port PORT]%s\n  %s\n", program_name, option_synopsis().c_str(),
+                  summary);
       std::exit(0);
     }
-    if (option != "--host" && option != "--port") usage_error("unknown option '" + option + "'", summary);
+    const NumberOption* own = nullptr;
+    for (const NumberOption& candidate : options) {
+      if (option == candidate.name) own = &candidate;
+    }
+    const TextOption* own_text = nullptr;
+    for (const TextOption& candidate : texts) {
+      if (option == candidate.name) own_text = &candidate;
+    }
+    if (option != "--host" && option != "--port" && !own && !own_text) {
+      usage_error("unknown option '" + option + "'", summary);
+    }
     if (i + 1 == argc) usage_error(option + " needs a value", summary);
     const std::string value = argv[++i];
-    if (option == "--host") {
+    if (own_text) {
+      *own_text->value = value;
+    } else if (own) {
+      if (!parse_number(value, own->min, own->max, own->value)) {
+        usage_error(option + " wants a whole number from " + std::to_string(own->min) + " to " +
+                        std::to_string(own->max) + ", not '" + value + "'",
+                    summary);
+      }
+    } else if (option == "--host") {
       address.host = value;
     } else if (is_port(value)) {
       address.port = value;
@@ -77,6 +148,8 @@ Address parse_arguments(int argc, char** argv, const char* summary) {
       usage_error("--port wants a number from 0 to 65535, not '" + value + "'", summary);
     }
   }
+  lesson_options = nullptr;  // `options` may be a temporary: the usage text is printed only while parsing
+  lesson_texts = nullptr;
   return address;
 }
 
@@ -108,9 +181,13 @@ int open_listener(const Address& address) {
 }
 
 void announce_listening(int listener) {
-  std::printf("listening on %s\n", local_address(listener).c_str());
+  const std::string address = address_text(listener, getsockname);
+  if (address.empty()) fail("getsockname");
+  std::printf("listening on %s\n", address.c_str());
   std::fflush(stdout);
 }
+
+std::string peer_address(int socket) { return address_text(socket, getpeername); }
 
 void set_nonblocking(int fd) {
   const int flags = fcntl(fd, F_GETFL);

@@ -2,7 +2,8 @@
 //
 // One thread serves every client. It asks the kernel, through one kqueue, "which of my sockets can I use now
 // without blocking?", does exactly that work, and asks again. Read lessons/01-echo/README.md alongside: its
-// numbered steps are the TODO(N) gaps of the exercise.
+// numbered steps are the TODO(N) gaps of the exercise. The `// [snippet: NAME]` ... `// [end]` lines mark the code
+// that README.md quotes (./kqlab docs --refresh copies it there): leave them where they are.
 #include <sys/event.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "kevent_format.hpp"
 #include "setup.hpp"
 
+// [snippet: client-state]
 // What the server remembers about one connection, between the events that concern it.
 struct Client {
   std::uint64_t serial_ = 0;  // this connection's number, carried in the udata of its events (see client_for)
@@ -26,6 +28,7 @@ struct Client {
   bool writing_ = false;      // is EVFILT_WRITE registered for it? Exactly while unsent_ is not empty.
   bool peer_done_ = false;    // the client has finished sending (EV_EOF) and we have read all it sent
 };
+// [end]
 
 // udata is a pointer-sized value the kernel keeps with a registration and hands back, untouched, in each of its
 // events. We keep a serial number there, not a pointer to the Client: a pointer can outlive what it points to.
@@ -76,6 +79,7 @@ void EchoServer::watch(int fd, short filter, unsigned short flags, std::uint64_t
   }
 }
 
+// [snippet: event-loop]
 // Wait mode: no changes in (every change went through watch() and had its receipt read), up to 64 events out,
 // and no timeout, so an idle server sleeps in here and uses no CPU at all.
 void EchoServer::run() {
@@ -90,7 +94,9 @@ void EchoServer::run() {
     for (int i = 0; i < ready; ++i) dispatch(events[i]);
   }
 }
+// [end]
 
+// [snippet: dispatch]
 void EchoServer::dispatch(const struct kevent& event) {
   const int fd = static_cast<int>(event.ident);
   if (fd == listener_) {
@@ -103,6 +109,7 @@ void EchoServer::dispatch(const struct kevent& event) {
     flush(fd, *client);
   }
 }
+// [end]
 
 // The listening socket is readable: event.data connections are waiting. Accepts them, and registers each new
 // client for reading.
@@ -127,6 +134,7 @@ Client& EchoServer::add_client(int fd) {
   return client;
 }
 
+// [snippet: client-for]
 // The connection an event is about, or nullptr if the event is stale. Events come in batches, and a batch is a
 // snapshot: a handler earlier in this batch may have closed the event's descriptor, and accept() may even have
 // handed the same number to a new connection. Its serial number, in udata, tells the two apart.
@@ -135,6 +143,7 @@ Client* EchoServer::client_for(const struct kevent& event) {
   if (found == clients_.end() || udata_of(found->second.serial_) != event.udata) return nullptr;
   return &found->second;
 }
+// [end]
 
 // EVFILT_READ on a client: event.data bytes can be read without blocking, and EV_EOF in event.flags says the
 // client has shut down its sending side. Echoes what arrived; closes the client once it is done and all is sent.

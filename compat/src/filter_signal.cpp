@@ -1,0 +1,123 @@
+// EVFILT_SIGNAL: how many times a signal was delivered since the last retrieval.
+//
+// kqueue(2): the filter "returns when the given signal is delivered to the process. This coexists with the
+// signal() and sigaction() facilities, and has a lower precedence. The filter will record all attempts to deliver
+// a signal to a process, even if the signal has been marked as SIG_IGN, except for the SIGCHLD signal, which, if
+// ignored, won't be recorded by the filter. [...] data returns the number of times the signal has occurred since
+// the last call to kevent(). This filter automatically sets the EV_CLEAR flag internally."
+//
+// Counting is process-wide (signal_hooks.cpp): one counter per signal, bumped by the layer's handler. A knote
+// remembers the count it last reported (or found at registration, so only later deliveries count); `data` is the
+// difference. Each queue with signal knotes has the handler's wake-up eventfd in its epoll set.
+#include <sys/epoll.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "kqueue.hpp"
+#include "signal_hooks.hpp"
+
+namespace kqcompat {
+namespace {
+
+struct SignalKnote : FilterState {
+  uint64_t seen = 0;      // the delivery count already reported
+  uint64_t reported = 0;  // the count the last evaluation returned: EV_CLEAR makes it `seen`
+};
+
+// The wake-up eventfd in this queue's epoll set (not owned: it is the process's), and the knotes to look at when
+// it fires.
+struct SignalQueue : FilterState {
+  InternalSource source;
+  std::vector<Knote*> knotes;
+};
+
+SignalKnote& state_of(Knote& knote) { return static_cast<SignalKnote&>(*knote.state_); }
+int signal_of(const Knote& knote) { return static_cast<int>(knote.ident_); }
+SignalQueue& queue_state(Kqueue& queue) { return static_cast<SignalQueue&>(*queue.filter_state(EVFILT_SIGNAL)); }
+
+void wake_ready(Kqueue& queue, InternalSource&) {
+  for (Knote* knote : queue_state(queue).knotes) {
+    if (!knote->disabled_ && signal_deliveries(signal_of(*knote)) != state_of(*knote).seen) queue.queue_pending(*knote);
+  }
+}
+
+// Puts the process's wake-up eventfd in the queue's epoll set: edge-triggered, so each write is one wake-up for
+// every queue and nobody needs to drain it. Asked on every attach (EEXIST is fine): the program may have closed
+// the descriptor and the layer made a new one since.
+int register_wake(Kqueue& queue, SignalQueue& signals) {
+  const int fd = signal_wake_fd();
+  epoll_event event{};
+  event.events = EPOLLIN | EPOLLET;
+  event.data.u64 = epoll_data_for(signals.source);
+  if (epoll_ctl(queue.epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0 && errno != EEXIST) return errno;
+  signals.source.fd_ = fd;
+  return 0;
+}
+
+int attach(Kqueue& queue, Knote& knote) {
+  if (const int error = signal_check(knote.ident_)) return error;
+  auto& slot = queue.filter_state(EVFILT_SIGNAL);
+  if (!slot) {
+    auto fresh = std::make_unique<SignalQueue>();
+    fresh->source.on_ready = wake_ready;
+    slot = std::move(fresh);
+  }
+  if (const int error = signal_watch(signal_of(knote))) return error;
+  if (const int error = register_wake(queue, queue_state(queue))) {
+    signal_unwatch(signal_of(knote));
+    return error;
+  }
+  auto state = std::make_unique<SignalKnote>();
+  state->seen = signal_deliveries(signal_of(knote));  // taken after the handler is in place: nothing is missed
+  knote.state_ = std::move(state);
+  knote.flags_ |= EV_CLEAR;
+  queue_state(queue).knotes.push_back(&knote);
+  return 0;
+}
+
+int modify(Kqueue&, Knote& knote, const struct kevent& change) {
+  knote.sfflags_ = change.fflags;  // FreeBSD replaces them on every change; the filter does not use them
+  knote.sdata_ = change.data;
+  return 0;
+}
+
+// The core looks again on enable: deliveries made while disabled surface then, as on BSD.
+bool enable_changed(Kqueue&, Knote&) { return false; }
+
+void detach(Kqueue& queue, Knote& knote) {
+  SignalQueue& signals = queue_state(queue);
+  std::erase(signals.knotes, &knote);
+  signal_unwatch(signal_of(knote));
+  if (signals.knotes.empty() && signals.source.fd_ >= 0) {
+    if (!queue.closed_.load()) epoll_ctl(queue.epoll_fd_, EPOLL_CTL_DEL, signals.source.fd_, nullptr);
+    signals.source.fd_ = -1;
+  }
+}
+
+bool evaluate(Kqueue&, Knote& knote, uint32_t, struct kevent& out) {
+  SignalKnote& state = state_of(knote);
+  const uint64_t now = signal_deliveries(signal_of(knote));
+  if (now == state.seen) return false;
+  state.reported = now;
+  out.data = static_cast<int64_t>(now - state.seen);
+  return true;
+}
+
+void clear(Knote& knote) { state_of(knote).seen = state_of(knote).reported; }
+
+bool source_is_level(const Knote&) { return false; }
+
+}  // namespace
+
+const FilterOps signal_filter = {
+    .attach = attach,
+    .modify = modify,
+    .enable_changed = enable_changed,
+    .detach = detach,
+    .evaluate = evaluate,
+    .clear = clear,
+    .source_is_level = source_is_level,
+};
+
+}  // namespace kqcompat

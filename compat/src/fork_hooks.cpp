@@ -1,0 +1,34 @@
+// fork(): FreeBSD's child gets no kqueue (fdcopy skips them); kevent() and close() on the parent's queue number
+// fail with EBADF there, and the parent's queues and knotes are untouched.
+//
+// Linux copies every descriptor, the epoll and inotify instances behind a queue included, and the child's copies
+// share those instances with the parent: an epoll_ctl or inotify_rm_watch in the child would change the parent's
+// queue. One pthread_atfork registration orders the layer's locks around fork (queues, then the signal registry,
+// as everywhere else), and the child handler releases every queue by closing the child's copies only.
+#include <pthread.h>
+
+#include "kqueue.hpp"
+#include "signal_hooks.hpp"
+
+namespace {
+
+void prepare() {
+  kqcompat::queues_fork_prepare();
+  kqcompat::signals_fork_prepare();
+}
+
+void parent() {
+  kqcompat::signals_fork_parent();
+  kqcompat::queues_fork_parent();
+}
+
+// The signal registry first: releasing the queues drops their signal knotes, which gives the kernel the
+// program's dispositions back (the child watches nothing).
+void child() {
+  kqcompat::signals_fork_child();
+  kqcompat::queues_fork_child();
+}
+
+__attribute__((constructor)) void register_fork_handlers() { pthread_atfork(prepare, parent, child); }
+
+}  // namespace

@@ -1,0 +1,61 @@
+"""Lesson 02's mutants: the solution with one classic mistake put back (../shared/reference/common-mistakes.md).
+`./kqlab test` builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py)."""
+import platform
+
+from kqlab.mutants import Mutant
+
+MUTANTS = [
+    Mutant(
+        name="accepts-one-per-event",
+        mistake="Edge-triggered listener, one accept() per event: a burst of connects is half served, the rest "
+                "wait in the listen queue for an event that never comes.",
+        caught_by="test_burst_of_connects_all_served",
+        file="echo_server.cpp",
+        replacements=(("    change(fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, serial);\n  }\n",
+                       "    change(fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, serial);\n"
+                       "    return;  // MUTANT: one connection per event\n  }\n"),),
+    ),
+    Mutant(
+        name="reads-once-per-event",
+        mistake="Edge-triggered socket, one read() per event: bytes left in the buffer wait for an event that "
+                "never comes, and the transfer stalls.",
+        caught_by="test_upload_of_one_mebibyte",
+        file="echo_server.cpp",
+        replacements=(("      client.unsent_.append(buffer, static_cast<std::size_t>(got));\n",
+                       "      client.unsent_.append(buffer, static_cast<std::size_t>(got));\n"
+                       "      break;  // MUTANT: one read per event\n"),),
+    ),
+    Mutant(
+        name="ignores-end-of-stream",
+        mistake="read() returning 0 taken as 'nothing for now': under EV_CLEAR the end of the stream is "
+                "reported once, so the finished client is never closed.",
+        caught_by="test_last_words_then_eof",
+        file="echo_server.cpp",
+        replacements=(("      client.peer_done_ = true;  // the client will send nothing more; flush() closes once all "
+                       "is echoed\n",
+                       "      // MUTANT: end of stream not noticed\n"),),
+    ),
+    Mutant(
+        name="level-triggered-write-interest",
+        mistake="EVFILT_WRITE registered for good without EV_CLEAR: a socket with room is writable, so every "
+                "wait returns at once and the loop spins at 100% CPU.",
+        caught_by="test_no_spinning_while_idle",
+        file="echo_server.cpp",
+        replacements=(("    change(fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, serial);\n",
+                       "    change(fd, EVFILT_WRITE, EV_ADD, serial);  // MUTANT: level-triggered, for good\n"),),
+    ),
+]
+
+if platform.system() == "Linux":  # the test reads the trace of kqlab's Linux layer; it is skipped elsewhere
+    MUTANTS.append(Mutant(
+        name="registers-in-separate-calls",
+        mistake="A kevent() call of its own for every change (lesson 01's way): two system calls per new client "
+                "on top of the wait, instead of riding in it.",
+        caught_by="test_registrations_ride_in_the_wait",
+        file="echo_server.cpp",
+        replacements=(("  struct kevent& change = changes_.emplace_back();\n"
+                       "  EV_SET(&change, fd, filter, flags, 0, 0, udata_of(serial));\n",
+                       "  struct kevent change;\n"
+                       "  EV_SET(&change, fd, filter, flags, 0, 0, udata_of(serial));\n"
+                       "  register_now({change});  // MUTANT: applied at once, in a call of its own\n"),),
+    ))

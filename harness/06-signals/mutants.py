@@ -1,0 +1,52 @@
+"""Lesson 06's mutants: the solution with one classic mistake put back (../shared/reference/common-mistakes.md).
+`./kqlab test` builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py)."""
+from kqlab.mutants import Mutant
+
+MUTANTS = [
+    Mutant(
+        name="watches-without-sig-ign",
+        mistake="EVFILT_SIGNAL registered without SIG_IGN first: the queue hears SIGHUP, and the kernel's default "
+                "action for it still ends the process.",
+        caught_by="test_sighup_reloads_greeting_for_new_clients",
+        file="signal_server.cpp",
+        replacements=(("    std::signal(number, SIG_IGN);\n",
+                       "    // MUTANT: no SIG_IGN: the default action still happens\n"),),
+    ),
+    Mutant(
+        name="stops-in-the-signal-handler",
+        mistake="The work done in a signal handler: SIGTERM's handler ends the process at once, and the replies "
+                "in flight are lost.",
+        caught_by="test_sigterm_finishes_replies_in_flight",
+        file="signal_server.cpp",
+        replacements=(("    std::signal(number, SIG_IGN);\n",
+                       "    std::signal(number, number == SIGHUP ? SIG_IGN : [](int) { _exit(0); });  // MUTANT\n"),),
+    ),
+    Mutant(
+        name="signal-registered-oneshot",
+        mistake="The signal registered with EV_ONESHOT: the first SIGHUP is heard, every later one silently ignored.",
+        caught_by="test_repeated_signals_are_counted",
+        file="signal_server.cpp",
+        replacements=(("    watch(static_cast<std::uintptr_t>(number), EVFILT_SIGNAL, EV_ADD);",
+                       "    watch(static_cast<std::uintptr_t>(number), EVFILT_SIGNAL, EV_ADD | EV_ONESHOT);"
+                       "  // MUTANT"),),
+    ),
+    Mutant(
+        name="slow-work-in-the-loop",
+        mistake="A call that blocks made in the event loop: while a slow request is worked on, every client waits.",
+        caught_by="test_fifty_slow_requests_keep_echo_fast",
+        file="signal_server.cpp",
+        replacements=(("    ++client.jobs_;\n    worker_.submit(Job{fd, client.serial_, number, 0});\n",
+                       "    static_cast<void>(fd);  // MUTANT: does the slow part right here, in the loop\n"
+                       "    client.unsent_ += \"square \" + std::to_string(number) + \" = \" + "
+                       "std::to_string(slow_square(number)) + \"\\n\";\n"),),
+    ),
+    Mutant(
+        name="result-without-wake-up",
+        mistake="The worker queues its result but never triggers the user event: the loop sleeps on, and the "
+                "result waits for some unrelated event to wake it.",
+        caught_by="test_fifty_slow_requests_keep_echo_fast",
+        file="signal_server.cpp",
+        replacements=(("  if (kevent(kq_, &trigger, 1, nullptr, 0, nullptr) == -1) kqlab::fail(",
+                       "  if (false) kqlab::fail(  // MUTANT: never triggers\n"),),
+    ),
+]

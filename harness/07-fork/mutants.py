@@ -1,0 +1,51 @@
+"""Lesson 07's mutants: the solution with one classic mistake put back (../shared/reference/common-mistakes.md, #6).
+`./kqlab test` builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py)."""
+from kqlab.mutants import Mutant
+
+MUTANTS = [
+    Mutant(
+        name="worker-uses-the-supervisors-queue",
+        mistake="The child uses the queue it finds in its copy of the parent: a kqueue is not inherited by fork(), "
+                "so every kevent() on it fails with EBADF and no worker ever serves.",
+        caught_by="test_workers_serve_side_by_side",
+        file="prefork_server.cpp",
+        replacements=(("  const int kq = kqueue();\n  if (kq == -1) kqlab::fail(\"kqueue\");\n  Worker(kq, listener_)",
+                       "  const int kq = kq_;  // MUTANT: the parent's queue\n  Worker(kq, listener_)"),),
+    ),
+    Mutant(
+        name="never-reaps",
+        mistake="No waitpid() after NOTE_EXIT: every dead worker stays a zombie in the process table.",
+        caught_by="test_dead_workers_leave_no_zombies",
+        file="prefork_server.cpp",
+        replacements=(("  while (waitpid(pid, &status, 0) == -1 && errno == EINTR) {\n  }\n",
+                       "  // MUTANT: never reaps\n"),),
+    ),
+    Mutant(
+        name="never-replaces",
+        mistake="A dead worker is reaped but not replaced: the server shrinks with every crash.",
+        caught_by="test_killed_worker_is_replaced_within_a_second",
+        file="prefork_server.cpp",
+        replacements=(("  if (!stopping_) replace(started);",
+                       "  static_cast<void>(started);  // MUTANT: no replacement\n"),),
+    ),
+    Mutant(
+        name="polls-for-dead-workers",
+        mistake="A supervisor that polls (kevent() with a zero timeout, in a loop) instead of sleeping until a "
+                "worker exits: a core spent doing nothing.",
+        caught_by="test_idle_supervisor_uses_no_cpu",
+        file="prefork_server.cpp",
+        replacements=(("    const int ready = kevent(kq_, nullptr, 0, happened, static_cast<int>(std::size(happened)), "
+                       "nullptr);\n",
+                       "    static const struct timespec no_wait = {0, 0};  // MUTANT: polls\n"
+                       "    const int ready = kevent(kq_, nullptr, 0, happened, static_cast<int>(std::size(happened)), "
+                       "&no_wait);\n"),),
+    ),
+    Mutant(
+        name="workers-keep-sig-ign",
+        mistake="The child keeps the parent's SIG_IGN for SIGTERM (dispositions are inherited, queues are not): the "
+                "supervisor's SIGTERM does not stop its workers.",
+        caught_by="test_sigterm_leaves_no_process_behind",
+        file="prefork_server.cpp",
+        replacements=(("  std::signal(SIGTERM, SIG_DFL);\n", "  // MUTANT: SIGTERM stays ignored\n"),),
+    ),
+]

@@ -1,0 +1,126 @@
+"""Lesson 07: pre-forked workers and process supervision. Several worker processes serve side by side, a worker
+that dies is reaped and replaced at once, the supervisor sleeps while nothing happens, and SIGTERM ends every
+process."""
+import os
+import signal
+
+from vocabulary import alive, eventually, see, seconds
+
+WORKERS = 4  # kWorkers in the lesson's program
+
+
+def running_workers(server) -> set[int]:
+    """The server's children that are alive (zombies, dead but not reaped, are not workers any more)."""
+    return {pid for pid, state in server.children().items() if state != "Z"}
+
+
+def wait_for_workers(server, story, expected_gone: int | None = None) -> set[int]:
+    """Waits until the server has WORKERS running workers (none of them `expected_gone`); returns their pids."""
+    within = seconds(1) if expected_gone else seconds(5)
+    workers: set[int] = set()
+
+    def ready() -> bool:  # one look at the process table: a second could see another moment
+        nonlocal workers
+        workers = running_workers(server)
+        return len(workers) == WORKERS and expected_gone not in workers
+
+    if not eventually(ready, within):
+        workers = ", ".join(f"{pid} ({state})" for pid, state in sorted(server.children().items())) or "none"
+        story.fail(f"{WORKERS} running worker processes within {within:.0f} s"
+                   f"{f', none of them {expected_gone}' if expected_gone else ''}",
+                   f"the server's children: {workers}" + ("" if server.running() else f"; the server {server.state()}"))
+    story.step(f"the server had {WORKERS} running workers: {', '.join(map(str, sorted(workers)))}")
+    return workers
+
+
+def ask_pid(client) -> int:
+    client.send(b"pid\n")
+    [(_, reply)] = client.receive_lines(1, within=seconds(2))
+    return int(reply)
+
+
+def serve_side_by_side(server, story) -> set[int]:
+    """Holds WORKERS - 1 workers busy, each blocked in a `sleep` request, and asks the last one its pid: each answer
+    must come from a different worker. Returns the pids that answered."""
+    answered = set()
+    for _ in range(WORKERS - 1):
+        client = server.connect()
+        client.send(b"sleep 10000\n")
+        [(_, reply)] = client.receive_lines(1, within=seconds(2))
+        pid = int(reply.split()[0])
+        if pid in answered or reply != f"{pid} sleeping".encode():
+            story.fail(f"'PID sleeping' from a worker that is not asleep already (asleep: {sorted(answered)})",
+                       f"{reply.decode('latin-1')!r}")
+        answered.add(pid)
+        story.step(f"worker {pid} is asleep for 10 s, holding {client.name}")
+    last = server.connect()
+    pid = ask_pid(last)
+    if pid in answered:
+        story.fail("the pid of a worker that is not asleep", f"{pid}, which is asleep")
+    answered.add(pid)
+    story.step(f"{last.name} was answered by worker {pid}, while the {WORKERS - 1} others slept")
+    return answered
+
+
+@see("Step 1: fork a worker, watch it")
+def test_workers_serve_side_by_side(server, story):
+    workers = wait_for_workers(server, story)
+    answered = serve_side_by_side(server, story)
+    if answered != workers:
+        story.fail(f"the answers to come from the server's own {WORKERS} workers", f"they came from {sorted(answered)}")
+
+
+@see("Step 3: reap, and replace")
+def test_killed_worker_is_replaced_within_a_second(server, story):
+    workers = wait_for_workers(server, story)
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    story.step(f"killed worker {victim} with SIGKILL")
+    client = server.connect()
+    pid = ask_pid(client)  # the others serve on, undisturbed
+    story.step(f"{client.name} was answered by worker {pid}")
+    replaced = wait_for_workers(server, story, expected_gone=victim)
+    answered = serve_side_by_side(server, story)  # the new worker serves too
+    if answered != replaced:
+        story.fail(f"the answers to come from the {WORKERS} running workers {sorted(replaced)}",
+                   f"they came from {sorted(answered)}")
+
+
+@see("Step 3: reap, and replace")
+def test_dead_workers_leave_no_zombies(server, story):
+    workers = wait_for_workers(server, story)
+    victims = sorted(workers)[:2]
+    for victim in victims:
+        os.kill(victim, signal.SIGKILL)
+    story.step(f"killed workers {victims[0]} and {victims[1]} with SIGKILL")
+    wait_for_workers(server, story, expected_gone=victims[1])
+
+    def zombies() -> list[int]:
+        return sorted(pid for pid, state in server.children().items() if state == "Z")
+
+    if not eventually(lambda: not zombies(), seconds(1)):
+        story.fail("the dead workers reaped: no zombie child left within 1 s",
+                   f"zombies {zombies()}: dead, and never waited for")
+    story.step("no child of the server was a zombie")
+
+
+@see("The supervisor's loop")
+def test_idle_supervisor_uses_no_cpu(server, story):
+    wait_for_workers(server, story)
+    ask_pid(server.connect())
+    server.expect_idle(window=seconds(1))
+
+
+@see("Step 4: stop them all")
+def test_sigterm_leaves_no_process_behind(server, story):
+    workers = wait_for_workers(server, story)
+    sleeper = server.connect()
+    sleeper.send(b"sleep 10000\n")
+    sleeper.receive_lines(1, within=seconds(2))
+    story.step("one worker is asleep for 10 s: SIGTERM must end it all the same")
+    server.send_signal(signal.SIGTERM)
+    server.expect_exit(0, within=seconds(3))
+    left = sorted(pid for pid in workers if alive(pid))
+    if left:
+        story.fail("every worker ended before the supervisor exited", f"workers {left} still run")
+    story.step("no worker was left running")

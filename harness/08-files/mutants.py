@@ -1,0 +1,62 @@
+"""Lesson 08's mutants: the solution with one classic mistake put back. `./kqlab test` builds each and checks that
+the test named in caught_by fails against it (see kqlab/mutants.py)."""
+from kqlab.mutants import Mutant
+
+MUTANTS = [
+    Mutant(
+        name="never-reopens",
+        mistake="A knote watches the file, not its name: after a rotation it follows the renamed file forever, and "
+                "the new log under the old name is never read.",
+        caught_by="test_rotation_loses_no_line",
+        file="tail_server.cpp",
+        replacements=(("void TailServer::check_name() {\n",
+                       "void TailServer::check_name() {\n"
+                       "  if (file_ != -2) return;  // MUTANT: never looks at the name again\n"),),
+    ),
+    Mutant(
+        name="reads-the-path-not-the-descriptor",
+        mistake="The log read by its name (open the path, read at the offset, close) instead of through the "
+                "descriptor: what is written to the old file after a rotation is lost.",
+        caught_by="test_rotation_loses_no_line",
+        file="tail_server.cpp",
+        replacements=(("    const ssize_t got = read(file_, buffer, sizeof buffer);\n",
+                       "    // MUTANT: reads whatever file the name leads to now, at our offset\n"
+                       "    const int by_name = open(path_.c_str(), O_RDONLY | O_CLOEXEC);\n"
+                       "    const ssize_t got =\n"
+                       "        by_name == -1 ? 0 : pread(by_name, buffer, sizeof buffer, lseek(file_, 0, SEEK_CUR));\n"
+                       "    if (by_name != -1) close(by_name);\n"
+                       "    if (got > 0) lseek(file_, got, SEEK_CUR);\n"),),
+    ),
+    Mutant(
+        name="ignores-truncation",
+        mistake="A truncation not noticed: the follower waits at its old offset, past the new end of the file, "
+                "and the lines written from the new start are lost.",
+        caught_by="test_truncation_restarts_from_the_new_start",
+        file="tail_server.cpp",
+        replacements=(("void TailServer::check_truncation() {\n",
+                       "void TailServer::check_truncation() {\n"
+                       "  if (file_ != -2) return;  // MUTANT: never checks\n"),),
+    ),
+    Mutant(
+        name="stops-at-end-of-file",
+        mistake="read() returning 0 taken as the end, as on a socket: at its first end of file the follower "
+                "closes the file, and nothing appended later is read.",
+        caught_by="test_appended_lines_reach_every_subscriber",
+        file="tail_server.cpp",
+        replacements=(("    if (got == 0) return false;",
+                       "    if (got == 0) {  // MUTANT: the end of the file taken as the end of the story\n"
+                       "      close(file_);\n"
+                       "      file_ = -1;\n"
+                       "      return false;\n"
+                       "    }\n"),),
+    ),
+    Mutant(
+        name="vnode-without-clear",
+        mistake="EVFILT_VNODE registered without EV_CLEAR: once a note has fired it stays set, and the event comes "
+                "back on every wait: 100% CPU while the log is quiet.",
+        caught_by="test_idle_follower_uses_no_cpu",
+        file="tail_server.cpp",
+        replacements=(("  watch(file_, EVFILT_VNODE, EV_ADD | EV_CLEAR, kFileNotes);",
+                       "  watch(file_, EVFILT_VNODE, EV_ADD, kFileNotes);  // MUTANT: no EV_CLEAR"),),
+    ),
+]

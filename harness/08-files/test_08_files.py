@@ -1,0 +1,144 @@
+"""Lesson 08: following a file. Every line appended to the log reaches every subscriber, in order, through the log's
+rotations and truncations, and the follower sleeps while the log is quiet."""
+import os
+
+import pytest
+
+from vocabulary import see, seconds
+
+SUBSCRIBERS = 5
+
+
+class Log:
+    """The log file, and the program that writes it: appends whole lines (O_APPEND, unbuffered), rotates it and
+    truncates it, each action a step of the story."""
+
+    def __init__(self, path, story):
+        self.path = path
+        self.story = story
+        path.write_bytes(b"an old line, written before the server started\n")
+        self.writer = open(path, "ab", buffering=0)
+        story.step(f"created the log {path} with one line in it")
+
+    def append(self, lines, what=None):
+        self.writer.write(b"".join(line + b"\n" for line in lines))
+        self.story.step(f"appended {what or ', '.join(repr(line.decode()) for line in lines)} to the log")
+
+    def append_in_pieces(self, line, cut):
+        self.writer.write(line[:cut])
+        self.writer.write(line[cut:] + b"\n")
+        self.story.step(f"appended {line.decode()!r} to the log in two writes, cut after {cut} bytes")
+
+    def rename_to(self, name):
+        os.rename(self.path, self.path.with_name(name))
+        self.story.step(f"renamed the log to {name} (the writer keeps writing to it)")
+
+    def create_anew(self):
+        self.writer.close()
+        self.writer = open(self.path, "ab", buffering=0)
+        self.story.step(f"created a new {self.path.name} and made the writer write to it")
+
+    def delete(self):
+        self.path.unlink()
+        self.story.step(f"deleted {self.path.name} (the writer still has it open)")
+
+    def truncate(self):
+        self.writer.truncate(0)
+        self.story.step("truncated the log to 0 bytes (the writer appends at the new end)")
+
+    def close(self):
+        self.writer.close()
+
+
+@pytest.fixture
+def log(tmp_path, story):
+    log = Log(tmp_path / "app.log", story)
+    yield log
+    log.close()
+
+
+@pytest.fixture
+def server(start_server, log):
+    return start_server("--log", str(log.path))
+
+
+def subscribe(server, log, count=SUBSCRIBERS):
+    with server.story.summarized(f"{count} subscribers connected and were told 'following {log.path}'"):
+        clients = [server.connect() for _ in range(count)]
+        for client in clients:
+            client.expect(f"following {log.path}\n".encode())
+    return clients
+
+
+def expect_lines(clients, lines, within=None):
+    """Each client receives exactly `lines`, in order, next."""
+    story = clients[0].story
+    with story.summarized(f"each subscriber received the {len(lines)} lines, in order"):
+        for client in clients:
+            got = [line for _, line in client.receive_lines(len(lines), within=within or seconds(3))]
+            if got != lines:
+                first = next(i for i, (a, b) in enumerate(zip(got, lines)) if a != b)
+                story.fail(f"{client.name} receives the {len(lines)} lines in order; line {first + 1} is "
+                           f"{lines[first].decode()!r}", f"line {first + 1} is {got[first].decode('latin-1')!r}")
+
+
+def numbered(prefix, count, width=0):
+    return [f"{prefix} {n:04d} {'x' * width}".rstrip().encode() for n in range(1, count + 1)]
+
+
+@see("Step 2: read what was appended")
+def test_appended_lines_reach_every_subscriber(server, log):
+    clients = subscribe(server, log)
+    log.append([b"first"])
+    expect_lines(clients, [b"first"])
+    log.append_in_pieces(b"a line written in two pieces", 7)
+    expect_lines(clients, [b"a line written in two pieces"])
+    burst = numbered("burst", 200)
+    log.append(burst, "200 lines in one write")
+    expect_lines(clients, burst)
+    big = numbered("big", 5000, width=90)
+    log.append(big, "5000 lines of 100 bytes (500 KB) in one write")
+    expect_lines(clients, big, within=seconds(10))
+    log.append([b"last"])
+    expect_lines(clients, [b"last"])
+
+
+@see("Step 4: follow the name through a rotation")
+def test_rotation_loses_no_line(server, log):
+    clients = subscribe(server, log)
+    log.append([b"A1", b"A2"])
+    expect_lines(clients, [b"A1", b"A2"])
+    log.rename_to("app.log.1")
+    log.append([b"A3 (written to the renamed file)"])
+    log.create_anew()
+    log.append([b"B1", b"B2"])
+    expect_lines(clients, [b"A3 (written to the renamed file)", b"B1", b"B2"])
+    log.append([b"B3"])
+    expect_lines(clients, [b"B3"])
+    log.delete()
+    log.append([b"B4 (written to the deleted file)"])
+    log.create_anew()
+    log.append([b"C1"])
+    expect_lines(clients, [b"B4 (written to the deleted file)", b"C1"])
+
+
+@see("Step 3: notice a truncation")
+def test_truncation_restarts_from_the_new_start(server, log):
+    clients = subscribe(server, log)
+    long_lines = numbered("long", 20, width=200)
+    log.append(long_lines, "20 lines of 210 bytes")
+    expect_lines(clients, long_lines)
+    # Far shorter than what the server has read already: it cannot miss that the file shrank, whenever it looks.
+    log.truncate()
+    log.append([b"after the truncation", b"second line"])
+    expect_lines(clients, [b"after the truncation", b"second line"])
+    log.append([b"and one more"])
+    expect_lines(clients, [b"and one more"])
+
+
+@see("Step 1: watch the descriptor")
+def test_idle_follower_uses_no_cpu(server, log):
+    clients = subscribe(server, log)
+    log.append(numbered("busy", 100), "100 lines")
+    expect_lines(clients, numbered("busy", 100))
+    server.expect_idle(window=seconds(1))

@@ -1,0 +1,110 @@
+"""Lesson 10's mutants: the reactor with one classic mistake put back (../shared/reference/common-mistakes.md).
+`./kqlab test` builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py)."""
+from kqlab.mutants import Mutant
+
+MUTANTS = [
+    Mutant(
+        name="level-triggered-registration",
+        mistake="Descriptors registered level-triggered: the interest in writing, on for good, reports a writable "
+                "socket on every wait, and the loop never sleeps.",
+        caught_by="test_unit_registration",
+        file="reactor.cpp",
+        program="unit_tests",
+        replacements=(("  EV_SET(&changes[0], fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, descriptor);\n",
+                       "  EV_SET(&changes[0], fd, EVFILT_READ, EV_ADD, 0, 0, descriptor);  // MUTANT: no EV_CLEAR\n"),
+                      ("  EV_SET(&changes[1], fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0, descriptor);\n",
+                       "  EV_SET(&changes[1], fd, EVFILT_WRITE, EV_ADD, 0, 0, descriptor);  // MUTANT: no EV_CLEAR\n")),
+    ),
+    Mutant(
+        name="waits-without-trying",
+        mistake="Edge-triggered without a speculative attempt: an operation started after its report came and went "
+                "waits for a report that never comes.",
+        caught_by="test_unit_speculative",
+        file="reactor.cpp",
+        program="unit_tests",
+        replacements=(("  if (queue.empty() && operation->perform(fd)) {\n",
+                       "  if (false) {  // MUTANT: never tries first, always waits for a report\n"),),
+    ),
+    Mutant(
+        name="calls-back-from-inside",
+        mistake="A handler called from inside the call that started its operation, when it finishes at once: the "
+                "caller is re-entered half-way through its own work.",
+        caught_by="test_unit_speculative",
+        file="reactor.cpp",
+        program="unit_tests",
+        replacements=(("    completed_.push_back(std::move(operation));  // its handler runs later, from the loop, "
+                       "never from in here\n",
+                       "    operation->complete();  // MUTANT: calls back at once\n"),),
+    ),
+    Mutant(
+        name="jumps-the-queue",
+        mistake="A speculative attempt made while operations of the same direction wait: a second write goes out "
+                "before the rest of the first.",
+        caught_by="test_unit_ordering",
+        file="reactor.cpp",
+        program="unit_tests",
+        replacements=(("  if (queue.empty() && operation->perform(fd)) {\n",
+                       "  if (operation->perform(fd)) {  // MUTANT: tries even behind waiting operations\n"),),
+    ),
+    Mutant(
+        name="one-operation-per-report",
+        mistake="Edge-triggered without draining: one report finishes one operation, and the others wait for a "
+                "report that never comes.",
+        caught_by="test_unit_ordering",
+        file="reactor.cpp",
+        program="unit_tests",
+        replacements=(("  while (!queue.empty() && queue.front()->perform(descriptor->fd_)) {\n",
+                       "  if (!queue.empty() && queue.front()->perform(descriptor->fd_)) {  // MUTANT: just one\n"),),
+    ),
+    Mutant(
+        name="calls-back-during-the-batch",
+        mistake="Handlers run while the batch is being handled: one that closes a descriptor frees the state a later "
+                "event of the batch points at (use after free).",
+        caught_by="test_unit_batch",
+        file="reactor.cpp",
+        program="unit_tests",
+        replacements=(("    completed_.push_back(std::move(queue.front()));\n    queue.pop_front();\n",
+                       "    std::unique_ptr<Operation> operation = std::move(queue.front());\n"
+                       "    queue.pop_front();\n"
+                       "    operation->complete();  // MUTANT: calls back in the middle of the batch\n"),),
+    ),
+    Mutant(
+        name="close-drops-handlers",
+        mistake="close() forgets the operations still waiting: their handlers are never called, and whoever waits "
+                "for them (to free a buffer, to clean up) waits forever.",
+        caught_by="test_unit_cancellation",
+        file="reactor.cpp",
+        program="unit_tests",
+        replacements=(("      operation->error_ = kAborted;\n      completed_.push_back(std::move(operation));\n",
+                       "      operation.reset();  // MUTANT: dropped, never called\n"),),
+    ),
+    Mutant(
+        name="sleeps-through-timers",
+        mistake="The timers do not shorten kevent()'s timeout: an idle loop sleeps past their deadlines.",
+        caught_by="test_unit_timers",
+        file="reactor.cpp",
+        program="unit_tests",
+        replacements=(("    if (!limit || until < *limit) limit = until;\n",
+                       "    static_cast<void>(until);  // MUTANT: the timers do not shorten the wait\n"),),
+    ),
+    Mutant(
+        name="user-event-never-reset",
+        mistake="The user event registered without EV_CLEAR: after the first trigger it stays on, and every wait "
+                "returns at once.",
+        caught_by="test_unit_post",
+        file="reactor.cpp",
+        program="unit_tests",
+        replacements=(("  EV_SET(&change, kWakeUp, EVFILT_USER, EV_ADD | EV_CLEAR, 0, 0, nullptr);\n",
+                       "  EV_SET(&change, kWakeUp, EVFILT_USER, EV_ADD, 0, 0, nullptr);  // MUTANT: no EV_CLEAR\n"),),
+    ),
+    Mutant(
+        name="post-without-wake-up",
+        mistake="post() queues the handler but does not trigger the user event: a loop asleep in kevent() never "
+                "hears of it.",
+        caught_by="test_unit_threads",
+        file="reactor.cpp",
+        program="unit_tests",
+        replacements=(("  if (was_empty) wake();\n",
+                       "  static_cast<void>(was_empty);  // MUTANT: no wake-up\n"),),
+    ),
+]

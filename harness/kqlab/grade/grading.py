@@ -1,0 +1,369 @@
+"""Grading one submission: its sources built and tested with the project's own build files and tests.
+
+Work happens in slots, one per submission graded at a time, each a scratch folder kept from one run to the next
+(under build/grade/ by default), and locked while a run uses it:
+
+    slot-N/pristine/   the project configured for grading, with what every lesson links (compat/, lessons/common)
+                       built: brought up to date at the start of each run, never written by a submission
+    slot-N/build/      a fresh copy of pristine/ for each submission, where its lessons are built and tested
+    slot-N/workspace/  the submission's sources, laid out like workspace/ (the build's KQLAB_WORKSPACE_DIR)
+    slot-N/results/    the tests' JUnit XML
+    slot-N/tmp/        TMPDIR, when bubblewrap is not there to give each run a private /tmp
+
+A CMake build tree must stay where it was configured, so each slot keeps its own pristine build and copies it back
+in place: a submission never sees the one before it, and its program cannot leave anything for the next.
+
+The grade build is the `default` preset's Debug build with UndefinedBehaviorSanitizer but not AddressSanitizer
+(sandbox.py says why). Warnings stay warnings, as for `./kqlab check`.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import sys
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..course import HARNESS, ROOT, Lesson
+from .sandbox import GiB, Isolation, Limits, Outcome, Sandbox
+from .submissions import Submission
+
+BASE_LIMITS = Limits(seconds=1800, cpu_seconds=1800, memory=4 * GiB)  # the project's own code, built once
+CONFIGURE_LIMITS = Limits(seconds=300, cpu_seconds=300, memory=2 * GiB)
+BUILD_LIMITS = Limits(seconds=300, cpu_seconds=300, memory=2 * GiB)
+TEST_MEMORY = 2 * GiB
+
+
+@dataclass
+class Failure:
+    test: str
+    message: str
+
+
+@dataclass
+class LessonResult:
+    lesson: str
+    tests: list[str]  # the tests the lesson has, in the harness's order
+    passed: int = 0
+    status: str = "passed"  # passed, failed, does not compile, stopped, missing, error
+    reason: str = ""  # the first problem, in one line
+    failures: list[Failure] = field(default_factory=list)
+    logs: dict[str, str] = field(default_factory=dict)  # "build", "tests" -> the run's output, capped
+
+    @property
+    def total(self) -> int:
+        return len(self.tests)
+
+    @property
+    def cell(self) -> str:
+        """The lesson's cell in the table: passed/total, or what kept the tests from running."""
+        return {"does not compile": "build", "missing": "-", "error": "error"}.get(
+            self.status, f"{self.passed}/{self.total}" + ("!" if self.status == "stopped" else ""))
+
+
+@dataclass
+class StudentResult:
+    name: str
+    origin: str
+    problem: str = ""  # why the submission could not be graded at all
+    notes: list[str] = field(default_factory=list)
+    lessons: list[LessonResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def graded(self) -> bool:
+        return not self.problem and all(result.status != "error" for result in self.lessons)
+
+    def first_problem(self) -> str:
+        if self.problem:
+            return self.problem
+        for result in self.lessons:
+            if result.status != "passed":
+                return f"{result.lesson}: {result.reason}"
+        return ""
+
+
+def expected_tests(lessons: list[Lesson]) -> dict[str, list[str]]:
+    """Each lesson's tests, by name, as pytest collects them from the project's harness (not the submission's)."""
+    from .. import tools
+    status, output = tools.capture([sys.executable, "-m", "pytest", "-c", str(HARNESS / "pytest.ini"),
+                                    "--rootdir", str(HARNESS), "--collect-only", "-q",
+                                    *(str(lesson.tests) for lesson in lessons)])
+    found: dict[str, list[str]] = {lesson.name: [] for lesson in lessons}
+    for line in output.splitlines():
+        match = re.match(r"(?:harness/)?(\d\d-[\w-]+)/\S+?::(\S+)$", line.strip())
+        if match and match.group(1) in found:
+            found[match.group(1)].append(match.group(2))
+    if status != 0 or not all(found.values()):
+        raise RuntimeError(f"could not list the lessons' tests (pytest --collect-only, status {status}):\n{output}")
+    return found
+
+
+def free_slots(scratch: Path, count: int, isolation: Isolation, build_jobs: int) -> list[Slot]:
+    """`count` slots under `scratch` that no other run is using, each locked until its `with` block ends."""
+    slots = []
+    number = 0
+    while len(slots) < count:
+        if number >= count + 64:
+            raise RuntimeError(f"more than 64 slots in {scratch} are in use by other runs of ./kqlab grade")
+        slot = Slot(scratch / f"slot-{number}", isolation, build_jobs)
+        if slot.lock():
+            slots.append(slot)
+        number += 1
+    return slots
+
+
+class Slot:
+    def __init__(self, root: Path, isolation: Isolation, build_jobs: int) -> None:
+        self.root = root
+        self.pristine, self.build = root / "pristine", root / "build"
+        self.workspace, self.results, self.tmp = root / "workspace", root / "results", root / "tmp"
+        self.isolation = isolation
+        self.build_jobs = build_jobs
+        self.sandbox = Sandbox(isolation, writable=[self.build, self.results, self.tmp], readable=[self.workspace],
+                               tmp=self.tmp)
+        self._lock = None
+
+    def lock(self) -> bool:
+        """Takes this slot for this run; False if another run has it."""
+        self._lock = open(self.root.with_name(self.root.name + ".lock"), "a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            self._lock.close()
+            return False
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, *_) -> None:
+        if self._lock:
+            self._lock.close()  # and with it, the lock
+
+    def _fresh(self, *folders: Path) -> None:
+        for folder in folders:
+            remove(folder)
+            folder.mkdir(parents=True)
+            hand_over(folder, self.isolation)
+
+    def _build_from_pristine(self) -> None:
+        remove(self.build)
+        shutil.copytree(self.pristine, self.build, symlinks=True)
+        hand_over(self.build, self.isolation, recursive=True)
+
+    def prepare(self) -> Outcome:
+        """Brings pristine/ up to date: the project configured for grading, with what every lesson links built.
+        The first time it builds compat/ and lessons/common; after that, only what changed in the project."""
+        make_reachable(self.root)
+        self._fresh(self.workspace, self.results, self.tmp)
+        self.workspace.chmod(0o755)
+        if self.pristine.is_dir():
+            self._build_from_pristine()
+        else:
+            self._fresh(self.build)
+        configure = self.sandbox.run(["cmake", "-S", str(ROOT), "-B", str(self.build), "-DCMAKE_BUILD_TYPE=Debug",
+                                      "-DKQLAB_SANITIZE=undefined", f"-DKQLAB_WORKSPACE_DIR={self.workspace}"],
+                                     BASE_LIMITS, self.build)
+        if not configure.ok:
+            return configure
+        built = self.sandbox.run(["cmake", "--build", str(self.build), "--target", "kqlab_common", "--parallel",
+                                  str(self.build_jobs)], BASE_LIMITS, self.build)
+        if built.ok:
+            remove(self.pristine)
+            shutil.copytree(self.build, self.pristine, symlinks=True)
+        built.output = configure.output + built.output
+        return built
+
+    def grade(self, submission: Submission, lessons: list[Lesson], tests: dict[str, list[str]],
+              test_seconds: float, progress) -> list[LessonResult]:
+        self._fresh(self.workspace, self.results, self.tmp)
+        self.workspace.chmod(0o755)
+        self._build_from_pristine()
+        for lesson_name, files in submission.lessons.items():
+            folder = self.workspace / lesson_name
+            folder.mkdir()
+            folder.chmod(0o755)
+            for name, contents in files.items():
+                (folder / name).write_bytes(contents)
+                (folder / name).chmod(0o644)
+        progress(submission.name, "configuring")
+        configure = self.sandbox.run(["cmake", "-S", str(ROOT), "-B", str(self.build)], CONFIGURE_LIMITS,
+                                     self.build)
+        results = []
+        for lesson in lessons:
+            result = LessonResult(lesson.name, tests[lesson.name])
+            results.append(result)
+            if lesson.name not in submission.lessons:
+                result.status, result.reason = "missing", f"no workspace/{lesson.name}/ in the submission"
+            elif not any(name.endswith(".cpp") for name in submission.lessons[lesson.name]):
+                result.status, result.reason = "does not compile", f"workspace/{lesson.name}/ has no .cpp file"
+            elif not configure.ok:
+                result.status, result.reason = "error", "CMake could not configure the build: " + \
+                    (configure.stopped or _last_line(configure.output))
+                result.logs["build"] = configure.output
+            else:
+                progress(submission.name, f"building {lesson.name}")
+                if self._build(lesson, result):
+                    progress(submission.name, f"testing {lesson.name}")
+                    self._test(lesson, result, tests[lesson.name], test_seconds)
+            for test in tests[lesson.name] if result.status in ("missing", "does not compile", "error") else []:
+                result.failures.append(Failure(test, f"not run: {result.reason}"))
+        return results
+
+    def _build(self, lesson: Lesson, result: LessonResult) -> bool:
+        outcome = self.sandbox.run(["cmake", "--build", str(self.build), "--target", f"workspace_{lesson.name}",
+                                    "--parallel", str(self.build_jobs)], BUILD_LIMITS, self.build)
+        result.logs["build"] = outcome.output
+        if outcome.ok:
+            return True
+        result.status = "does not compile"
+        result.reason = "does not compile: " + (outcome.stopped or _first_error(outcome.output))
+        return False
+
+    def _test(self, lesson: Lesson, result: LessonResult, expected: list[str], seconds: float) -> None:
+        junit = self.results / f"{lesson.name}.xml"
+        limits = Limits(seconds=seconds, cpu_seconds=int(seconds) + 1, memory=TEST_MEMORY)
+        outcome = self.sandbox.run([sys.executable, "-m", "pytest", "-c", str(HARNESS / "pytest.ini"), "--rootdir",
+                                    str(HARNESS), str(lesson.tests), "--impl", "workspace", "--build-dir",
+                                    str(self.build), "-v", "--no-header", "-rN", f"--junitxml={junit}"],
+                                   limits, self.build)
+        result.logs["tests"] = outcome.output
+        reported = _read_junit(junit) if outcome.status in (0, 1) else None
+        if reported is None:
+            # Stopped, or pytest did not finish: what its -v lines say had run by then.
+            reported = _read_verbose(outcome.output)
+        passed, failures = reported
+        result.passed = min(len(passed & set(expected)), result.total)
+        result.failures = failures
+        under_way = _under_way(outcome.output)
+        if outcome.stopped:
+            result.status = "stopped"
+            result.reason = outcome.stopped + (f", during {under_way}" if under_way else "")
+        elif outcome.status not in (0, 1):
+            result.status = "error" if outcome.status in (3, 4, 5) else "stopped"
+            result.reason = (f"the tests ended abnormally (pytest exit status {outcome.status})"
+                             + (f", during {under_way}" if under_way else "") + f": {_last_line(outcome.output)}")
+        elif failures or result.passed < result.total:
+            result.status = "failed"
+            # A crash explains the failures around it best, even when an earlier test only saw its connection go.
+            telling = next((f for f in failures if summarize(f.message).startswith(("crashed", "sanitizer"))),
+                           failures[0] if failures else None)
+            result.reason = f"{telling.test}: {summarize(telling.message)}" if telling else \
+                f"only {result.passed} of {result.total} tests ran"
+        for test in expected:
+            if test not in passed and all(failure.test != test for failure in failures):
+                result.failures.append(Failure(test, f"not run: {result.reason}"))
+
+
+def _read_junit(path: Path) -> tuple[set[str], list[Failure]] | None:
+    """The tests that passed, and the failures with their messages, from pytest's JUnit XML; None if unreadable."""
+    try:
+        tree = ElementTree.parse(path)
+    except (OSError, ElementTree.ParseError):
+        return None
+    passed, failures = set(), []
+    for case in tree.iter("testcase"):
+        name = case.get("name", "?")
+        problem = case.find("failure")
+        if problem is None:
+            problem = case.find("error")
+        if problem is not None:
+            failures.append(Failure(name, (problem.text or problem.get("message") or "").strip()))
+        elif case.find("skipped") is None:
+            passed.add(name)
+    return passed, failures
+
+
+def _read_verbose(output: str) -> tuple[set[str], list[Failure]]:
+    passed, failures = set(), []
+    for match in re.finditer(r"::(test\w*(?:\[[^\]\s]*\])?) (PASSED|FAILED|ERROR)", output):
+        if match.group(2) == "PASSED":
+            passed.add(match.group(1))
+        else:
+            failures.append(Failure(match.group(1), "failed (its message was lost when the run was stopped)"))
+    return passed, failures
+
+
+def _under_way(output: str) -> str:
+    """The test pytest -v had started but not finished when its output ends."""
+    lines = output.rstrip().splitlines()
+    match = re.search(r"::(test\w*(?:\[[^\]\s]*\])?)\s*$", lines[-1]) if lines else None
+    return match.group(1) if match else ""
+
+
+def summarize(message: str) -> str:
+    """One line saying why a test failed, from the report the harness wrote (vocabulary.Story.report)."""
+    killed = re.search(r"The server \(.*?\) (was killed by SIG\w+)", message)
+    if killed:
+        return f"crashed: the server {killed.group(1)}"
+    sanitizer = re.search(r"(runtime error: .*|ERROR: \w+Sanitizer: .*)", message)
+    if sanitizer:
+        return f"sanitizer report: {sanitizer.group(1)}"
+    expected = re.search(r"^Expected: (.*)$", message, re.MULTILINE)
+    got = re.search(r"^Got: +(.*)$", message, re.MULTILINE)
+    if expected and got:
+        return _short(f"expected {expected.group(1)}; got {got.group(1)}")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return _short(lines[0] if lines else "failed")
+
+
+def _short(text: str, width: int = 200) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _first_error(output: str) -> str:
+    for line in output.splitlines():
+        match = re.search(r"([^\s/:]+:\d+(?::\d+)?): (?:fatal )?error: (.*)", line)
+        if match:
+            return _short(f"{match.group(1)}: {match.group(2)}")
+    return _last_line(output) or "the build failed"
+
+
+def _last_line(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return _short(lines[-1]) if lines else ""
+
+
+def remove(path: Path) -> None:
+    """Removes a folder a submission may have written, whatever permissions it left on what is inside."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+        return
+
+    def make_writable(function, name, _):
+        parent = os.path.dirname(name)
+        os.chmod(parent, 0o700)
+        if os.path.isdir(name) and not os.path.islink(name):
+            os.chmod(name, 0o700)
+        function(name)
+    for folder, _, _ in os.walk(path):
+        try:
+            os.chmod(folder, 0o700)
+        except OSError:
+            pass
+    shutil.rmtree(path, onerror=make_writable)
+
+
+def make_reachable(path: Path) -> None:
+    """Creates a folder that the runs' user can enter (it is nobody, when the grader is root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o755)
+
+
+def hand_over(path: Path, isolation: Isolation, recursive: bool = False) -> None:
+    """Gives a folder to the user the runs run as (when the grader is root), so that they can write in it."""
+    if isolation.user is None:
+        return
+    uid, gid, _ = isolation.user
+    os.lchown(path, uid, gid)
+    if recursive:
+        for folder, folders, files in os.walk(path):
+            for name in folders + files:
+                os.lchown(os.path.join(folder, name), uid, gid)
+

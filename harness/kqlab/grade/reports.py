@@ -1,0 +1,200 @@
+"""What `./kqlab grade` writes: a table on the terminal, and in the folder the teacher names
+
+    results.csv    one line per student and lesson: passed, total, status, the first failing test and why
+    gradebook.csv  one line per student: passed/total per lesson, and in all (to paste into a gradebook)
+    junit.xml      JUnit XML, one test suite per student, one test case per lesson test
+    index.html     a static page: the table, then each student's failures with their full messages
+    logs/STUDENT/  each lesson's build and test output (capped), and what was left out of the submission
+
+Everything a submission wrote (its compiler errors, its servers' output inside failure messages) is treated as
+text to show: escaped in HTML and XML, kept from being read as a formula by spreadsheets, and cut to a length.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import re
+import shutil
+import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+from .grading import LessonResult, StudentResult
+
+MESSAGE_LIMIT = 16 * 1024  # characters of one failure message kept in junit.xml and index.html
+
+
+def _cut(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    text = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "?", text)  # XML 1.0 cannot hold these
+    return text if len(text) <= limit else text[:limit] + f"\n[... {len(text) - limit} more characters cut ...]"
+
+
+def _cell(value) -> str:
+    """A CSV cell a spreadsheet shows as text: one starting with = + - @ would be read as a formula."""
+    text = _cut(str(value), 1000).replace("\r", " ").replace("\n", " ")
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t") else text
+
+
+# The terminal ------------------------------------------------------------------------------------------------------
+
+def table(students: list[StudentResult], lessons: list[str], width: int) -> str:
+    names = [student.name for student in students]
+    name_width = max([len("student"), *map(len, names)])
+    cells = [[lesson.cell for lesson in student.lessons] if not student.problem else ["?"] * len(lessons)
+             for student in students]
+    widths = [max([len(lesson), *(len(row[i]) for row in cells)]) for i, lesson in enumerate(lessons)]
+    header = "  ".join(["student".ljust(name_width), *(l.ljust(w) for l, w in zip(lessons, widths)),
+                        "first problem"])
+    lines = [header, "-" * min(len(header) + 20, width)]
+    used = name_width + sum(w + 2 for w in widths) + 2
+    for student, row in zip(students, cells):
+        problem = student.first_problem() or "-"
+        room = max(width - used, 30)
+        problem = problem if len(problem) <= room else problem[:room - 3] + "..."
+        lines.append("  ".join([student.name.ljust(name_width), *(c.ljust(w) for c, w in zip(row, widths)),
+                                problem]))
+    lines.append("")
+    lines.append("Cells: tests passed/total; build: does not compile; -: not submitted; N/M!: stopped (time, "
+                 "processes, memory or output limit), see first problem.")
+    return "\n".join(lines)
+
+
+# The folder --------------------------------------------------------------------------------------------------------
+
+def write(out: Path, students: list[StudentResult], lessons: list[str], isolation: list[str]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    if logs.exists():
+        shutil.rmtree(logs)
+    for student in students:
+        _write_logs(logs / student.name, student)
+    _write_results_csv(out / "results.csv", students)
+    _write_gradebook_csv(out / "gradebook.csv", students, lessons)
+    _write_junit(out / "junit.xml", students)
+    (out / "index.html").write_text(_html(students, lessons, isolation), encoding="utf-8")
+
+
+def _write_logs(folder: Path, student: StudentResult) -> None:
+    folder.mkdir(parents=True)
+    summary = [f"submission: {student.origin}"]
+    if student.problem:
+        summary.append(f"not graded: {student.problem}")
+    summary += student.notes
+    (folder / "submission.txt").write_text("\n".join(summary) + "\n", encoding="utf-8")
+    for result in student.lessons:
+        for kind, text in result.logs.items():
+            (folder / f"{result.lesson}-{kind}.log").write_text(text, encoding="utf-8")
+
+
+def _write_results_csv(path: Path, students: list[StudentResult]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["student", "lesson", "passed", "total", "status", "first failing test", "reason"])
+        for student in students:
+            if student.problem:
+                writer.writerow([_cell(student.name), "", 0, 0, "not graded", "", _cell(student.problem)])
+            for result in student.lessons:
+                first = result.failures[0].test if result.failures and result.status != "passed" else ""
+                writer.writerow([_cell(student.name), result.lesson, result.passed, result.total, result.status,
+                                 first, _cell(result.reason)])
+
+
+def _write_gradebook_csv(path: Path, students: list[StudentResult], lessons: list[str]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["student", *lessons, "passed", "total"])
+        for student in students:
+            results = {result.lesson: result for result in student.lessons}
+            row = [f"{results[l].passed}/{results[l].total}" if l in results else "" for l in lessons]
+            writer.writerow([_cell(student.name), *row, sum(r.passed for r in student.lessons),
+                             sum(r.total for r in student.lessons)])
+
+
+def _write_junit(path: Path, students: list[StudentResult]) -> None:
+    suites = ElementTree.Element("testsuites", name="kqlab grade")
+    for student in students:
+        cases = [(result, failure.test, failure) for result in student.lessons for failure in result.failures]
+        failed = {(result.lesson, failure.test) for result, _, failure in cases}
+        suite = ElementTree.SubElement(suites, "testsuite", name=student.name, time=f"{student.seconds:.1f}")
+        count = failures = 0
+        if student.problem:
+            case = ElementTree.SubElement(suite, "testcase", classname=student.name, name="submission")
+            ElementTree.SubElement(case, "error", message=_cut(student.problem, 500)).text = _cut(student.problem)
+            count, failures = 1, 1
+        for result in student.lessons:
+            failing = {failure.test: failure for failure in result.failures}
+            for test in _tests_of(result):
+                count += 1
+                case = ElementTree.SubElement(suite, "testcase", classname=f"{student.name}.{result.lesson}",
+                                              name=test)
+                if (result.lesson, test) in failed:
+                    failures += 1
+                    message = failing[test].message
+                    ElementTree.SubElement(case, "failure", message=_cut(message.splitlines()[0] if message else
+                                                                         "failed", 500)).text = _cut(message)
+        suite.set("tests", str(count))
+        suite.set("failures", str(failures))
+        suite.set("errors", "0")
+        suite.set("skipped", "0")
+    ElementTree.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _tests_of(result: LessonResult) -> list[str]:
+    """The lesson's tests, in the harness's order, then any other test that failed."""
+    names = list(result.tests)
+    return names + [failure.test for failure in result.failures if failure.test not in names]
+
+
+# The page ----------------------------------------------------------------------------------------------------------
+
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: left; vertical-align: top; }
+td.passed { background: #dfd; } td.failed { background: #fec; } td.bad { background: #fcc; } td.missing { color: #888; }
+pre { background: #f6f6f6; padding: .6em; overflow-x: auto; white-space: pre-wrap; font-size: 13px; }
+details { margin: .3em 0; } summary { cursor: pointer; } .note { color: #555; font-size: 90%; }
+"""
+
+
+def _html(students: list[StudentResult], lessons: list[str], isolation: list[str]) -> str:
+    e = html.escape
+    parts = [f"<!doctype html><html lang=en><meta charset=utf-8><title>kqlab grade</title><style>{STYLE}</style>",
+             f"<h1>kqlab grade</h1><p class=note>{e(time.strftime('%Y-%m-%d %H:%M'))}; {len(students)} "
+             f"submissions; lessons {e(', '.join(lessons))}.</p>",
+             "<details><summary>How submissions were isolated</summary><ul>" +
+             "".join(f"<li>{e(line)}</li>" for line in isolation) + "</ul></details>",
+             "<table><tr><th>student</th>" + "".join(f"<th>{e(l)}</th>" for l in lessons) +
+             "<th>first problem</th></tr>"]
+    for student in students:
+        row = f"<tr><td><a href='#{e(_anchor(student.name))}'>{e(student.name)}</a></td>"
+        if student.problem:
+            row += f"<td class=bad colspan={len(lessons)}>not graded</td>"
+        for result in student.lessons:
+            kind = {"passed": "passed", "failed": "failed", "missing": "missing"}.get(result.status, "bad")
+            row += f"<td class={kind} title='{e(result.status)}'>{e(result.cell)}</td>"
+        parts.append(row + f"<td>{e(student.first_problem() or '-')}</td></tr>")
+    parts.append("</table>")
+    for student in students:
+        parts.append(f"<h2 id='{e(_anchor(student.name))}'>{e(student.name)}</h2>"
+                     f"<p class=note>{e(student.origin)} &middot; <a href='logs/{e(student.name)}/'>logs</a></p>")
+        if student.problem:
+            parts.append(f"<p>Not graded: {e(student.problem)}</p>")
+        if student.notes:
+            parts.append("<ul class=note>" + "".join(f"<li>{e(n)}</li>" for n in student.notes) + "</ul>")
+        for result in student.lessons:
+            parts.append(f"<h3>{e(result.lesson)}: {e(result.status)}, {result.passed} of {result.total} tests "
+                         f"passed</h3>")
+            if result.status != "passed" and result.reason:
+                parts.append(f"<p>{e(result.reason)}</p>")
+            for failure in result.failures:
+                parts.append(f"<details><summary>{e(failure.test)}</summary><pre>{e(_cut(failure.message))}"
+                             f"</pre></details>")
+            if result.status == "does not compile" and "build" in result.logs:
+                parts.append(f"<details open><summary>build output</summary><pre>"
+                             f"{e(_cut(result.logs['build']))}</pre></details>")
+    return "\n".join(parts) + "\n</html>\n"
+
+
+def _anchor(name: str) -> str:
+    return "student-" + re.sub(r"[^\w-]", "_", name)

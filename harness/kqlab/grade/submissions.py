@@ -1,0 +1,227 @@
+"""Reading a class's submissions, any of which may be hostile.
+
+A submission is a folder or an archive (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz, .zip) holding a student's
+`workspace/` folder: at its top, or up to three folders down (a clone of kqlab, say, or a folder named after the
+student). Only the lessons' sources are taken from it: the *.cpp, *.hpp and *.h files directly inside a lesson
+folder, workspace/NN-topic/. Its build files, tests and anything else are never looked at: a student cannot change
+what they are graded by.
+
+Nothing is extracted as it is. A folder is read without following links; an archive's members are read, never
+written under their own names. What is kept must be a regular file (no link, device or other special file), with
+a plain name, under a plain path (no absolute path, no `..`), within the size limits below; whatever else looked
+like a source is listed in the submission's notes, with why it was left out.
+"""
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tarfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+MAX_FILE = 1 << 20  # bytes in one source file
+MAX_TOTAL = 16 << 20  # bytes of sources in one submission
+MAX_FILES_PER_LESSON = 64
+MAX_MEMBERS = 100_000  # entries looked at in an archive
+MAX_ARCHIVE = 2 << 30  # bytes an archive's members may add up to, read or not
+MAX_DEPTH = 3  # folders above workspace/
+
+SOURCE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*\.(?:cpp|hpp|h)")
+LESSON = re.compile(r"\d\d-[A-Za-z0-9_-]+")
+PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+ -]*")  # a folder name above workspace/
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip")
+
+
+@dataclass
+class Submission:
+    name: str  # the student, as the reports show them: the folder's or archive's name
+    origin: Path
+    lessons: dict[str, dict[str, bytes]] = field(default_factory=dict)  # lesson -> file name -> contents
+    problem: str = ""  # why nothing could be graded, if so
+    notes: list[str] = field(default_factory=list)  # what was left out, and why
+
+
+@dataclass
+class _Entry:
+    """A file of a submission that sits where a lesson source would: workspace/NN-topic/NAME."""
+    prefix: tuple[str, ...]  # the folders above workspace/
+    lesson: str
+    name: str
+    regular: bool
+    size: int
+    contents: bytes | None  # None when it was not read: not a regular file, or too large
+
+
+def student_name(origin: Path) -> str:
+    name = origin.name
+    for suffix in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True):
+        if origin.is_file() and name.lower().endswith(suffix):
+            name = name[:-len(suffix)]
+            break
+    return re.sub(r"[^\w.@-]+", "_", name).strip("._") or "submission"
+
+
+def is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def read(origin: Path, lessons: list[str]) -> Submission:
+    """The sources of `lessons` in the submission at `origin` (a folder or an archive)."""
+    submission = Submission(student_name(origin), origin)
+    try:
+        if origin.is_dir() and not origin.is_symlink():
+            entries = list(_folder_entries(origin))
+        elif is_archive(origin):
+            entries = list(_zip_entries(origin) if origin.name.lower().endswith(".zip") else _tar_entries(origin))
+        else:
+            submission.problem = "not a folder, nor an archive kqlab reads (" + ", ".join(ARCHIVE_SUFFIXES) + ")"
+            return submission
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, _TooLarge, EOFError) as problem:
+        submission.problem = f"could not be read: {problem}"
+        return submission
+    _keep(submission, entries, lessons)
+    return submission
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Budget:
+    """How many bytes of sources are still to be read from one submission, whichever workspace/ they are in."""
+
+    def __init__(self) -> None:
+        self.left = 2 * MAX_TOTAL
+
+    def allows(self, size: int) -> bool:
+        if size > MAX_FILE or size > self.left:
+            return False
+        self.left -= size
+        return True
+
+
+def _keep(submission: Submission, entries: list[_Entry], lessons: list[str]) -> None:
+    prefixes = sorted({entry.prefix for entry in entries}, key=lambda prefix: (len(prefix), prefix))
+    if not prefixes:
+        submission.problem = (f"no workspace/ folder with lesson folders (workspace/NN-topic/) in it, at most "
+                              f"{MAX_DEPTH} folders down")
+        return
+    shallowest = [prefix for prefix in prefixes if len(prefix) == len(prefixes[0])]
+    if len(shallowest) > 1:
+        shown = ", ".join("/".join((*prefix, "workspace")) for prefix in shallowest)
+        submission.problem = f"more than one workspace/ folder, which one is the student's? {shown}"
+        return
+    chosen, total = shallowest[0], 0
+    for entry in sorted(entries, key=lambda entry: (entry.lesson, entry.name)):
+        where = "/".join((*entry.prefix, "workspace", entry.lesson, entry.name))
+        if entry.prefix != chosen or entry.lesson not in lessons:
+            continue
+        files = submission.lessons.setdefault(entry.lesson, {})
+        why = ("not a regular file (a link, or something stranger)" if not entry.regular else
+               f"larger than {MAX_FILE >> 10} KiB" if entry.size > MAX_FILE else
+               f"more than {MAX_FILES_PER_LESSON} files in the lesson" if len(files) >= MAX_FILES_PER_LESSON else
+               f"the submission's sources pass {MAX_TOTAL >> 20} MiB" if total + entry.size > MAX_TOTAL else "")
+        if not why and entry.contents is None:
+            why = f"the submission's sources pass {MAX_TOTAL >> 20} MiB"
+        if not why and len(entry.contents) > MAX_FILE:
+            why = f"larger than {MAX_FILE >> 10} KiB"
+        if not why:
+            files[entry.name] = entry.contents
+            total += len(entry.contents)
+        else:
+            submission.notes.append(f"left out {where}: {why}")
+
+
+def _split(path: PurePosixPath) -> tuple[tuple[str, ...], str, str] | None:
+    """(folders above workspace/, lesson, file name) if `path` is where a lesson source sits, else None."""
+    parts = path.parts
+    if len(parts) < 3 or len(parts) > MAX_DEPTH + 3 or parts[-3] != "workspace":
+        return None
+    prefix, lesson, name = parts[:-3], parts[-2], parts[-1]
+    if not LESSON.fullmatch(lesson) or not SOURCE.fullmatch(name):
+        return None
+    if not all(PLAIN.fullmatch(part) and part != "__MACOSX" for part in prefix):
+        return None  # also rules out "..", "." and absolute paths
+    return prefix, lesson, name
+
+
+def _folder_entries(root: Path):
+    budget = _Budget()
+    candidates = [root / "workspace"]
+    for depth in range(1, MAX_DEPTH + 1):
+        candidates += sorted(root.glob("/".join(["*"] * depth) + "/workspace"))
+    for workspace in candidates:
+        relative = workspace.relative_to(root)
+        if any(part.is_symlink() for part in [workspace, *workspace.parents] if part.is_relative_to(root)):
+            continue
+        if not workspace.is_dir():
+            continue
+        for lesson in sorted(workspace.iterdir()):
+            if lesson.is_symlink() or not lesson.is_dir():
+                continue
+            for path in sorted(lesson.iterdir()):
+                split = _split(PurePosixPath(*relative.parts, lesson.name, path.name))
+                if split is None:
+                    continue
+                info = path.lstat()
+                regular = stat.S_ISREG(info.st_mode)
+                contents = _read_file(path) if regular and budget.allows(info.st_size) else None
+                yield _Entry(*split, regular, info.st_size, contents)
+
+
+def _read_file(path: Path) -> bytes:
+    # O_NOFOLLOW: a file swapped for a link since lstat() is refused, not followed.
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(descriptor, "rb") as file:
+        return file.read(MAX_FILE + 1)
+
+
+def _member_path(name: str) -> PurePosixPath | None:
+    name = name.replace("\\", "/")
+    while name.startswith("./"):
+        name = name[2:]
+    if name.startswith("/"):
+        return None
+    return PurePosixPath(name)
+
+
+def _tar_entries(origin: Path):
+    budget = _Budget()
+    with tarfile.open(origin, "r:*") as archive:
+        seen, size = 0, 0
+        for member in archive:
+            seen += 1
+            size += max(member.size, 0)
+            if seen > MAX_MEMBERS or size > MAX_ARCHIVE:
+                raise _TooLarge(f"more than {MAX_MEMBERS} entries or {MAX_ARCHIVE >> 30} GiB")
+            path = _member_path(member.name)
+            split = _split(path) if path else None
+            if split is None:
+                continue
+            contents = None
+            if member.isreg() and budget.allows(member.size):
+                contents = archive.extractfile(member).read(MAX_FILE + 1)
+            yield _Entry(*split, member.isreg(), member.size, contents)
+
+
+def _zip_entries(origin: Path):
+    budget = _Budget()
+    with zipfile.ZipFile(origin) as archive:
+        members = archive.infolist()
+        if len(members) > MAX_MEMBERS:
+            raise _TooLarge(f"more than {MAX_MEMBERS} entries")
+        for member in members:
+            path = _member_path(member.filename)
+            split = _split(path) if path else None
+            if split is None or member.is_dir():
+                continue
+            mode = member.external_attr >> 16
+            # The file type bits are often left out (zips made on Windows, Python's writestr): then a file is a file.
+            regular = not stat.S_IFMT(mode) or stat.S_ISREG(mode)
+            contents = None
+            if regular and budget.allows(member.file_size):
+                with archive.open(member) as file:  # file_size is the archive's word: read no more than the limit
+                    contents = file.read(MAX_FILE + 1)
+            yield _Entry(*split, regular, member.file_size, contents)

@@ -1,0 +1,408 @@
+"""./kqlab grade's own tests. A class of fixture submissions, each one way a submission goes right or wrong, is
+graded once (the `graded` fixture, a real `./kqlab grade` run); each test then checks that one submission landed in
+its own row with the right reason, and that nothing it did escaped its limits.
+
+The hostile servers are in harness/grade_fixtures/; the other submissions are made from the lessons' solutions,
+so they follow the course as it changes. Only the first two lessons are graded, to keep this quick.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import xml.etree.ElementTree as ElementTree
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from kqlab import course, mutants
+from kqlab.grade import command, grading, reports, sandbox, submissions
+
+LESSONS = course.lessons()[:2]
+FIRST, LAST = LESSONS[0], LESSONS[-1]
+FIXTURES = course.HARNESS / "grade_fixtures"
+TIMEOUT = 30  # --timeout: seconds one lesson's tests may take (a passing lesson takes a few)
+SCRATCH = course.ROOT / "build" / "grade-tests"  # --scratch: kept, so that a second run builds little
+
+
+def solution_files(lesson: course.Lesson) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in lesson.program_files(lesson.solution)}
+
+
+def broken_files(lesson: course.Lesson) -> tuple[dict[str, bytes], str]:
+    """The lesson's solution with one classic mistake (its first mutant), and the test that must catch it."""
+    mutant = mutants.of(lesson)[0]
+    files = solution_files(lesson)
+    files[mutant.file] = mutant.patch(files[mutant.file].decode(), lesson).encode()
+    return files, mutant.caught_by
+
+
+def write_workspace(root: Path, lessons: dict[str, dict[str, bytes]]) -> None:
+    for lesson, files in lessons.items():
+        (root / "workspace" / lesson).mkdir(parents=True)
+        for name, contents in files.items():
+            (root / "workspace" / lesson / name).write_bytes(contents)
+
+
+def add_file(archive: tarfile.TarFile, name: str, contents: bytes, kind: bytes = tarfile.REGTYPE,
+             link: str = "") -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, len(contents) if kind == tarfile.REGTYPE else 0
+    archive.addfile(info, io.BytesIO(contents) if kind == tarfile.REGTYPE else None)
+
+
+def make_tricky_archive(path: Path) -> None:
+    """An archive with members that try to get out: absolute, `..`, links, a device. Only the solution is kept."""
+    with tarfile.open(path, "w") as archive:
+        for name, contents in solution_files(FIRST).items():
+            add_file(archive, f"workspace/{FIRST.name}/{name}", contents)
+        add_file(archive, f"../workspace/{FIRST.name}/outside.cpp", b"int outside;\n")
+        add_file(archive, f"/tmp/workspace/{FIRST.name}/absolute.cpp", b"int absolute;\n")
+        add_file(archive, f"workspace/{FIRST.name}/passwd.cpp", b"", tarfile.SYMTYPE, "/etc/passwd")
+        add_file(archive, f"workspace/{FIRST.name}/hard.hpp", b"", tarfile.LNKTYPE, "/etc/shadow")
+        add_file(archive, f"workspace/{FIRST.name}/device.h", b"", tarfile.CHRTYPE)
+
+
+def make_class(folder: Path, sandboxed: bool) -> tuple[list[Path], str]:
+    """The fixture class, in the shapes submissions come in; returns them and the test the failing lesson fails.
+    The submission that writes outside its folder is left out where bubblewrap does not work: nothing would stop
+    it there."""
+    folder.mkdir()
+    everything = {lesson.name: solution_files(lesson) for lesson in LESSONS}
+    made = []
+
+    # Plain workspaces, first lesson only: the hostile servers replace the solution. The one that hangs comes
+    # first, so that one slot waits out its timeout while the other grades the rest.
+    hostile = {"hangs": "hangs.cpp", "crashes": "crashes.cpp", "fork-bomb": "fork_bomb.cpp",
+               "floods": "floods.cpp"}
+    for student, fixture in hostile.items():
+        write_workspace(folder / student, {FIRST.name: {"main.cpp": (FIXTURES / fixture).read_bytes()}})
+        made.append(folder / student)
+
+    # A clone of kqlab, as a tarball, every lesson solved.
+    with tarfile.open(folder / "all-pass.tar.gz", "w:gz") as archive:
+        for lesson, files in everything.items():
+            for name, contents in files.items():
+                add_file(archive, f"kqlab/workspace/{lesson}/{name}", contents)
+    made.append(folder / "all-pass.tar.gz")
+
+    # A folder holding a clone: the last lesson has a classic mistake; its copy of the tests and build files was
+    # changed to let everything pass, which the grader must ignore.
+    broken, caught_by = broken_files(LAST)
+    write_workspace(folder / "one-failing" / "kqlab", {**everything, LAST.name: broken})
+    tests = folder / "one-failing" / "kqlab" / "harness" / LAST.name
+    tests.mkdir(parents=True)
+    (tests / f"test_{LAST.name.replace('-', '_')}.py").write_text("def test_anything():\n    pass\n")
+    (folder / "one-failing" / "kqlab" / "lessons").mkdir()
+    (folder / "one-failing" / "kqlab" / "lessons" / "lessons.cmake").write_text("# nothing to build\n")
+    made.append(folder / "one-failing")
+
+    # Workspaces whose first lesson adds a file to the solution. writes-outside comes last: no submission is graded
+    # after it, so its slot's build/ keeps what it wrote there.
+    joining = {"does-not-compile": "does_not_compile.cpp"}
+    if sandboxed:
+        joining["writes-outside"] = "writes_outside.cpp"
+    for student, fixture in joining.items():
+        files = {**everything[FIRST.name], fixture: (FIXTURES / fixture).read_bytes()}
+        write_workspace(folder / student, {FIRST.name: files})
+        made.append(folder / student)
+    return made, caught_by
+
+
+@dataclass
+class Graded:
+    """A finished `./kqlab grade` run."""
+    status: int
+    output: str
+    out: Path
+    scratch: Path  # the grader's scratch folders, kept to be looked at
+    rows: dict[tuple[str, str], dict[str, str]]  # (student, lesson) -> results.csv's row
+    sandboxed: bool  # bubblewrap works here
+    caught_by: str = ""
+    escapes: list[Path] = field(default_factory=list)  # every KQLAB_ESCAPED under the scratch folder after the run
+
+    def row(self, student: str, lesson: course.Lesson = FIRST) -> dict[str, str]:
+        return self.rows[(student, lesson.name)]
+
+
+class GradeRun:
+    """`./kqlab grade` started in a subprocess, to be finished with wait()."""
+
+    def __init__(self, arguments: list[str], out: Path, sandboxed: bool) -> None:
+        self.out, self.sandboxed = out, sandboxed
+        environment = dict(os.environ, PYTHONPATH=str(course.HARNESS))
+        self.process = subprocess.Popen([sys.executable, "-m", "kqlab", "grade", "--out", str(out), "--scratch",
+                                         str(SCRATCH), *arguments], cwd=course.ROOT, env=environment,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def wait(self) -> Graded:
+        try:
+            output, _ = self.process.communicate(timeout=600)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+        rows = {}
+        if (self.out / "results.csv").exists():
+            with open(self.out / "results.csv", newline="", encoding="utf-8") as file:
+                rows = {(row["student"], row["lesson"]): row for row in csv.DictReader(file)}
+        return Graded(self.process.returncode, output, self.out, SCRATCH, rows, self.sandboxed)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory):
+    """Two grade runs, one after the other (the second finds the slot the first brought up to date): the fixture
+    class, in the sandbox where it works; and a few submissions with --no-sandbox, what a teacher on macOS gets
+    (limits and the watchdog only)."""
+    folder = tmp_path_factory.mktemp("grade")
+    grading.make_reachable(SCRATCH)
+    for old in SCRATCH.rglob("KQLAB_ESCAPED"):  # left by an earlier run in a slot's build/
+        old.unlink()
+    with tempfile.TemporaryDirectory(dir=SCRATCH) as probe:
+        grading.make_reachable(Path(probe))
+        sandboxed = sandbox.detect(Path(probe)).bwrap is not None
+    made, caught_by = make_class(folder / "class", sandboxed)
+    graded = GradeRun(["--lessons", f"{FIRST.number:02d}-{LAST.number:02d}", "--jobs", "2", "--timeout",
+                       str(TIMEOUT), *map(str, made)], folder / "out", sandboxed).wait()
+    graded.caught_by = caught_by
+    # What writes-outside left, before the next run takes its slot over.
+    graded.escapes = [path for path in SCRATCH.rglob("KQLAB_ESCAPED")]
+    (folder / "not-a-submission").mkdir()
+    write_workspace(folder / "solved", {FIRST.name: solution_files(FIRST)})
+    unsandboxed = GradeRun(["--lessons", FIRST.name, "--jobs", "1", "--timeout", str(TIMEOUT), "--no-sandbox",
+                            str(folder / "solved"), str(folder / "class" / "fork-bomb"),
+                            str(folder / "not-a-submission")], folder / "out-no-sandbox", False).wait()
+    return graded, unsandboxed
+
+
+@pytest.fixture(scope="module")
+def graded(runs) -> Graded:
+    return runs[0]
+
+
+@pytest.fixture(scope="module")
+def unsandboxed(runs) -> Graded:
+    return runs[1]
+
+
+def test_the_class_is_graded(graded):
+    assert graded.status == 0, graded.output
+    students = {student for student, _ in graded.rows}
+    assert students == {"all-pass", "one-failing", "hangs", "crashes", "fork-bomb", "floods", "does-not-compile",
+                        } | ({"writes-outside"} if graded.sandboxed else set()), graded.output
+    assert ("bubblewrap: own user" in graded.output) == graded.sandboxed, graded.output
+    assert ("WARNING: NO bubblewrap" in graded.output) != graded.sandboxed, graded.output
+    assert "student" in graded.output and "first problem" in graded.output  # the table
+    for student in students:
+        assert re.search(rf"^{re.escape(student)} ", graded.output, re.MULTILINE), graded.output
+
+
+def test_all_lessons_passing(graded):
+    for lesson in LESSONS:
+        row = graded.row("all-pass", lesson)
+        assert row["status"] == "passed" and row["passed"] == row["total"] != "0", row
+
+
+def test_one_lesson_failing_with_the_projects_tests(graded):
+    for lesson in LESSONS[:-1]:
+        assert graded.row("one-failing", lesson)["status"] == "passed"
+    row = graded.row("one-failing", LAST)
+    assert row["status"] == "failed" and row["first failing test"], row
+    # The submission's own copy of the tests had a single test that passes: the grader used the project's.
+    assert int(row["total"]) > 1 and 0 < int(row["passed"]) < int(row["total"]), row
+    suite = next(s for s in ElementTree.parse(graded.out / "junit.xml").iter("testsuite") if s.get("name") ==
+                 "one-failing")
+    failed = {case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None and
+              case.get("classname") == f"one-failing.{LAST.name}"}
+    assert graded.caught_by in failed, failed
+
+
+def test_compile_error(graded):
+    row = graded.row("does-not-compile")
+    assert row["status"] == "does not compile", row
+    assert re.search(r"does_not_compile\.cpp:\d+(:\d+)?: expected", row["reason"]), row
+    assert (graded.out / "logs" / "does-not-compile" / f"{FIRST.name}-build.log").exists()
+
+
+def test_hanging_server_is_stopped(graded):
+    row = graded.row("hangs")
+    assert row["status"] == "stopped", row
+    assert f"did not finish within {TIMEOUT} s" in row["reason"], row
+
+
+def test_crash(graded):
+    row = graded.row("crashes")
+    assert row["status"] == "failed", row
+    assert "crashed: the server was killed by SIGSEGV" in row["reason"], row
+
+
+def test_fork_bomb_is_contained(graded):
+    row = graded.row("fork-bomb")
+    assert row["status"] == "stopped", row
+    assert "kept starting processes" in row["reason"], row
+    # Nothing it started outlived its run.
+    survivors = [pid for pid in os.listdir("/proc") if pid.isdigit() and _runs_from(pid, graded.scratch)] \
+        if Path("/proc").is_dir() else []
+    assert not survivors, f"processes left running from the grader's scratch folders: {survivors}"
+
+
+def _runs_from(pid: str, folder: Path) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/exe").startswith(str(folder))
+    except OSError:
+        return False
+
+
+def test_flood_is_cut_off(graded):
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("without /proc, a server cannot reach the test runner's output (only the harness reads its own)")
+    row = graded.row("floods")
+    assert row["status"] == "stopped", row
+    assert "printed more than" in row["reason"] and "a flood of output" in row["reason"], row
+    log = graded.out / "logs" / "floods" / f"{FIRST.name}-tests.log"
+    assert log.stat().st_size < 256 * 1024, "the flood's log should have been cut to its head and tail"
+
+
+def test_writes_outside_its_folder_land_nowhere(graded):
+    if not graded.sandboxed:
+        pytest.skip("without bubblewrap, a submission can write wherever the teacher can (the grader says so): "
+                    "this submission is not in the class")
+    row = graded.row("writes-outside")
+    assert row["status"] == "passed", row  # it still works: only its escape was stopped
+    allowed = set(graded.scratch.glob("slot-*/build"))
+    escaped = [path for path in graded.escapes if not any(folder in path.parents for folder in allowed)]
+    outside = [course.HARNESS, Path("/tmp"), Path("/var/tmp"), graded.out, *graded.scratch.parents]
+    escaped += [folder / "KQLAB_ESCAPED" for folder in outside if (folder / "KQLAB_ESCAPED").exists()]
+    assert not escaped, f"a submission wrote outside its scratch folder: {escaped}"
+    # It did write where it may, so the attempt was real.
+    assert any(path.parent in allowed for path in graded.escapes), graded.escapes
+
+
+def test_tricky_archive_gives_up_only_its_sources(tmp_path):
+    make_tricky_archive(tmp_path / "tricky.tar")
+    tricky = submissions.read(tmp_path / "tricky.tar", [FIRST.name])
+    assert not tricky.problem
+    assert tricky.lessons == {FIRST.name: solution_files(FIRST)}
+    for name in ("passwd.cpp", "hard.hpp", "device.h"):
+        assert any(f"{name}: not a regular file" in note for note in tricky.notes), tricky.notes
+    assert list(tmp_path.iterdir()) == [tmp_path / "tricky.tar"]  # nothing was extracted
+
+
+def test_junit_xml_has_one_suite_per_student(graded):
+    suites = {suite.get("name"): suite for suite in ElementTree.parse(graded.out / "junit.xml").iter("testsuite")}
+    assert set(suites) == {student for student, _ in graded.rows}
+    expected = sum(int(graded.row("crashes", lesson)["total"]) for lesson in LESSONS)
+    assert int(suites["crashes"].get("tests")) == expected
+    failures = [case.find("failure") for case in suites["crashes"].iter("testcase")]
+    assert any(f is not None and "SIGSEGV" in (f.text or "") for f in failures)
+    assert suites["all-pass"].get("failures") == "0"
+
+
+def test_html_report_shows_each_failure(graded):
+    page = (graded.out / "index.html").read_text(encoding="utf-8")
+    for student, _ in graded.rows:
+        assert f">{student}</a>" in page
+    assert "was killed by SIGSEGV" in page
+    assert "does_not_compile.cpp" in page
+    gradebook = list(csv.reader(open(graded.out / "gradebook.csv", encoding="utf-8")))
+    assert gradebook[0] == ["student", *(lesson.name for lesson in LESSONS), "passed", "total"]
+
+
+def test_plain_pytest_for_teachers(graded, tmp_path):
+    """pytest harness/ --impl workspace --workspace DIR: one student's lessons built and tested, JUnit out."""
+    workspace = tmp_path / "alice" / "workspace"
+    write_workspace(tmp_path / "alice", {FIRST.name: solution_files(FIRST)})
+    # A build tree the grade run left, already configured and with compat/ built: only the lesson is built.
+    build = graded.scratch / "slot-0" / "build"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-c", str(course.HARNESS / "pytest.ini"), "--rootdir",
+                           str(course.HARNESS), str(course.HARNESS), "--impl", "workspace", "--workspace",
+                           str(workspace), "--build-dir", str(build), f"--junitxml={tmp_path / 'alice.xml'}", "-q"],
+                          cwd=course.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(course.HARNESS)))
+    cases = list(ElementTree.parse(tmp_path / "alice.xml").iter("testcase"))
+    first = [case for case in cases if FIRST.name in (case.get("classname") or "")]
+    others = [case for case in cases if FIRST.name not in (case.get("classname") or "")]
+    assert first and all(case.find("failure") is None and case.find("error") is None for case in first), done.stdout
+    # The other lessons are not in alice's workspace: they fail, saying so. No course self-check ran.
+    assert all("has no" in (case.find("failure").get("message") or "") for case in others if
+               case.find("failure") is not None), done.stdout
+    assert not any("test_course" in (case.get("classname") or "") or "test_grade" in (case.get("classname") or "")
+                   for case in cases)
+
+
+def test_without_the_sandbox_the_grader_says_so_and_still_contains(unsandboxed):
+    """--no-sandbox is what a teacher gets where bubblewrap is not (macOS): limits and the watchdog only."""
+    assert "WARNING: NO bubblewrap (turned off with --no-sandbox)" in unsandboxed.output
+    assert "NO bubblewrap" in (unsandboxed.out / "index.html").read_text(encoding="utf-8")
+    assert unsandboxed.row("solved")["status"] == "passed", unsandboxed.output
+    bomb = unsandboxed.row("fork-bomb")
+    assert bomb["status"] == "stopped" and "kept starting processes" in bomb["reason"], bomb
+    # A submission that could not be graded: its row says why, and the exit status says not everything ran.
+    assert unsandboxed.rows[("not-a-submission", "")]["status"] == "not graded"
+    assert unsandboxed.status == 1, unsandboxed.output
+
+
+# Reading submissions, and the small pieces, without a build -----------------------------------------------------
+
+def test_lesson_selection():
+    every = course.lessons()
+    assert command.select_lessons(None) == every
+    assert command.select_lessons(f"{FIRST.number:02d}-05") == [l for l in every if l.number <= 5]
+    assert command.select_lessons(str(FIRST.number)) == [FIRST]
+    assert command.select_lessons(FIRST.name) == [FIRST]
+    with pytest.raises(ValueError):
+        command.select_lessons("97-98")
+    with pytest.raises(ValueError):
+        command.select_lessons("99")
+
+
+def test_archives_give_only_plain_sources(tmp_path):
+    with zipfile.ZipFile(tmp_path / "zoe.zip", "w") as archive:
+        archive.writestr(f"zoe/workspace/{FIRST.name}/main.cpp", "int main() {}\n")
+        archive.writestr(f"zoe/workspace/{FIRST.name}/../../../evil.cpp", "int evil;\n")
+        archive.writestr(f"zoe/workspace/{FIRST.name}/notes.txt", "not a source\n")
+        archive.writestr(f"zoe/workspace/{FIRST.name}/big.cpp", "x" * (submissions.MAX_FILE + 1))
+        archive.writestr(f"__MACOSX/zoe/workspace/{FIRST.name}/._main.cpp", "resource fork\n")
+    zoe = submissions.read(tmp_path / "zoe.zip", [FIRST.name])
+    assert zoe.name == "zoe" and not zoe.problem
+    assert list(zoe.lessons[FIRST.name]) == ["main.cpp"]
+    assert any("big.cpp: larger than" in note for note in zoe.notes)
+
+
+def test_unreadable_submissions_say_why(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert "no workspace/" in submissions.read(tmp_path / "empty", [FIRST.name]).problem
+    (tmp_path / "homework.txt").write_text("hello")
+    assert "not a folder, nor an archive" in submissions.read(tmp_path / "homework.txt", [FIRST.name]).problem
+    (tmp_path / "broken.tar.gz").write_bytes(b"not gzip at all")
+    assert "could not be read" in submissions.read(tmp_path / "broken.tar.gz", [FIRST.name]).problem
+    for twin in ("a", "b"):
+        write_workspace(tmp_path / "twins" / twin, {FIRST.name: {"main.cpp": b"int main() {}\n"}})
+    assert "more than one workspace/" in submissions.read(tmp_path / "twins", [FIRST.name]).problem
+
+
+def test_folder_links_are_not_followed(tmp_path):
+    write_workspace(tmp_path / "sam", {FIRST.name: {"main.cpp": b"int main() {}\n"}})
+    (tmp_path / "sam" / "workspace" / FIRST.name / "secret.cpp").symlink_to("/etc/passwd")
+    sam = submissions.read(tmp_path / "sam", [FIRST.name])
+    assert list(sam.lessons[FIRST.name]) == ["main.cpp"]
+    assert any("secret.cpp: not a regular file" in note for note in sam.notes)
+
+
+def test_spreadsheet_cells_are_never_formulas():
+    assert reports._cell("=HYPERLINK(\"http://x\")").startswith("'=")
+    assert reports._cell("-1+2").startswith("'-")
+    assert reports._cell("alice") == "alice"
+
+
+def test_failure_summaries():
+    story = "t failed. What happened:\n  1. started\nExpected: 'a' back\nGot:      nothing in 2 s\n"
+    assert grading.summarize(story) == "expected 'a' back; got nothing in 2 s"
+    assert grading.summarize(story + "The server (x, pid 3) was killed by SIGABRT.\n") == \
+        "crashed: the server was killed by SIGABRT"

@@ -1,0 +1,254 @@
+"""The course's site (./kqlab docs): it builds with zero Doxygen warnings, has a page for every lesson, in order,
+linked to each other, and no internal link that leads nowhere; the code the lessons quote is the code that
+compiles; and a real browser renders its pages.
+
+The site is built once, into a temporary directory, by the same code as ./kqlab docs (kqlab/site.py).
+"""
+from __future__ import annotations
+
+import html.parser
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from kqlab import course, mutants, site, snippets
+
+LESSONS = course.lessons()
+CHROMIUM = next((path for path in ("/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium") or "")
+                 if path and os.access(path, os.X_OK)), None)
+NO_DOXYGEN = shutil.which("doxygen") is None or shutil.which("dot") is None
+needs_doxygen = pytest.mark.skipif(NO_DOXYGEN, reason="Doxygen or Graphviz is not installed (./kqlab test installs "
+                                   "them as root on Debian and Ubuntu: apt-get install doxygen graphviz)")
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site, built; its html/ directory."""
+    if NO_DOXYGEN:
+        pytest.skip("Doxygen or Graphviz is not installed")
+    output = tmp_path_factory.mktemp("site")
+    try:
+        index = site.build(output)
+    except site.SiteError as error:
+        pytest.fail(f"The site does not build:\n{error}", pytrace=False)
+    return index.parent
+
+
+# Links ------------------------------------------------------------------------------------------------------------
+
+class _Links(html.parser.HTMLParser):
+    """The ids a page defines and the links it makes (href, src, data)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if value is None:
+                continue
+            if name in ("id", "name") and tag != "meta":
+                self.ids.add(value)
+            elif name in ("href", "src") or (tag == "object" and name == "data"):
+                self.links.append(value)
+
+
+def parse(page: Path) -> _Links:
+    parser = _Links()
+    parser.feed(page.read_text(encoding="utf-8", errors="replace"))
+    return parser
+
+
+def broken_links(html_dir: Path) -> list[str]:
+    """Every internal link of every page that leads to no file, or to no such id in its page."""
+    pages = {path: parse(path) for path in html_dir.glob("*.html")}
+    broken = []
+    for page, parsed in sorted(pages.items()):
+        for link in parsed.links:
+            parts = urlsplit(link)
+            if parts.scheme or link.startswith("//") or link.startswith("javascript:"):
+                continue  # external: not ours to check
+            target = (page.parent / unquote(parts.path)).resolve() if parts.path else page
+            if not target.exists():
+                broken.append(f"{page.name}: {link} (no such file)")
+            elif parts.fragment and target.suffix == ".html":
+                ids = pages[target].ids if target in pages else parse(target).ids
+                if parts.fragment not in ids and parts.fragment != "top":
+                    broken.append(f"{page.name}: {link} (no id '{parts.fragment}' in {target.name})")
+    return broken
+
+
+@needs_doxygen
+def test_every_internal_link_resolves(built: Path) -> None:
+    broken = broken_links(built)
+    assert not broken, "links that lead nowhere:\n" + "\n".join(broken)
+
+
+@needs_doxygen
+def test_every_lesson_has_its_page_in_order(built: Path) -> None:
+    index = (built / "index.html").read_text(encoding="utf-8")
+    positions = []
+    for number, lesson in enumerate(LESSONS):
+        page = built / f"{site.page_label(lesson)}.html"
+        assert page.exists(), f"no page for {lesson.name}"
+        text = page.read_text(encoding="utf-8")
+        assert lesson.title in text, f"{page.name} does not show the lesson's title"
+        for section in lesson.sections()[1:]:
+            anchor = f'id="{site.page_label(lesson)}-{site.slug(section)}"'
+            assert anchor in text, f"{page.name} has no anchor for the section '{section}'"
+        links = parse(page).links
+        assert "index.html" in links, f"{page.name} has no link to the index"
+        if number:
+            assert f"{site.page_label(LESSONS[number - 1])}.html" in links, f"{page.name}: no link to the previous"
+        if number + 1 < len(LESSONS):
+            assert f"{site.page_label(LESSONS[number + 1])}.html" in links, f"{page.name}: no link to the next"
+        positions.append(index.find(f'href="{site.page_label(lesson)}.html"'))
+    assert all(position >= 0 for position in positions), "the index does not link every lesson"
+    assert positions == sorted(positions), "the index lists the lessons out of order"
+
+
+@needs_doxygen
+def test_the_other_pages(built: Path) -> None:
+    mistakes = (built / "mistakes.html").read_text(encoding="utf-8")
+    for lesson in LESSONS:
+        for mutant in mutants.of(lesson):
+            assert mutant.name in mistakes and mutant.caught_by in mistakes, \
+                f"the Common mistakes page does not list mutant {mutant.name} of {lesson.name}"
+    portability = (built / "portability.html").read_text(encoding="utf-8")
+    compat = (course.ROOT / "compat" / "README.md").read_text(encoding="utf-8")
+    for deviation in re.findall(r"^\d+\. \*\*(.+?)\*\*", compat, re.MULTILINE):
+        words = re.sub(r"`", "", deviation).split()[:3]
+        assert " ".join(words).replace("&", "&amp;") in re.sub(r"<[^>]+>", "", portability), \
+            f"the Portability page lacks compat's deviation '{deviation}'"
+    for test, _, _ in site.freebsd_only_tests():
+        assert test.split()[0] in portability, f"the Portability page lacks the macOS difference '{test}'"
+    diagrams = (built / "diagrams.html").read_text(encoding="utf-8")
+    for name in sorted(site.DIAGRAMS.glob("*.dot")):
+        assert f"dot_{name.stem}.svg" in diagrams, f"the Diagrams page does not show {name.name}"
+        assert (built / f"dot_{name.stem}.svg").stat().st_size > 1000, f"{name.name} made an empty picture"
+
+
+@needs_doxygen
+def test_api_reference_documents_the_headers(built: Path) -> None:
+    namespace = (built / "namespacekqlab.html").read_text(encoding="utf-8")
+    assert "describe" in namespace and "The whole event on one line" in namespace, \
+        "lessons/common's contract comments are missing from the API reference"
+    event_h = (built / "event_8h.html").read_text(encoding="utf-8")
+    assert "Applies" in event_h and "EV_RECEIPT" in event_h, "compat's <sys/event.h> is missing its documentation"
+
+
+# Quoted code ------------------------------------------------------------------------------------------------------
+
+def test_quoted_code_matches_its_source() -> None:
+    problems = site.check_snippets()
+    assert not problems, "\n".join(problems)
+
+
+def test_a_drifted_quote_is_caught_and_refreshed(tmp_path: Path) -> None:
+    source = tmp_path / "server.cpp"
+    source.write_text("int before;\n// [snippet: loop]\nfor (;;) {\n  wait();\n}\n// [end]\nint after;\n")
+    text = tmp_path / "README.md"
+    text.write_text("Text.\n\n<!-- snippet: server.cpp loop -->\n```cpp\nfor (;;) {\n  sleep();\n}\n```\n\n"
+                    "```cpp\nint unquoted;\n```\n")
+    problems = snippets.problems(text, tmp_path)
+    assert len(problems) == 2, problems
+    assert "differs from the source" in problems[0] and "names no source" in problems[1]
+    assert snippets.refresh(text, tmp_path)
+    assert "  wait();\n" in text.read_text() and len(snippets.problems(text, tmp_path)) == 1
+    source.write_text(source.read_text().replace("// [end]\n", ""))
+    with pytest.raises(snippets.SnippetError, match="has no // \\[end\\]"):
+        snippets.refresh(text, tmp_path)
+
+
+# A course with a second lesson -------------------------------------------------------------------------------------
+
+@needs_doxygen
+def test_a_new_lesson_and_a_bench_report_appear_without_edits(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    lessons = tmp_path / "lessons"
+    shutil.copytree(course.LESSONS / LESSONS[0].name, lessons / LESSONS[0].name)
+    fixture = lessons / "99-fixture"
+    fixture.mkdir()
+    (fixture / "README.md").write_text(
+        "# Lesson 99: A fixture\n\nA lesson made by the site's test.\n\n## Its only section\n\n"
+        f"Back to [the first lesson's loop](../{LESSONS[0].name}/README.md#how-the-pieces-fit).\n\n"
+        "<!-- snippet: lessons/01-echo/echo_server.cpp event-loop -->\n```cpp\n```\n")
+    (fixture / "fixture.cpp").write_text("int main() {}\n")
+    snippets.refresh(fixture / "README.md")
+    monkeypatch.setattr(course, "LESSONS", lessons)
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "report.md").write_text("# Benchmarks\n\n| server | requests/s |\n|---|---|\n| 01-echo | 12,345 |\n\n"
+                                     "![Throughput](throughput.svg)\n\nRaw numbers: [results.csv](results.csv).\n")
+    (bench / "throughput.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">'
+                                          '<rect width="40" height="20" fill="#4a6fa5"/></svg>')
+    (bench / "results.csv").write_text("server,requests\n01-echo,12345\n")
+    monkeypatch.setattr(site, "BENCH_REPORTS", bench)
+    index = site.build(tmp_path / "site")
+    html_dir = index.parent
+    assert not broken_links(html_dir)
+    report = (html_dir / "bench-report.html").read_text(encoding="utf-8")
+    assert "12,345" in report and 'href="bench-report.html"' in index.read_text(encoding="utf-8")
+    assert list(html_dir.glob("*throughput.svg")), "the report's picture was not copied into the site"
+    page = (html_dir / "lesson-99-fixture.html").read_text(encoding="utf-8")
+    first = site.page_label(LESSONS[0])
+    assert f'href="{first}.html"' in page, "the new lesson does not link back to the one before"
+    assert f'href="{first}.html#{first}-how-the-pieces-fit"' in page, "a link to another lesson's section is lost"
+    assert "for (;;) {" in re.sub(r"<[^>]+>", "", page), "the quoted code is not filled in from its source"
+    assert 'href="lesson-99-fixture.html"' in (html_dir / f"{first}.html").read_text(encoding="utf-8")
+
+
+def test_a_broken_link_fails_the_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lessons = tmp_path / "lessons"
+    (lessons / "01-broken").mkdir(parents=True)
+    (lessons / "01-broken" / "README.md").write_text(
+        "# Lesson 01: Broken\n\nSee [nowhere](#no-such-section) and [a file](../../no-such-file.md).\n")
+    monkeypatch.setattr(course, "LESSONS", lessons)
+    with pytest.raises(site.SiteError) as error:
+        site.build(tmp_path / "site")
+    assert "#no-such-section" in str(error.value) and "no-such-file.md" in str(error.value)
+
+
+# A real browser ---------------------------------------------------------------------------------------------------
+
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium to render the pages with (Debian: "
+                                    "apt-get install chromium; ./kqlab test does not install it)")
+
+
+def screenshot(url: str, png: Path) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+             "--window-size=1280,900", "--virtual-time-budget=3000", f"--screenshot={png}", url],
+            capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def blank_size(tmp_path_factory: pytest.TempPathFactory) -> int:
+    """How big a screenshot of an empty page is: what a page that failed to render looks like."""
+    where = tmp_path_factory.mktemp("blank")
+    (where / "blank.html").write_text("<html><body></body></html>")
+    screenshot((where / "blank.html").as_uri(), where / "blank.png")
+    return (where / "blank.png").stat().st_size
+
+
+@needs_chromium
+@needs_doxygen
+@pytest.mark.parametrize("page", ["index", "lesson", "diagrams"])
+def test_pages_render_in_a_browser(built: Path, page: str, blank_size: int, tmp_path: Path) -> None:
+    name = {"index": "index", "lesson": site.page_label(LESSONS[0]), "diagrams": "diagrams"}[page]
+    png = tmp_path / f"{name}.png"
+    shot = screenshot((built / f"{name}.html").as_uri(), png)
+    assert png.exists(), f"chromium wrote no screenshot of {name}.html: {shot.stderr[-2000:]}"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Text, code and pictures compress far worse than an empty page: a page that did not render looks empty.
+    assert png.stat().st_size > 5 * blank_size, \
+        f"the screenshot of {name}.html looks empty ({png.stat().st_size} bytes; an empty page: {blank_size})"

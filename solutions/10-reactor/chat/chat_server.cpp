@@ -1,0 +1,128 @@
+// Lesson 10: a chat server on the reactor. Every line a client sends reaches every other client, prefixed with the
+// sender's name, its address as the server sees it ("127.0.0.1:52114: hello"). Each member reads lines and keeps an
+// outbox of lines to deliver, written one at a time, in order.
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_set>
+
+#include "reactor.hpp"
+#include "setup.hpp"
+
+namespace {
+
+using reactor::Reactor;
+
+class Member;
+using Room = std::unordered_set<std::shared_ptr<Member>>;  // who is connected: the room keeps each member alive
+
+class Member : public std::enable_shared_from_this<Member> {
+ public:
+  Member(Reactor& reactor, Room& room, int fd, std::string name)
+      : reactor_(reactor), room_(room), fd_(fd), name_(std::move(name)) {}
+
+  void read() {
+    reactor_.async_read(fd_, buffer_, [self = shared_from_this()](int error, std::size_t bytes) {
+      if (error != 0 || bytes == 0) return self->leave();
+      self->take(bytes);
+      self->read();
+    });
+  }
+
+  // Queues a line for this member. async_write never calls back from inside, so this is safe in the middle of a
+  // broadcast: nothing else happens until the broadcast is over.
+  void deliver(const std::string& line) {
+    outbox_.push_back(line);
+    if (outbox_.size() == 1) write_next();
+  }
+
+ private:
+  // Complete lines go to everyone else; a partial one waits for its end.
+  void take(std::size_t bytes) {
+    partial_.append(buffer_.data(), bytes);
+    std::size_t end = 0;
+    while ((end = partial_.find('\n')) != std::string::npos) {
+      const std::string line = name_ + ": " + partial_.substr(0, end + 1);
+      partial_.erase(0, end + 1);
+      for (const auto& member : room_) {
+        if (member.get() != this) member->deliver(line);
+      }
+    }
+  }
+
+  // The outbox's first line is written while it stays first (a deque never moves its elements), then dropped.
+  void write_next() {
+    reactor_.async_write(fd_, outbox_.front(), [self = shared_from_this()](int error, std::size_t) {
+      if (error != 0) return self->leave();
+      self->outbox_.pop_front();
+      if (!self->outbox_.empty()) self->write_next();
+    });
+  }
+
+  // Closing cancels the other pending operation, whose handler then comes here again: once is enough.
+  void leave() {
+    if (fd_ == -1) return;
+    reactor_.close(std::exchange(fd_, -1));
+    room_.erase(shared_from_this());
+  }
+
+  Reactor& reactor_;
+  Room& room_;
+  int fd_;
+  const std::string name_;
+  std::array<char, 4096> buffer_;
+  std::string partial_;
+  std::deque<std::string> outbox_;
+};
+
+// A connection's name: the client's address and port, as getnameinfo() spells them.
+std::string peer_name(int fd) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  char host[NI_MAXHOST] = "?";
+  char port[NI_MAXSERV] = "?";
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+    getnameinfo(reinterpret_cast<sockaddr*>(&address), length, host, sizeof host, port, sizeof port,
+                NI_NUMERICHOST | NI_NUMERICSERV);
+  }
+  return address.ss_family == AF_INET6 ? std::string("[") + host + "]:" + port : std::string(host) + ":" + port;
+}
+
+void accept_members(Reactor& reactor, Room& room, int listener) {
+  reactor.async_accept(listener, [&reactor, &room, listener](int error, int fd) {
+    if (error == 0) {
+      reactor.open(fd);
+      auto member = std::make_shared<Member>(reactor, room, fd, peer_name(fd));
+      room.insert(member);
+      member->read();
+      accept_members(reactor, room, listener);
+    } else {
+      std::fprintf(stderr, "accept: %s\n", std::strerror(error));  // EMFILE...: try again a little later
+      reactor.after(std::chrono::milliseconds(100),
+                    [&reactor, &room, listener](int) { accept_members(reactor, room, listener); });
+    }
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const kqlab::Address address = kqlab::parse_arguments(
+      argc, argv, "A chat server on a reactor: every line reaches every other client, after its sender's address.");
+  std::signal(SIGPIPE, SIG_IGN);
+  const int listener = kqlab::open_listener(address);
+  Reactor reactor;
+  Room room;
+  reactor.open(listener);
+  accept_members(reactor, room, listener);
+  kqlab::announce_listening(listener);
+  reactor.run();
+}
