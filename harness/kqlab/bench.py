@@ -44,8 +44,9 @@ from pathlib import Path
 from . import bench_report, course, tools
 
 # The lessons whose solution is an echo server the load generator can drive (it prints `listening on HOST:PORT`
-# and echoes every byte). Add a later lesson here once its solution serves echo; those not built are skipped.
-ECHO_LESSONS = ["01-echo"]
+# and echoes every byte): a lesson's directory, or lesson/program for a lesson of several programs. Those not
+# built here are skipped (09-epoll/epoll exists on Linux only).
+ECHO_LESSONS = ["01-echo", "02-registration", "09-epoll/kqueue", "09-epoll/epoll", "10-reactor/echo"]
 
 # The baseline, and the lesson written in exactly its structure: their comparison is the layer's cost. The
 # baseline also runs making the layer's query for `data` (QUERY), which splits that cost in two: the query, and
@@ -136,7 +137,8 @@ def main(arguments: list[str]) -> int:
         return 2
 
     tools.banner("Build: preset release (optimised, no sanitizers)")
-    lessons = tuple(f"solution_{name}" for name in ECHO_LESSONS if (course.SOLUTIONS / name).is_dir())
+    lessons = tuple(dict.fromkeys(f"solution_{name.split('/')[0]}" for name in ECHO_LESSONS
+                                  if (course.SOLUTIONS / name.split("/")[0]).is_dir()))
     if tools.configure("release", quiet=True) or tools.build("release", PROGRAMS + lessons):
         return 1
     build = tools.build_dir("release")
@@ -149,8 +151,9 @@ def main(arguments: list[str]) -> int:
 
 
 def servers(build: Path) -> list[Server]:
-    found = [Server(name, build / "bin" / "solution" / name, f"lesson {name[:2]}'s solution, on kqueue")
-             for name in ECHO_LESSONS if (build / "bin" / "solution" / name).exists()]
+    found = [Server(name, build / "bin" / "solution" / name,
+                    f"lesson {name[:2]}'s solution" + (", on epoll" if name.endswith("/epoll") else ", on kqueue"))
+             for name in ECHO_LESSONS if (build / "bin" / "solution" / name).is_file()]
     epoll_echo = build / "bin" / "bench" / "epoll_echo"
     found.append(Server(QUERY, epoll_echo, "the raw-epoll server making the layer's one query per event (FIONREAD, "
                         "for `data`) and reading that many bytes", ("--fionread",)))
