@@ -54,12 +54,18 @@ int fd_attach(Kqueue& queue, Knote& knote, Knote* WatchedFd::*slot) {
   record.*slot = &knote;
   knote.fd_ = &record;
   const bool file = record.kind_ == WatchedFd::Kind::file;
-  if (const int error = file ? file_attach(queue, knote) : epoll_sync(queue, record)) {
+  bool touched = false;
+  if (const int error = file ? file_attach(queue, knote) : epoll_sync(queue, record, &touched)) {
     record.*slot = nullptr;
     knote.fd_ = nullptr;
     if (fresh) queue.drop_fd_record(record);
     return error;
   }
+  // BSD evaluates a new knote at once (kqueue_register calls f_event), and so does epoll whenever an entry is
+  // added or changed. But an edge-triggered entry that epoll already holds unchanged, left by a one-shot or
+  // dispatch delivery until it is trimmed, reports nothing until a new edge: look at the knote at the next scan,
+  // or a one-shot re-added while its condition holds would never fire.
+  if (!file && !touched && (record.registered_ & EPOLLET) && !knote.disabled_) queue.queue_pending(knote);
   return 0;
 }
 

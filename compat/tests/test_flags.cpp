@@ -44,6 +44,32 @@ TEST_CASE("EV_ONESHOT: returned once, then the event is gone") {
   CHECK(errno == ENOENT);
 }
 
+TEST_CASE("EV_ONESHOT added again while the condition holds: returned again") {
+  // The one-shot re-arm pattern: each delivery is answered by a new EV_ADD|EV_ONESHOT, with the bytes left
+  // unread. BSD evaluates a new knote when it is added, so every re-add fires at once.
+  auto kq = new_queue();
+  auto pair = socket_pair();
+  write_bytes(pair.b, 3);
+  for (int round = 0; round < 3; ++round) {
+    add(kq, pair.a, EVFILT_READ, EV_ONESHOT);
+    CHECK(expect_event(kq, pair.a, EVFILT_READ).data == 3);
+    expect_nothing(kq);
+  }
+}
+
+TEST_CASE("EV_CLEAR added after a one-shot delivery, while the condition holds: returned once") {
+  auto kq = new_queue();
+  auto pair = socket_pair();
+  write_bytes(pair.b, 4);
+  add(kq, pair.a, EVFILT_READ, EV_ONESHOT);
+  CHECK(expect_event(kq, pair.a, EVFILT_READ).data == 4);
+  add(kq, pair.a, EVFILT_READ, EV_CLEAR);
+  CHECK(expect_event(kq, pair.a, EVFILT_READ).data == 4);
+  expect_nothing(kq);
+  write_bytes(pair.b, 1);
+  CHECK(expect_event(kq, pair.a, EVFILT_READ).data == 5);
+}
+
 TEST_CASE("EV_CLEAR: returned once per new arrival, reporting the current total") {
   auto kq = new_queue();
   auto pair = socket_pair();

@@ -7,6 +7,7 @@ order `./kqlab help` shows them. Adding one is one line here.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import textwrap
 
@@ -25,10 +26,13 @@ COMMANDS: list[Command] = [
     suite.COMMAND,
 ]
 
-# `./kqlab grade` parses its own command line (options and submissions pass through untouched); it is listed
-# here for `./kqlab help`, and imported only when a teacher asks for it.
+# `./kqlab grade` and `./kqlab bench` parse their own command lines (options pass through untouched); they are
+# listed here for `./kqlab help`, and imported only when asked for.
 GRADE = Command("grade", "for teachers: build and test a class's submissions in sandboxes; a table, CSV, JUnit XML "
                 "and an HTML report (./kqlab grade --help)", run=lambda options: 2)
+BENCH = Command("bench", "the echo servers under load, side by side with raw epoll, and what kqlab's Linux layer "
+                "costs: a report with plots in build/release/bench/ (./kqlab bench --help)", run=lambda options: 2)
+OWN_PARSERS = {"grade": "grade.command", "bench": "bench"}
 
 EPILOG = """\
 Start with ./kqlab (the course map). Each command explains itself: ./kqlab COMMAND --help.
@@ -41,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
                                   "kqueue. With no command, the course map.", epilog=EPILOG,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = top.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for command in COMMANDS + [GRADE]:
+    for command in COMMANDS + [BENCH, GRADE]:
         description = command.description or command.summary
         if "\n" not in description:
             description = textwrap.fill(description, 100)
@@ -55,11 +59,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(arguments: list[str]) -> int:
-    if arguments[:1] == ["grade"] or arguments[:2] == ["help", "grade"]:
-        from .grade import command as grade
-        return grade.main(arguments[1:] if arguments[0] == "grade" else ["--help"])
+    own = arguments[0] if arguments[:1] and arguments[0] in OWN_PARSERS else \
+        arguments[1] if arguments[:1] == ["help"] and arguments[1:2] and arguments[1] in OWN_PARSERS else None
+    if own:
+        module = importlib.import_module(f".{OWN_PARSERS[own]}", __package__)
+        return module.main(arguments[1:] if arguments[0] == own else ["--help"])
     top = parser()
-    names = [command.name for command in COMMANDS + [GRADE]] + ["help"]
+    names = [command.name for command in COMMANDS + [BENCH, GRADE]] + ["help"]
     if arguments and not arguments[0].startswith("-") and arguments[0] not in names:
         print(f"kqlab: there is no command '{arguments[0]}'. The commands: {', '.join(names)}. "
               f"./kqlab help says what each does.", file=sys.stderr)
