@@ -253,6 +253,19 @@ class _Run:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        # A fork bomb's children born between the last look and the kill have left the group and were never seen:
+        # without a PID namespace they live on, reparented to init. They still run a program from this slot's
+        # folders, which is how they are found; kill until none is left (bounded: each round kills what it saw).
+        for _ in range(50):
+            strays = _running_from(self.sandbox.writable)
+            if not strays:
+                break
+            for pid in strays:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.02)
 
     def _read(self) -> None:
         kept = self.limits.kept
@@ -324,6 +337,23 @@ def _process_table() -> dict[int, tuple[int, int, int]]:
         if len(fields) == 4 and all(f.isdigit() for f in fields):
             table[int(fields[0])] = (int(fields[1]), int(fields[2]) * 1024, int(fields[3]))
     return table
+
+
+def _running_from(folders: list[Path]) -> list[int]:
+    """The live processes whose program lies in one of `folders` (Linux's /proc; elsewhere none are found)."""
+    prefixes = tuple(str(folder.resolve()) + os.sep for folder in folders)
+    found = []
+    if not prefixes or not Path("/proc/self/exe").exists():
+        return found
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry.name}/exe").startswith(prefixes):
+                found.append(int(entry.name))
+        except OSError:
+            pass  # gone, a zombie, or not ours to look at
+    return found
 
 
 def _descendants(root: int) -> dict[int, int]:
