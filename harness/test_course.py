@@ -96,8 +96,13 @@ def test_mutant_is_caught(lesson: course.Lesson, mutant: mutants.Mutant, mutant_
                                     "--target", target])
     if status:
         pytest.fail(f"Mutant {mutant.name} does not build:\n{output}", pytrace=False)
-    status, tally, output = lesson_tests([f"{test_file}::{mutant.caught_by}"], impl, build_dir,
-                                         tmp_path / "junit.xml")
+    # A mistake that shows under a timing the test provokes but cannot force every time (a write that did not
+    # block on a lightly loaded kernel) gets a second chance to show: caught once is caught.
+    for attempt in range(2):
+        status, tally, output = lesson_tests([f"{test_file}::{mutant.caught_by}"], impl, build_dir,
+                                             tmp_path / f"junit-{attempt}.xml")
+        if status != 0:
+            break
     if status == 0:
         pytest.fail(f"Mutant {mutant.name} survives: {mutant.caught_by} passes against a solution that makes this "
                     f"mistake: {mutant.mistake}\nA mistake no test catches is a bug in the tests.", pytrace=False)

@@ -59,9 +59,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(arguments: list[str]) -> int:
-    # Line by line, also into a pipe (an editor's terminal, `| tee`, the tests): `watch` and the build's progress
-    # must show as they happen, not when a buffer fills.
-    sys.stdout.reconfigure(line_buffering=True)
     own = arguments[0] if arguments[:1] and arguments[0] in OWN_PARSERS else \
         arguments[1] if arguments[:1] == ["help"] and arguments[1:2] and arguments[1] in OWN_PARSERS else None
     if own:
@@ -90,4 +87,7 @@ def main(arguments: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    # Line by line, also into a pipe (an editor's terminal, `| tee`, the tests): `watch` and the build's progress
+    # must show as they happen, not when a buffer fills.
+    sys.stdout.reconfigure(line_buffering=True)
     sys.exit(main(sys.argv[1:]))
