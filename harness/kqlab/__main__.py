@@ -59,11 +59,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(arguments: list[str]) -> int:
-    own = arguments[0] if arguments[:1] and arguments[0] in OWN_PARSERS else \
-        arguments[1] if arguments[:1] == ["help"] and arguments[1:2] and arguments[1] in OWN_PARSERS else None
-    if own:
-        module = importlib.import_module(f".{OWN_PARSERS[own]}", __package__)
-        return module.main(arguments[1:] if arguments[0] == own else ["--help"])
+    for name, module_name in OWN_PARSERS.items():
+        if arguments[:1] == [name] or arguments[:2] == ["help", name]:
+            module = importlib.import_module(f".{module_name}", __package__)
+            return module.main(arguments[1:] if arguments[0] == name else ["--help"])
     top = parser()
     names = [command.name for command in COMMANDS + [BENCH, GRADE]] + ["help"]
     if arguments and not arguments[0].startswith("-") and arguments[0] not in names:
