@@ -7,9 +7,10 @@
 
 namespace kqcompat {
 
-// Hangs `knote` on its descriptor's record in the read or write slot and brings epoll's entry up to date.
-// EBADF for a closed number; EPERM for descriptors epoll cannot watch. On failure nothing is left behind.
-int fd_attach(Kqueue& queue, Knote& knote, Knote* WatchedFd::*slot);
+// Hangs `knote`, made in its descriptor's record by the core (Kqueue::make_fd_knote), and brings epoll's entry
+// up to date. EBADF for a closed number; EPERM for descriptors epoll cannot watch. On failure the knote is left
+// unhung and epoll's entry as it was; the core frees the knote.
+int fd_attach(Kqueue& queue, Knote& knote);
 void fd_detach(Kqueue& queue, Knote& knote);
 bool fd_enable_changed(Kqueue& queue, Knote& knote);
 bool fd_source_is_level(const Knote& knote);

@@ -18,7 +18,20 @@ constexpr int kChunkSize = 1 << kChunkBits;
 constexpr int kChunks = 1024;
 
 std::atomic<FdFacts*> chunks[kChunks];
+std::atomic<std::atomic<Kqueue*>*> queue_chunks[kChunks];
 std::mutex chunks_lock;
+
+// The chunk a slot of `chunks` or `queue_chunks` points at, made if needed (under chunks_lock; never freed).
+template <typename T>
+T* make_chunk(std::atomic<T*>& slot) {
+  if (!slot.load(std::memory_order_acquire)) {
+    std::lock_guard guard(chunks_lock);
+    if (!slot.load(std::memory_order_relaxed)) slot.store(new T[kChunkSize](), std::memory_order_release);
+  }
+  return slot.load(std::memory_order_acquire);
+}
+
+bool in_reach(int fd) { return fd >= 0 && fd < kChunks * kChunkSize; }
 
 // Epoll descriptors of the live queues. A slot holds -1 when free; `live_high` bounds the scan.
 constexpr int kMaxQueues = 4096;
@@ -33,19 +46,32 @@ void init_live() {
 }  // namespace
 
 FdFacts* fd_facts_find(int fd) {
-  if (fd < 0 || fd >= kChunks * kChunkSize) return nullptr;
+  if (!in_reach(fd)) return nullptr;
   FdFacts* chunk = chunks[fd >> kChunkBits].load(std::memory_order_acquire);
   return chunk ? &chunk[fd & (kChunkSize - 1)] : nullptr;
 }
 
 FdFacts* fd_facts_create(int fd) {
-  if (fd < 0 || fd >= kChunks * kChunkSize) return nullptr;
-  auto& slot = chunks[fd >> kChunkBits];
-  if (!slot.load(std::memory_order_acquire)) {
-    std::lock_guard guard(chunks_lock);
-    if (!slot.load(std::memory_order_relaxed)) slot.store(new FdFacts[kChunkSize], std::memory_order_release);
-  }
-  return &slot.load(std::memory_order_acquire)[fd & (kChunkSize - 1)];
+  if (!in_reach(fd)) return nullptr;
+  return &make_chunk(chunks[fd >> kChunkBits])[fd & (kChunkSize - 1)];
+}
+
+Kqueue* queue_of(int fd) {
+  if (!in_reach(fd)) return nullptr;
+  std::atomic<Kqueue*>* chunk = queue_chunks[fd >> kChunkBits].load(std::memory_order_acquire);
+  return chunk ? chunk[fd & (kChunkSize - 1)].load(std::memory_order_acquire) : nullptr;
+}
+
+bool set_queue_of(int fd, Kqueue* queue) {
+  if (!in_reach(fd)) return false;
+  make_chunk(queue_chunks[fd >> kChunkBits])[fd & (kChunkSize - 1)].store(queue, std::memory_order_release);
+  return true;
+}
+
+Kqueue* take_queue_of(int fd) {
+  if (!in_reach(fd)) return nullptr;
+  std::atomic<Kqueue*>* chunk = queue_chunks[fd >> kChunkBits].load(std::memory_order_acquire);
+  return chunk ? chunk[fd & (kChunkSize - 1)].exchange(nullptr, std::memory_order_acq_rel) : nullptr;
 }
 
 uint32_t fd_generation(int fd) {
@@ -81,7 +107,7 @@ void forget_descriptor(int fd) {
   const int saved_errno = errno;
   signal_descriptor_closing(fd);  // the layer's own signal wake-up descriptor: its handler must stop writing there
   facts->generation.fetch_add(1, std::memory_order_acq_rel);
-  if (Kqueue* queue = facts->queue.exchange(nullptr, std::memory_order_acq_rel)) {
+  if (Kqueue* queue = take_queue_of(fd)) {
     queue->closed_.store(true, std::memory_order_release);  // freed later by kqueue(), never here
     live_queue_remove(fd);
   }

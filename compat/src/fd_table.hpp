@@ -15,10 +15,10 @@ namespace kqcompat {
 
 struct Kqueue;
 
+// 8 bytes per number: part of the layer's memory per connection.
 struct FdFacts {
   std::atomic<uint32_t> generation{0};  // bumped by every close of this number
   std::atomic<uint32_t> watchers{0};    // how many queues have this number in their epoll set
-  std::atomic<Kqueue*> queue{nullptr};  // the queue whose descriptor this number is, if any
 };
 
 // The facts for `fd`, created if needed (not signal-safe: call from kqueue()/kevent() only). Null when `fd` is
@@ -30,6 +30,13 @@ FdFacts* fd_facts_find(int fd);
 
 // The current generation of `fd` (0 for a number never seen). Lock-free, async-signal-safe.
 uint32_t fd_generation(int fd);
+
+// The queue whose descriptor `fd` is, if any (a table of its own: few numbers are queues). queue_of and
+// take_queue_of are lock-free and async-signal-safe; set_queue_of (from kqueue() only) returns false when `fd`
+// is beyond the table's reach.
+Kqueue* queue_of(int fd);
+bool set_queue_of(int fd, Kqueue* queue);
+Kqueue* take_queue_of(int fd);
 
 // Queues register their epoll descriptor here so that close() of a watched number can remove it from every
 // epoll set before the real close. Returns false when the table is full (then kqueue() fails with EMFILE).
