@@ -13,7 +13,6 @@
 namespace kqcompat {
 namespace {
 
-constexpr uint64_t kInternalTag = uint64_t{1} << 63;
 constexpr uint32_t kReadBits = EPOLLIN | EPOLLRDHUP;
 constexpr uint32_t kWriteBits = EPOLLOUT;
 
@@ -65,16 +64,6 @@ uint64_t epoll_data_for(const WatchedFd& record) {
 
 uint64_t epoll_data_for(const InternalSource& source) {
   return kInternalTag | reinterpret_cast<uintptr_t>(&source);
-}
-
-WatchedFd* record_from_epoll_data(Kqueue& queue, uint64_t data) {
-  if (data & kInternalTag) return nullptr;
-  WatchedFd* record = queue.fds_.slot(static_cast<int>(static_cast<uint32_t>(data)));
-  return record && record->live_ && record->serial_ == static_cast<uint32_t>(data >> 32) ? record : nullptr;
-}
-
-InternalSource* source_from_epoll_data(uint64_t data) {
-  return (data & kInternalTag) ? reinterpret_cast<InternalSource*>(data & ~kInternalTag) : nullptr;
 }
 
 }  // namespace kqcompat

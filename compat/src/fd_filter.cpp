@@ -99,7 +99,7 @@ uint32_t fd_probe(Knote& knote, short events) {
   return static_cast<uint32_t>(probe.revents);
 }
 
-bool fd_unconnected_stream(Kqueue& queue, Knote& knote, uint32_t hint) {
+bool fd_unconnected_stream_look(Kqueue& queue, Knote& knote, uint32_t hint) {
   WatchedFd& record = record_of(knote);
   bool unconnected = false;
   if (record.kind_ == WatchedFd::Kind::stream && (hint & EPOLLHUP) && !(hint & (EPOLLERR | EPOLLRDHUP))) {

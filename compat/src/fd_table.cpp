@@ -9,19 +9,17 @@
 #include "signal_hooks.hpp"
 
 namespace kqcompat {
+
+std::atomic<FdFacts*> fd_tables::facts[fd_tables::kChunks];
+std::atomic<std::atomic<Kqueue*>*> fd_tables::queues[fd_tables::kChunks];
+
 namespace {
 
-// Two levels: 1024 chunks of 1024 numbers. Chunks are created under a mutex and never freed, so a lock-free
-// reader that sees a chunk pointer can use it forever.
-constexpr int kChunkBits = 10;
-constexpr int kChunkSize = 1 << kChunkBits;
-constexpr int kChunks = 1024;
+using namespace fd_tables;
 
-std::atomic<FdFacts*> chunks[kChunks];
-std::atomic<std::atomic<Kqueue*>*> queue_chunks[kChunks];
 std::mutex chunks_lock;
 
-// The chunk a slot of `chunks` or `queue_chunks` points at, made if needed (under chunks_lock; never freed).
+// The chunk a slot of `facts` or `queues` points at, made if needed (under chunks_lock; never freed).
 template <typename T>
 T* make_chunk(std::atomic<T*>& slot) {
   if (!slot.load(std::memory_order_acquire)) {
@@ -30,8 +28,6 @@ T* make_chunk(std::atomic<T*>& slot) {
   }
   return slot.load(std::memory_order_acquire);
 }
-
-bool in_reach(int fd) { return fd >= 0 && fd < kChunks * kChunkSize; }
 
 // Epoll descriptors of the live queues. A slot holds -1 when free; `live_high` bounds the scan.
 constexpr int kMaxQueues = 4096;
@@ -45,38 +41,21 @@ void init_live() {
 
 }  // namespace
 
-FdFacts* fd_facts_find(int fd) {
-  if (!in_reach(fd)) return nullptr;
-  FdFacts* chunk = chunks[fd >> kChunkBits].load(std::memory_order_acquire);
-  return chunk ? &chunk[fd & (kChunkSize - 1)] : nullptr;
-}
-
 FdFacts* fd_facts_create(int fd) {
   if (!in_reach(fd)) return nullptr;
-  return &make_chunk(chunks[fd >> kChunkBits])[fd & (kChunkSize - 1)];
-}
-
-Kqueue* queue_of(int fd) {
-  if (!in_reach(fd)) return nullptr;
-  std::atomic<Kqueue*>* chunk = queue_chunks[fd >> kChunkBits].load(std::memory_order_acquire);
-  return chunk ? chunk[fd & (kChunkSize - 1)].load(std::memory_order_acquire) : nullptr;
+  return &make_chunk(facts[fd >> kChunkBits])[fd & (kChunkSize - 1)];
 }
 
 bool set_queue_of(int fd, Kqueue* queue) {
   if (!in_reach(fd)) return false;
-  make_chunk(queue_chunks[fd >> kChunkBits])[fd & (kChunkSize - 1)].store(queue, std::memory_order_release);
+  make_chunk(queues[fd >> kChunkBits])[fd & (kChunkSize - 1)].store(queue, std::memory_order_release);
   return true;
 }
 
 Kqueue* take_queue_of(int fd) {
   if (!in_reach(fd)) return nullptr;
-  std::atomic<Kqueue*>* chunk = queue_chunks[fd >> kChunkBits].load(std::memory_order_acquire);
+  std::atomic<Kqueue*>* chunk = queues[fd >> kChunkBits].load(std::memory_order_acquire);
   return chunk ? chunk[fd & (kChunkSize - 1)].exchange(nullptr, std::memory_order_acq_rel) : nullptr;
-}
-
-uint32_t fd_generation(int fd) {
-  const FdFacts* facts = fd_facts_find(fd);
-  return facts ? facts->generation.load(std::memory_order_acquire) : 0;
 }
 
 bool live_queue_add(int epoll_fd) {

@@ -262,8 +262,16 @@ void queues_fork_child();
 int epoll_sync(Kqueue& queue, WatchedFd& record, bool* touched = nullptr);
 uint64_t epoll_data_for(const WatchedFd& record);
 uint64_t epoll_data_for(const InternalSource& source);
-// Decodes epoll's data: the record (null when stale) or the internal source.
-WatchedFd* record_from_epoll_data(Kqueue& queue, uint64_t data);
-InternalSource* source_from_epoll_data(uint64_t data);
+
+// Decodes epoll's data: the record (null when stale) or the internal source. Inline: once per epoll event.
+constexpr uint64_t kInternalTag = uint64_t{1} << 63;
+inline WatchedFd* record_from_epoll_data(Kqueue& queue, uint64_t data) {
+  if (data & kInternalTag) return nullptr;
+  WatchedFd* record = queue.fds_.slot(static_cast<int>(static_cast<uint32_t>(data)));
+  return record && record->live_ && record->serial_ == static_cast<uint32_t>(data >> 32) ? record : nullptr;
+}
+inline InternalSource* source_from_epoll_data(uint64_t data) {
+  return (data & kInternalTag) ? reinterpret_cast<InternalSource*>(data & ~kInternalTag) : nullptr;
+}
 
 }  // namespace kqcompat
