@@ -1,5 +1,9 @@
 // EVFILT_READ and EVFILT_WRITE on sockets, pipes and listeners: what `data`, EV_EOF and fflags report.
+#include <fcntl.h>
 #include <netinet/tcp.h>
+
+#include <set>
+#include <vector>
 
 #include "support.hpp"
 
@@ -196,6 +200,63 @@ TEST_CASE("two queues watching one descriptor each get their own event") {
   write_bytes(pair.b, 1);
   expect_event(first, pair.a, EVFILT_READ);
   expect_event(second, pair.a, EVFILT_READ);
+}
+
+
+TEST_CASE("descriptors far apart, and many at once: every event names its own descriptor and udata") {
+  auto kq = new_queue();
+  // Numbers in different parts of the queue's table, and a hundred neighbours.
+  std::vector<Pair> pairs;
+  for (int i = 0; i < 100; ++i) pairs.push_back(socket_pair());
+  Fd far(fcntl(pairs[0].a.get(), F_DUPFD_CLOEXEC, 300));
+  Fd farther(fcntl(pairs[1].a.get(), F_DUPFD_CLOEXEC, 900));
+  REQUIRE(far.get() >= 300);
+  REQUIRE(farther.get() >= 900);
+  std::vector<int> watched;
+  for (size_t i = 2; i < pairs.size(); ++i) watched.push_back(pairs[i].a.get());
+  watched.push_back(far.get());
+  watched.push_back(farther.get());
+  for (const int fd : watched)
+    add(kq, static_cast<uintptr_t>(fd), EVFILT_READ, 0, reinterpret_cast<void*>(static_cast<uintptr_t>(fd) + 1));
+  // Data for every other neighbour, and for the two far ones (through their duplicates' peers).
+  std::set<int> expected{far.get(), farther.get()};
+  for (size_t i = 2; i < pairs.size(); i += 2) {
+    write_bytes(pairs[i].b.get(), i);
+    expected.insert(pairs[i].a.get());
+  }
+  write_bytes(pairs[0].b.get(), 7);
+  write_bytes(pairs[1].b.get(), 9);
+  const auto events = wait(kq, 1000, 256);
+  INFO(describe_all(events));
+  std::set<int> got;
+  for (const auto& event : events) {
+    CHECK(event.filter == EVFILT_READ);
+    CHECK(event.udata == reinterpret_cast<void*>(event.ident + 1));
+    got.insert(static_cast<int>(event.ident));
+  }
+  CHECK(events.size() == expected.size());
+  CHECK(got == expected);
+  for (const auto& event : events) {
+    if (static_cast<int>(event.ident) == far.get()) CHECK(event.data == 7);
+    if (static_cast<int>(event.ident) == farther.get()) CHECK(event.data == 9);
+  }
+}
+
+TEST_CASE("a read knote deleted and added again, many times over, comes back fresh each time") {
+  auto kq = new_queue();
+  auto pair = socket_pair();
+  write_bytes(pair.b, 3);
+  int marks[2];
+  for (int round = 0; round < 500; ++round) {
+    void* const mark = &marks[round % 2];
+    add(kq, pair.a, EVFILT_READ, round % 3 == 0 ? EV_CLEAR : 0, mark);
+    const auto events = wait(kq, 1000);
+    REQUIRE_MESSAGE(events.size() == 1, "round " << round << ": " << describe_all(events));
+    REQUIRE(events[0].udata == mark);
+    REQUIRE(events[0].data == 3);
+    REQUIRE(apply(kq, {change(pair.a, EVFILT_READ, EV_DELETE)}) == 0);
+    expect_nothing(kq, 0);
+  }
 }
 
 }  // TEST_SUITE
