@@ -36,7 +36,8 @@ int64_t waiting_connections(int fd, uint32_t events) {
   return (events & EPOLLIN) ? 1 : 0;
 }
 
-int64_t readable_bytes(WatchedFd& record) {
+int64_t readable_bytes(Kqueue& queue, WatchedFd& record) {
+  if (queue.readable_known_ >= 0) return queue.readable_known_;  // asked for the whole batch already
   int bytes = 0;
   if (ioctl(record.fd(), FIONREAD, &bytes) == 0) return bytes;
   if (errno == EBADF) record.lost_ = true;  // closed by a raw system call: see compat/README.md
@@ -85,7 +86,7 @@ bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
     out.data = 0;
     return (hint & EPOLLIN) || eof;
   }
-  out.data = readable_bytes(record);
+  out.data = readable_bytes(queue, record);
   if (record.lost_) return false;
   if (eof) out.flags |= EV_EOF;
   if (error && record.kind_ != WatchedFd::Kind::pipe) out.fflags = socket_error(record.fd());

@@ -112,6 +112,7 @@ struct WatchedFd {
   bool read_hung_ : 1 = false;        // read_knote_ is a registered knote
   bool write_hung_ : 1 = false;       // write_knote_ is a registered knote
   bool never_connected_ : 1 = false;  // a stream socket epoll reports as hung up before it ever connected
+  bool ring_refused_ : 1 = false;     // io_uring cannot ask this socket for its byte count (readable_queries.hpp)
   bool lost_ : 1 = false;             // a filter found the number closed behind the layer's back (raw close)
 
   WatchedFd() : capacity_(0) {}
@@ -210,6 +211,10 @@ struct Kqueue {
   // first use, so a queue without timers or files costs no extra descriptor.
   std::unique_ptr<TimerQueue> timers_;
   std::unique_ptr<FileWatch> files_;
+
+  // The byte count (BSD's `data`) already asked for the read knote being delivered now, with the rest of its
+  // epoll batch (readable_queries.hpp); -1: ask with FIONREAD.
+  int64_t readable_known_ = -1;
 
   void queue_pending(Knote& knote);
   void unqueue_pending(Knote& knote);

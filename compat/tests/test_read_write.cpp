@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <netinet/tcp.h>
 
+#include <map>
 #include <set>
 #include <vector>
 
@@ -256,6 +257,54 @@ TEST_CASE("a read knote deleted and added again, many times over, comes back fre
     REQUIRE(events[0].data == 3);
     REQUIRE(apply(kq, {change(pair.a, EVFILT_READ, EV_DELETE)}) == 0);
     expect_nothing(kq, 0);
+  }
+}
+
+TEST_CASE("many readable sockets in one call: each event's data is its own byte count") {
+  // A batch this large is where the layer asks for all the counts at once (compat/src/readable_queries.hpp);
+  // Unix-domain sockets in the same batch are answered another way. BSD reads each count off its socket.
+  auto kq = new_queue();
+  auto listener = tcp_listener(64);
+  std::vector<Fd> clients, accepted;
+  std::vector<Pair> local;
+  for (int i = 0; i < 40; ++i) {
+    clients.push_back(tcp_connect(listener));
+    accepted.emplace_back(accept(listener, nullptr, nullptr));
+    REQUIRE(accepted.back().get() >= 0);
+  }
+  for (int i = 0; i < 10; ++i) local.push_back(socket_pair());
+  std::map<int, size_t> sent;
+  for (size_t i = 0; i < accepted.size(); ++i) {
+    add(kq, static_cast<uintptr_t>(accepted[i].get()), EVFILT_READ);
+    write_bytes(clients[i].get(), 100 + i);
+    sent[accepted[i].get()] = 100 + i;
+  }
+  for (size_t i = 0; i < local.size(); ++i) {
+    add(kq, static_cast<uintptr_t>(local[i].a.get()), EVFILT_READ);
+    write_bytes(local[i].b.get(), 7 + i);
+    sent[local[i].a.get()] = 7 + i;
+  }
+  // Loopback TCP delivers in the writer's time, but give the last bytes a moment anyway.
+  std::vector<struct kevent> events;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    events = wait(kq, 100, 128);
+    bool all_there = events.size() == sent.size();
+    for (const auto& event : events)
+      all_there = all_there && event.data == static_cast<int64_t>(sent[static_cast<int>(event.ident)]);
+    if (all_there) break;
+  }
+  INFO(describe_all(events));
+  REQUIRE(events.size() == sent.size());
+  for (const auto& event : events) {
+    CHECK(event.filter == EVFILT_READ);
+    CHECK(event.data == static_cast<int64_t>(sent[static_cast<int>(event.ident)]));
+  }
+  // Read some of each: the next call's counts are what is left.
+  for (size_t i = 0; i < accepted.size(); ++i) REQUIRE(read_bytes(accepted[i].get(), 50) == 50);
+  for (const auto& event : wait(kq, 1000, 128)) {
+    const auto fd = static_cast<int>(event.ident);
+    const bool tcp = sent[fd] >= 100;
+    CHECK(event.data == static_cast<int64_t>(tcp ? sent[fd] - 50 : sent[fd]));
   }
 }
 
