@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "kqueue.hpp"
+#include "readable_queries.hpp"
 #include "signal_hooks.hpp"
 
 namespace kqcompat {
@@ -85,6 +86,7 @@ void forget_descriptor(int fd) {
   if (!facts) return;  // never watched, never a queue: the common case costs one load
   const int saved_errno = errno;
   signal_descriptor_closing(fd);  // the layer's own signal wake-up descriptor: its handler must stop writing there
+  readable_queries_descriptor_closing(fd);  // the layer's io_uring ring: it must never submit to a reused number
   facts->generation.fetch_add(1, std::memory_order_acq_rel);
   if (Kqueue* queue = take_queue_of(fd)) {
     queue->closed_.store(true, std::memory_order_release);  // freed later by kqueue(), never here

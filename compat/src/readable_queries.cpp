@@ -7,8 +7,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <atomic>
 #include <cstring>
 #include <mutex>
+
+#include "fd_table.hpp"
 
 namespace kqcompat {
 namespace {
@@ -33,6 +36,10 @@ T* at(void* base, unsigned offset) {
 std::mutex& ring_lock = *new std::mutex;
 ReadableQueries* ring = nullptr;
 bool refused = false;
+// The ring's descriptor number until the program closes it (a daemon closing every descriptor, say): then the
+// number may be reused, even for another ring, and submitting to it would be a disaster. Set to -1 by the close
+// wrapper, lock-free.
+std::atomic<int> ring_descriptor{-1};
 
 }  // namespace
 
@@ -43,6 +50,12 @@ bool ask_readable_counts(const int* fds, int count, int* results) {
     ring = ReadableQueries::open().release();
     refused = !ring;
     if (refused) return false;
+    fd_facts_create(ring->descriptor());  // so that the close wrapper tells us when the program closes it
+    ring_descriptor.store(ring->descriptor());
+  }
+  if (ring_descriptor.load() != ring->descriptor()) {
+    refused = true;  // closed behind the layer's back: never touch that number again
+    return false;
   }
   // A failed submission: FIONREAD from now on. The ring stays open, unused.
   if (!ring->ask(fds, count, results)) {
@@ -52,10 +65,16 @@ bool ask_readable_counts(const int* fds, int count, int* results) {
   return true;
 }
 
+void readable_queries_descriptor_closing(int fd) {
+  int expected = fd;
+  if (fd >= 0) ring_descriptor.compare_exchange_strong(expected, -1);
+}
+
 void readable_queries_fork_prepare() { ring_lock.lock(); }
 void readable_queries_fork_parent() { ring_lock.unlock(); }
 
 void readable_queries_fork_child() {
+  ring_descriptor.store(-1);
   if (ring) ring->release_copies();
   delete ring;
   ring = nullptr;

@@ -35,6 +35,9 @@ bool ask_readable_counts(const int* fds, int count, int* results);
 
 // pthread_atfork's child handler (fork_hooks.cpp): the child lets go of its copies of the parent's ring (its
 // memory is shared with the parent, who goes on using it) and may make its own.
+// What the close wrapper calls for every watched number: the program may close the ring's. Async-signal-safe.
+void readable_queries_descriptor_closing(int fd);
+
 void readable_queries_fork_prepare();
 void readable_queries_fork_parent();
 void readable_queries_fork_child();
@@ -49,6 +52,7 @@ class ReadableQueries {
   ~ReadableQueries();
   // Unmaps and closes this process's copies only (a fork child's).
   void release_copies();
+  int descriptor() const { return fd_; }
   ReadableQueries(const ReadableQueries&) = delete;
   ReadableQueries& operator=(const ReadableQueries&) = delete;
 
