@@ -8,8 +8,10 @@
 //   epoll+FIONREAD the same, and ioctl(FIONREAD) for each event: the query the layer makes to fill `data`
 //   kevent         kevent() through the layer, returning N EVFILT_READ events (its FIONREAD inside)
 // for N = 1 (one event per call, as a server with one busy connection sees) and N = 64 (a full batch). It prints
-// the thread's CPU time per event (the best of 15 rounds, the three ways taking turns): kevent minus epoll+FIONREAD is
-// the layer's own code, epoll+FIONREAD minus epoll the query. Unlike a server's CPU time under load, these move little
+// the thread's CPU time per event (the best of 15 rounds, the three ways taking turns): kevent minus epoll is what the
+// layer costs, epoll+FIONREAD minus epoll the query as a system call per event. kevent minus epoll+FIONREAD is the
+// layer's own code; at 64 per call it is negative, because the layer then asks for the whole batch's counts in one
+// io_uring submission (compat/src/readable_queries.hpp), which costs less than 64 FIONREADs. Unlike a server's CPU time under load, these move little
 // with the load of the machine: no wake-ups, no other process's data in between.
 #include <netinet/in.h>
 #include <netinet/tcp.h>

@@ -13,7 +13,6 @@
 namespace kqcompat {
 namespace {
 
-constexpr uint64_t kInternalTag = uint64_t{1} << 63;
 constexpr uint32_t kReadBits = EPOLLIN | EPOLLRDHUP;
 constexpr uint32_t kWriteBits = EPOLLOUT;
 
@@ -24,10 +23,10 @@ bool is_level(const Knote* knote) { return !(knote->flags_ & (EV_CLEAR | EV_DISP
 uint32_t wanted_mask(const WatchedFd& record) {
   uint32_t mask = 0;
   bool edge = record.never_connected_;
-  for (const Knote* knote : {record.read_, record.write_}) {
+  for (const Knote* knote : {record.read(), record.write()}) {
     if (!knote) continue;
     edge = edge || !is_level(knote);
-    if (!knote->disabled_) mask |= knote == record.read_ ? kReadBits : kWriteBits;
+    if (!knote->disabled_) mask |= knote->filter_ == EVFILT_READ ? kReadBits : kWriteBits;
   }
   return mask && edge ? mask | EPOLLET : mask;
 }
@@ -39,11 +38,11 @@ int epoll_sync(Kqueue& queue, WatchedFd& record, bool* touched) {
   if (record.kind_ == WatchedFd::Kind::file) return 0;  // epoll refuses regular files; FileWatch stands in
   const uint32_t want = wanted_mask(record);
   if (want == record.registered_) return 0;
-  FdFacts* facts = fd_facts_create(record.fd_);
+  FdFacts* facts = fd_facts_create(record.fd());
   if (!facts) return EBADF;
   if (want == 0) {
     // Not MOD to an empty mask: epoll reports EPOLLHUP/EPOLLERR whatever the mask, which would spin.
-    epoll_ctl(queue.epoll_fd_, EPOLL_CTL_DEL, record.fd_, nullptr);
+    epoll_ctl(queue.epoll_fd_, EPOLL_CTL_DEL, record.fd(), nullptr);
     record.registered_ = 0;
     facts->watchers.fetch_sub(1, std::memory_order_acq_rel);
     return 0;
@@ -52,7 +51,7 @@ int epoll_sync(Kqueue& queue, WatchedFd& record, bool* touched) {
   event.events = want;
   event.data.u64 = epoll_data_for(record);
   const int op = record.registered_ ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-  if (epoll_ctl(queue.epoll_fd_, op, record.fd_, &event) != 0) return errno;
+  if (epoll_ctl(queue.epoll_fd_, op, record.fd(), &event) != 0) return errno;
   if (op == EPOLL_CTL_ADD) facts->watchers.fetch_add(1, std::memory_order_acq_rel);
   record.registered_ = want;
   if (touched) *touched = true;
@@ -60,23 +59,11 @@ int epoll_sync(Kqueue& queue, WatchedFd& record, bool* touched) {
 }
 
 uint64_t epoll_data_for(const WatchedFd& record) {
-  return (uint64_t{record.serial_} << 32) | static_cast<uint32_t>(record.fd_);
+  return (uint64_t{record.serial_} << 32) | static_cast<uint32_t>(record.fd());
 }
 
 uint64_t epoll_data_for(const InternalSource& source) {
   return kInternalTag | reinterpret_cast<uintptr_t>(&source);
-}
-
-WatchedFd* record_from_epoll_data(Kqueue& queue, uint64_t data) {
-  if (data & kInternalTag) return nullptr;
-  const auto fd = static_cast<uint32_t>(data);
-  if (fd >= queue.fds_.size() || !queue.fds_[fd]) return nullptr;
-  WatchedFd* record = queue.fds_[fd].get();
-  return record->serial_ == static_cast<uint32_t>(data >> 32) ? record : nullptr;
-}
-
-InternalSource* source_from_epoll_data(uint64_t data) {
-  return (data & kInternalTag) ? reinterpret_cast<InternalSource*>(data & ~kInternalTag) : nullptr;
 }
 
 }  // namespace kqcompat

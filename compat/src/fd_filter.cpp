@@ -16,27 +16,29 @@ namespace {
 
 // What the descriptor is decides how `data` is computed; learnt once, when its record is made.
 void learn_kind(WatchedFd& record) {
-  if (is_queue_descriptor(record.fd_)) {
+  record.kind_ = WatchedFd::Kind::other;
+  if (is_queue_descriptor(record.fd())) {
     record.kind_ = WatchedFd::Kind::queue;
     return;
   }
   struct stat info;
-  if (fstat(record.fd_, &info) != 0) return;
+  if (fstat(record.fd(), &info) != 0) return;
   if (S_ISREG(info.st_mode)) {
     record.kind_ = WatchedFd::Kind::file;
+    record.watch_ = -1;
     return;
   }
   if (S_ISFIFO(info.st_mode)) {
     record.kind_ = WatchedFd::Kind::pipe;
-    record.capacity_ = fcntl(record.fd_, F_GETPIPE_SZ);
+    record.capacity_ = fcntl(record.fd(), F_GETPIPE_SZ);
     return;
   }
   if (!S_ISSOCK(info.st_mode)) return;
   int type = 0, listening = 0;
   socklen_t size = sizeof type;
-  getsockopt(record.fd_, SOL_SOCKET, SO_TYPE, &type, &size);
+  getsockopt(record.fd(), SOL_SOCKET, SO_TYPE, &type, &size);
   size = sizeof listening;
-  getsockopt(record.fd_, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size);
+  getsockopt(record.fd(), SOL_SOCKET, SO_ACCEPTCONN, &listening, &size);
   if (listening)
     record.kind_ = WatchedFd::Kind::listener;
   else
@@ -45,20 +47,14 @@ void learn_kind(WatchedFd& record) {
 
 }  // namespace
 
-int fd_attach(Kqueue& queue, Knote& knote, Knote* WatchedFd::*slot) {
-  if (knote.ident_ > 0x7fffffff) return EBADF;
-  const int fd = static_cast<int>(knote.ident_);
-  const bool fresh = !queue.find_fd(fd);
-  WatchedFd& record = queue.fd_record(fd);
-  if (fresh) learn_kind(record);
-  record.*slot = &knote;
-  knote.fd_ = &record;
+int fd_attach(Kqueue& queue, Knote& knote) {
+  WatchedFd& record = record_of(knote);
+  if (record.kind_ == WatchedFd::Kind::unknown) learn_kind(record);
+  record.set_hung(knote.filter_, true);
   const bool file = record.kind_ == WatchedFd::Kind::file;
   bool touched = false;
   if (const int error = file ? file_attach(queue, knote) : epoll_sync(queue, record, &touched)) {
-    record.*slot = nullptr;
-    knote.fd_ = nullptr;
-    if (fresh) queue.drop_fd_record(record);
+    record.set_hung(knote.filter_, false);
     return error;
   }
   // BSD evaluates a new knote at once (kqueue_register calls f_event), and so does epoll whenever an entry is
@@ -70,21 +66,20 @@ int fd_attach(Kqueue& queue, Knote& knote, Knote* WatchedFd::*slot) {
 }
 
 void fd_detach(Kqueue& queue, Knote& knote) {
-  WatchedFd& record = *knote.fd_;
-  if (record.read_ == &knote) record.read_ = nullptr;
-  if (record.write_ == &knote) record.write_ = nullptr;
+  WatchedFd& record = record_of(knote);
+  record.set_hung(knote.filter_, false);
   if (record.kind_ == WatchedFd::Kind::file) file_detach(queue, record);
 }
 
 bool fd_enable_changed(Kqueue& queue, Knote& knote) {
   bool touched = false;
-  epoll_sync(queue, *knote.fd_, &touched);
+  epoll_sync(queue, record_of(knote), &touched);
   return touched;  // a new or modified epoll entry is checked for readiness by epoll itself
 }
 
 // A regular file has no level source: its knotes are re-queued after delivery (FileWatch only tells changes).
 bool fd_source_is_level(const Knote& knote) {
-  return knote.fd_->kind_ != WatchedFd::Kind::file && !(knote.fd_->registered_ & EPOLLET);
+  return record_of(knote).kind_ != WatchedFd::Kind::file && !(record_of(knote).registered_ & EPOLLET);
 }
 
 int fd_modify(Kqueue&, Knote& knote, const struct kevent& change) {
@@ -95,17 +90,17 @@ int fd_modify(Kqueue&, Knote& knote, const struct kevent& change) {
 }
 
 uint32_t fd_probe(Knote& knote, short events) {
-  pollfd probe{knote.fd_->fd_, static_cast<short>(events | POLLRDHUP), 0};
+  pollfd probe{record_of(knote).fd(), static_cast<short>(events | POLLRDHUP), 0};
   if (poll(&probe, 1, 0) != 1) return 0;
   if (probe.revents & POLLNVAL) {
-    knote.fd_->lost_ = true;
+    record_of(knote).lost_ = true;
     return 0;
   }
   return static_cast<uint32_t>(probe.revents);
 }
 
-bool fd_unconnected_stream(Kqueue& queue, Knote& knote, uint32_t hint) {
-  WatchedFd& record = *knote.fd_;
+bool fd_unconnected_stream_look(Kqueue& queue, Knote& knote, uint32_t hint) {
+  WatchedFd& record = record_of(knote);
   bool unconnected = false;
   if (record.kind_ == WatchedFd::Kind::stream && (hint & EPOLLHUP) && !(hint & (EPOLLERR | EPOLLRDHUP))) {
     // A connection that ended has its read side shut (POLLRDHUP); one that never began does not. epoll only
@@ -120,8 +115,7 @@ bool fd_unconnected_stream(Kqueue& queue, Knote& knote, uint32_t hint) {
 }
 
 bool is_queue_descriptor(int fd) {
-  const FdFacts* facts = fd_facts_find(fd);
-  return facts && facts->queue.load(std::memory_order_acquire);
+  return queue_of(fd) != nullptr;
 }
 
 unsigned int socket_error(int fd) {

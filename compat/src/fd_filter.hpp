@@ -1,15 +1,18 @@
 // What EVFILT_READ and EVFILT_WRITE share: both hang a knote on the descriptor's one epoll entry (WatchedFd).
 #pragma once
 
+#include <sys/epoll.h>
+
 #include <cstdint>
 
 #include "kqueue.hpp"
 
 namespace kqcompat {
 
-// Hangs `knote` on its descriptor's record in the read or write slot and brings epoll's entry up to date.
-// EBADF for a closed number; EPERM for descriptors epoll cannot watch. On failure nothing is left behind.
-int fd_attach(Kqueue& queue, Knote& knote, Knote* WatchedFd::*slot);
+// Hangs `knote`, made in its descriptor's record by the core (Kqueue::make_fd_knote), and brings epoll's entry
+// up to date. EBADF for a closed number; EPERM for descriptors epoll cannot watch. On failure the knote is left
+// unhung and epoll's entry as it was; the core frees the knote.
+int fd_attach(Kqueue& queue, Knote& knote);
 void fd_detach(Kqueue& queue, Knote& knote);
 bool fd_enable_changed(Kqueue& queue, Knote& knote);
 bool fd_source_is_level(const Knote& knote);
@@ -21,7 +24,12 @@ uint32_t fd_probe(Knote& knote, short events);
 
 // True for a stream socket that has never connected, which epoll reports as hung up and BSD as neither
 // readable nor writable. While that lasts the epoll entry is edge-triggered, else the constant EPOLLHUP spins.
-bool fd_unconnected_stream(Kqueue& queue, Knote& knote, uint32_t hint);
+bool fd_unconnected_stream_look(Kqueue& queue, Knote& knote, uint32_t hint);
+inline bool fd_unconnected_stream(Kqueue& queue, Knote& knote, uint32_t hint) {
+  // The common case, inline: no hang-up reported, and none believed before.
+  if (!(hint & EPOLLHUP) && !record_of(knote).never_connected_) return false;
+  return fd_unconnected_stream_look(queue, knote, hint);
+}
 
 // True when `fd` is a kqueue's descriptor (an epoll descriptor of this layer).
 bool is_queue_descriptor(int fd);

@@ -6,19 +6,29 @@
 #include <mutex>
 
 #include "kqueue.hpp"
+#include "readable_queries.hpp"
 #include "signal_hooks.hpp"
 
 namespace kqcompat {
+
+std::atomic<FdFacts*> fd_tables::facts[fd_tables::kChunks];
+std::atomic<std::atomic<Kqueue*>*> fd_tables::queues[fd_tables::kChunks];
+
 namespace {
 
-// Two levels: 1024 chunks of 1024 numbers. Chunks are created under a mutex and never freed, so a lock-free
-// reader that sees a chunk pointer can use it forever.
-constexpr int kChunkBits = 10;
-constexpr int kChunkSize = 1 << kChunkBits;
-constexpr int kChunks = 1024;
+using namespace fd_tables;
 
-std::atomic<FdFacts*> chunks[kChunks];
 std::mutex chunks_lock;
+
+// The chunk a slot of `facts` or `queues` points at, made if needed (under chunks_lock; never freed).
+template <typename T>
+T* make_chunk(std::atomic<T*>& slot) {
+  if (!slot.load(std::memory_order_acquire)) {
+    std::lock_guard guard(chunks_lock);
+    if (!slot.load(std::memory_order_relaxed)) slot.store(new T[kChunkSize](), std::memory_order_release);
+  }
+  return slot.load(std::memory_order_acquire);
+}
 
 // Epoll descriptors of the live queues. A slot holds -1 when free; `live_high` bounds the scan.
 constexpr int kMaxQueues = 4096;
@@ -32,25 +42,21 @@ void init_live() {
 
 }  // namespace
 
-FdFacts* fd_facts_find(int fd) {
-  if (fd < 0 || fd >= kChunks * kChunkSize) return nullptr;
-  FdFacts* chunk = chunks[fd >> kChunkBits].load(std::memory_order_acquire);
-  return chunk ? &chunk[fd & (kChunkSize - 1)] : nullptr;
-}
-
 FdFacts* fd_facts_create(int fd) {
-  if (fd < 0 || fd >= kChunks * kChunkSize) return nullptr;
-  auto& slot = chunks[fd >> kChunkBits];
-  if (!slot.load(std::memory_order_acquire)) {
-    std::lock_guard guard(chunks_lock);
-    if (!slot.load(std::memory_order_relaxed)) slot.store(new FdFacts[kChunkSize], std::memory_order_release);
-  }
-  return &slot.load(std::memory_order_acquire)[fd & (kChunkSize - 1)];
+  if (!in_reach(fd)) return nullptr;
+  return &make_chunk(facts[fd >> kChunkBits])[fd & (kChunkSize - 1)];
 }
 
-uint32_t fd_generation(int fd) {
-  const FdFacts* facts = fd_facts_find(fd);
-  return facts ? facts->generation.load(std::memory_order_acquire) : 0;
+bool set_queue_of(int fd, Kqueue* queue) {
+  if (!in_reach(fd)) return false;
+  make_chunk(queues[fd >> kChunkBits])[fd & (kChunkSize - 1)].store(queue, std::memory_order_release);
+  return true;
+}
+
+Kqueue* take_queue_of(int fd) {
+  if (!in_reach(fd)) return nullptr;
+  std::atomic<Kqueue*>* chunk = queues[fd >> kChunkBits].load(std::memory_order_acquire);
+  return chunk ? chunk[fd & (kChunkSize - 1)].exchange(nullptr, std::memory_order_acq_rel) : nullptr;
 }
 
 bool live_queue_add(int epoll_fd) {
@@ -80,8 +86,9 @@ void forget_descriptor(int fd) {
   if (!facts) return;  // never watched, never a queue: the common case costs one load
   const int saved_errno = errno;
   signal_descriptor_closing(fd);  // the layer's own signal wake-up descriptor: its handler must stop writing there
+  readable_queries_descriptor_closing(fd);  // the layer's io_uring ring: it must never submit to a reused number
   facts->generation.fetch_add(1, std::memory_order_acq_rel);
-  if (Kqueue* queue = facts->queue.exchange(nullptr, std::memory_order_acq_rel)) {
+  if (Kqueue* queue = take_queue_of(fd)) {
     queue->closed_.store(true, std::memory_order_release);  // freed later by kqueue(), never here
     live_queue_remove(fd);
   }

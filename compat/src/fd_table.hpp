@@ -15,21 +15,53 @@ namespace kqcompat {
 
 struct Kqueue;
 
+// 8 bytes per number: part of the layer's memory per connection.
 struct FdFacts {
   std::atomic<uint32_t> generation{0};  // bumped by every close of this number
   std::atomic<uint32_t> watchers{0};    // how many queues have this number in their epoll set
-  std::atomic<Kqueue*> queue{nullptr};  // the queue whose descriptor this number is, if any
 };
 
 // The facts for `fd`, created if needed (not signal-safe: call from kqueue()/kevent() only). Null when `fd` is
 // negative or beyond the table's reach (2^20 descriptors).
 FdFacts* fd_facts_create(int fd);
 
+// The tables behind the lookups below, which are inline because every delivered event makes them. Two levels:
+// 1024 chunks of 1024 numbers. Chunks are created under a mutex and never freed, so a lock-free reader that sees
+// a chunk pointer can use it forever.
+namespace fd_tables {
+constexpr int kChunkBits = 10;
+constexpr int kChunkSize = 1 << kChunkBits;
+constexpr int kChunks = 1024;
+extern std::atomic<FdFacts*> facts[kChunks];
+extern std::atomic<std::atomic<Kqueue*>*> queues[kChunks];
+inline bool in_reach(int fd) { return fd >= 0 && fd < kChunks * kChunkSize; }
+}  // namespace fd_tables
+
 // The facts for `fd` if they were ever created, else null. Lock-free, async-signal-safe.
-FdFacts* fd_facts_find(int fd);
+inline FdFacts* fd_facts_find(int fd) {
+  using namespace fd_tables;
+  if (!in_reach(fd)) return nullptr;
+  FdFacts* chunk = facts[fd >> kChunkBits].load(std::memory_order_acquire);
+  return chunk ? &chunk[fd & (kChunkSize - 1)] : nullptr;
+}
 
 // The current generation of `fd` (0 for a number never seen). Lock-free, async-signal-safe.
-uint32_t fd_generation(int fd);
+inline uint32_t fd_generation(int fd) {
+  const FdFacts* found = fd_facts_find(fd);
+  return found ? found->generation.load(std::memory_order_acquire) : 0;
+}
+
+// The queue whose descriptor `fd` is, if any (a table of its own: few numbers are queues). queue_of and
+// take_queue_of are lock-free and async-signal-safe; set_queue_of (from kqueue() only) returns false when `fd`
+// is beyond the table's reach.
+inline Kqueue* queue_of(int fd) {
+  using namespace fd_tables;
+  if (!in_reach(fd)) return nullptr;
+  std::atomic<Kqueue*>* chunk = queues[fd >> kChunkBits].load(std::memory_order_acquire);
+  return chunk ? chunk[fd & (kChunkSize - 1)].load(std::memory_order_acquire) : nullptr;
+}
+bool set_queue_of(int fd, Kqueue* queue);
+Kqueue* take_queue_of(int fd);
 
 // Queues register their epoll descriptor here so that close() of a watched number can remove it from every
 // epoll set before the real close. Returns false when the table is full (then kqueue() fails with EMFILE).

@@ -43,7 +43,7 @@ int FileWatch::watch(WatchedFd& record) {
   if (record.watch_ >= 0) return 0;
   // inotify wants a path; /proc/self/fd/N leads to the open file itself, even one that was renamed or unlinked.
   char path[40];
-  std::snprintf(path, sizeof path, "/proc/self/fd/%d", record.fd_);
+  std::snprintf(path, sizeof path, "/proc/self/fd/%d", record.fd());
   const int watch = inotify_add_watch(source_.fd_, path, IN_MODIFY);
   if (watch < 0) return errno;
   record.watch_ = watch;
@@ -88,7 +88,7 @@ void FileWatch::drain(Kqueue& queue) {
 }
 
 void FileWatch::queue_record(Kqueue& queue, WatchedFd& record) {
-  for (Knote* knote : {record.read_, record.write_}) {
+  for (Knote* knote : {record.read(), record.write()}) {
     if (knote && !knote->disabled_) queue.queue_pending(*knote);
   }
 }
@@ -97,19 +97,19 @@ int file_attach(Kqueue& queue, Knote& knote) {
   int error = 0;
   FileWatch* files = FileWatch::of(queue, &error);
   if (!files) return error;
-  if ((error = files->watch(*knote.fd_))) return error;
+  if ((error = files->watch(record_of(knote)))) return error;
   if (!knote.disabled_) queue.queue_pending(knote);
   return 0;
 }
 
 void file_detach(Kqueue& queue, WatchedFd& record) {
-  if (!record.read_ && !record.write_ && queue.files_) queue.files_->unwatch(record);
+  if (!record.has_knotes() && queue.files_) queue.files_->unwatch(record);
 }
 
 int64_t file_unread_bytes(WatchedFd& record) {
   struct stat info;
-  const off_t offset = lseek(record.fd_, 0, SEEK_CUR);
-  if (offset < 0 || fstat(record.fd_, &info) != 0) {
+  const off_t offset = lseek(record.fd(), 0, SEEK_CUR);
+  if (offset < 0 || fstat(record.fd(), &info) != 0) {
     if (errno == EBADF) record.lost_ = true;
     return 0;
   }

@@ -55,8 +55,15 @@ extern const FilterOps signal_filter;
 extern const FilterOps proc_filter;
 extern const FilterOps vnode_filter;
 
+// The filters by -filter (EVFILT_* are small negative numbers); null where the layer has none (filters.cpp).
+constexpr int kFilterSlots = 16;
+extern const FilterOps* const filter_table[kFilterSlots];
+
 // The operations of `filter`, or null for a filter the layer does not have (the change fails with EINVAL).
-const FilterOps* filter_ops(short filter);
+// Inline: the core asks for every event it delivers.
+inline const FilterOps* filter_ops(short filter) {
+  return filter < 0 && filter > -kFilterSlots ? filter_table[-filter] : nullptr;
+}
 
 // True for the filters whose ident is a descriptor number: read and write (their knotes hang on the descriptor's
 // shared epoll entry, WatchedFd, looked up through Kqueue::fds_) and vnode (its knotes remember the number's

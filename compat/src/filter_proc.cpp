@@ -54,7 +54,7 @@ struct ProcKnote : FilterState {
   ~ProcKnote() override { ::close(source.fd_); }
 };
 
-ProcSource& source_of(Knote& knote) { return static_cast<ProcKnote&>(*knote.state_).source; }
+ProcSource& source_of(Knote& knote) { return static_cast<ProcKnote&>(*source_knote(knote).state_).source; }
 pid_t pid_of(const Knote& knote) { return static_cast<pid_t>(knote.ident_); }
 
 void exited(Kqueue& queue, InternalSource& source) {
@@ -127,7 +127,7 @@ int attach(Kqueue& queue, Knote& knote) {
   event.events = EPOLLIN | EPOLLET;  // one edge, at exit; a disabled knote is looked at again on enable
   event.data.u64 = epoll_data_for(state->source);
   if (epoll_ctl(queue.epoll_fd_, EPOLL_CTL_ADD, pidfd, &event) != 0) return errno;  // `state` closes the pidfd
-  knote.state_ = std::move(state);
+  source_knote(knote).state_ = std::move(state);
   knote.flags_ |= EV_CLEAR;  // set by FreeBSD's filt_procattach
   return 0;
 }

@@ -24,7 +24,7 @@
 namespace kqcompat {
 namespace {
 
-int attach(Kqueue& queue, Knote& knote) { return fd_attach(queue, knote, &WatchedFd::read_); }
+int attach(Kqueue& queue, Knote& knote) { return fd_attach(queue, knote); }
 
 // Completed connections waiting for accept(): Linux reports the accept queue's length in TCP_INFO's
 // tcpi_unacked for a listening socket. Other listening sockets (Unix domain) only tell "at least one".
@@ -36,9 +36,10 @@ int64_t waiting_connections(int fd, uint32_t events) {
   return (events & EPOLLIN) ? 1 : 0;
 }
 
-int64_t readable_bytes(WatchedFd& record) {
+int64_t readable_bytes(Kqueue& queue, WatchedFd& record) {
+  if (queue.readable_known_ >= 0) return queue.readable_known_;  // asked for the whole batch already
   int bytes = 0;
-  if (ioctl(record.fd_, FIONREAD, &bytes) == 0) return bytes;
+  if (ioctl(record.fd(), FIONREAD, &bytes) == 0) return bytes;
   if (errno == EBADF) record.lost_ = true;  // closed by a raw system call: see compat/README.md
   if (errno == EINVAL && record.kind_ == WatchedFd::Kind::stream) record.kind_ = WatchedFd::Kind::listener;
   return 0;
@@ -47,8 +48,8 @@ int64_t readable_bytes(WatchedFd& record) {
 // vfs_subr.c's filt_vfsread: active while the offset is not at the end (data != 0, negative past it), always
 // with NOTE_FILE_POLL.
 bool evaluate_file(Knote& knote, struct kevent& out) {
-  out.data = file_unread_bytes(*knote.fd_);
-  if (knote.fd_->lost_) return false;
+  out.data = file_unread_bytes(record_of(knote));
+  if (record_of(knote).lost_) return false;
   return out.data != 0 || (knote.sfflags_ & NOTE_FILE_POLL);
 }
 
@@ -56,8 +57,7 @@ bool evaluate_file(Knote& knote, struct kevent& out) {
 // epoll entry on it (registered_), which is the lock order kqueue.hpp relies on: epoll refuses cycles (ELOOP).
 bool evaluate_queue(WatchedFd& record, struct kevent& out) {
   if (!record.registered_) return false;
-  FdFacts* facts = fd_facts_find(record.fd_);
-  Kqueue* watched = facts ? facts->queue.load(std::memory_order_acquire) : nullptr;
+  Kqueue* watched = queue_of(record.fd());
   if (!watched) return false;  // closed since: the core purges the knote
   watched->callers_.fetch_add(1);  // keeps it from being freed, as a kevent() call on it does
   {
@@ -69,13 +69,13 @@ bool evaluate_queue(WatchedFd& record, struct kevent& out) {
 }
 
 bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
-  WatchedFd& record = *knote.fd_;
+  WatchedFd& record = record_of(knote);
   if (record.kind_ == WatchedFd::Kind::file) return evaluate_file(knote, out);
   if (record.kind_ == WatchedFd::Kind::queue) return evaluate_queue(record, out);
   if (hint == 0) hint = fd_probe(knote, POLLIN);
   if (record.lost_) return false;
   if (record.kind_ == WatchedFd::Kind::listener) {
-    out.data = waiting_connections(record.fd_, hint);
+    out.data = waiting_connections(record.fd(), hint);
     return out.data > 0 || (hint & EPOLLERR);
   }
   if (fd_unconnected_stream(queue, knote, hint)) return false;
@@ -86,10 +86,10 @@ bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
     out.data = 0;
     return (hint & EPOLLIN) || eof;
   }
-  out.data = readable_bytes(record);
+  out.data = readable_bytes(queue, record);
   if (record.lost_) return false;
   if (eof) out.flags |= EV_EOF;
-  if (error && record.kind_ != WatchedFd::Kind::pipe) out.fflags = socket_error(record.fd_);
+  if (error && record.kind_ != WatchedFd::Kind::pipe) out.fflags = socket_error(record.fd());
   const int64_t low_water = (knote.sfflags_ & NOTE_LOWAT) && knote.sdata_ > 0 ? knote.sdata_ : 1;
   if (record.kind_ == WatchedFd::Kind::datagram && (hint & EPOLLIN)) return true;  // empty datagrams count
   return out.data >= low_water || eof || error;

@@ -32,7 +32,7 @@ struct SignalQueue : FilterState {
   std::vector<Knote*> knotes;
 };
 
-SignalKnote& state_of(Knote& knote) { return static_cast<SignalKnote&>(*knote.state_); }
+SignalKnote& state_of(Knote& knote) { return static_cast<SignalKnote&>(*source_knote(knote).state_); }
 int signal_of(const Knote& knote) { return static_cast<int>(knote.ident_); }
 SignalQueue& queue_state(Kqueue& queue) { return static_cast<SignalQueue&>(*queue.filter_state(EVFILT_SIGNAL)); }
 
@@ -70,7 +70,7 @@ int attach(Kqueue& queue, Knote& knote) {
   }
   auto state = std::make_unique<SignalKnote>();
   state->seen = signal_deliveries(signal_of(knote));  // taken after the handler is in place: nothing is missed
-  knote.state_ = std::move(state);
+  source_knote(knote).state_ = std::move(state);
   knote.flags_ |= EV_CLEAR;
   queue_state(queue).knotes.push_back(&knote);
   return 0;

@@ -68,11 +68,11 @@ int plan(unsigned fflags, int64_t data, bool oneshot, Schedule* out) {
 // through the timerfd, so a zero one-shot timer is there for the very next scan.
 void start(Kqueue& queue, Knote& knote, const Schedule& schedule) {
   if (schedule.period_ns == 0 && schedule.first_ns <= TimerQueue::now_ns()) {
-    knote.count_ = 1;
+    source_knote(knote).count_ = 1;
     if (!knote.disabled_) queue.queue_pending(knote);
     return;
   }
-  queue.timers_->arm(knote, schedule.first_ns, schedule.period_ns);
+  queue.timers_->arm(source_knote(knote), schedule.first_ns, schedule.period_ns);
 }
 
 int attach(Kqueue& queue, Knote& knote) {
@@ -92,10 +92,10 @@ int modify(Kqueue& queue, Knote& knote, const struct kevent& change) {
   // filt_timertouch: "if a process is re-adding this timer with new parameters, it is no longer interested in
   // what may have happened under the old parameters".
   queue.unqueue_pending(knote);
-  knote.count_ = 0;
+  source_knote(knote).count_ = 0;
   knote.sfflags_ = change.fflags;
   knote.sdata_ = change.data;
-  queue.timers_->disarm(knote);
+  queue.timers_->disarm(source_knote(knote));
   start(queue, knote, schedule);
   return 0;
 }
@@ -104,16 +104,16 @@ bool enable_changed(Kqueue&, Knote&) {
   return false;  // nothing to start or stop; the core looks at what accumulated meanwhile
 }
 
-void detach(Kqueue& queue, Knote& knote) { queue.timers_->disarm(knote); }
+void detach(Kqueue& queue, Knote& knote) { queue.timers_->disarm(source_knote(knote)); }
 
 bool evaluate(Kqueue& queue, Knote& knote, uint32_t, struct kevent& out) {
-  queue.timers_->catch_up(knote, TimerQueue::now_ns());  // count expirations not yet seen by the timerfd
-  if (knote.count_ == 0) return false;
-  out.data = knote.count_;
+  queue.timers_->catch_up(source_knote(knote), TimerQueue::now_ns());  // count expirations not yet seen by the timerfd
+  if (source_knote(knote).count_ == 0) return false;
+  out.data = source_knote(knote).count_;
   return true;
 }
 
-void clear(Knote& knote) { knote.count_ = 0; }
+void clear(Knote& knote) { source_knote(knote).count_ = 0; }
 
 // The timer source reports each expiry once; a NOTE_ABSTIME timer without EV_CLEAR stays active because the
 // core re-queues it after every delivery.

@@ -14,16 +14,16 @@
 namespace kqcompat {
 namespace {
 
-// `knote.count_` is 1 while the event is triggered (triggers before a delivery coalesce); `sfflags_` holds the
+// The knote's `count_` is 1 while the event is triggered (triggers before a delivery coalesce); `sfflags_` holds the
 // user flags and `sdata_` the data of the latest change (the core sets both from EV_ADD).
 int attach(Kqueue&, Knote& knote) {
-  knote.count_ = 0;
+  source_knote(knote).count_ = 0;
   return 0;
 }
 
 // filt_usertouch(EVENT_REGISTER), applied to every change that is not a delete, re-EV_ADD included.
 int modify(Kqueue&, Knote& knote, const struct kevent& change) {
-  if (change.fflags & NOTE_TRIGGER) knote.count_ = 1;
+  if (change.fflags & NOTE_TRIGGER) source_knote(knote).count_ = 1;
   const unsigned operand = change.fflags & NOTE_FFLAGSMASK;
   switch (change.fflags & NOTE_FFCTRLMASK) {
     case NOTE_FFAND:
@@ -39,7 +39,7 @@ int modify(Kqueue&, Knote& knote, const struct kevent& change) {
       break;
   }
   knote.sdata_ = change.data;
-  if (change.flags & EV_CLEAR) knote.count_ = 0;
+  if (change.flags & EV_CLEAR) source_knote(knote).count_ = 0;
   return 0;
 }
 
@@ -50,13 +50,13 @@ bool enable_changed(Kqueue&, Knote&) {
 void detach(Kqueue&, Knote&) {}
 
 bool evaluate(Kqueue&, Knote& knote, uint32_t, struct kevent& out) {
-  if (knote.count_ == 0) return false;
+  if (source_knote(knote).count_ == 0) return false;
   out.fflags = knote.sfflags_;
   out.data = knote.sdata_;
   return true;
 }
 
-void clear(Knote& knote) { knote.count_ = 0; }
+void clear(Knote& knote) { source_knote(knote).count_ = 0; }
 
 // Nothing reports a trigger again: the core re-queues a triggered event without EV_CLEAR after each delivery.
 bool source_is_level(const Knote&) { return false; }

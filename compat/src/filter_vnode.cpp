@@ -56,7 +56,7 @@ struct VnodeQueue : FilterState {
   ~VnodeQueue() override { ::close(source.fd_); }
 };
 
-VnodeKnote& state_of(Knote& knote) { return static_cast<VnodeKnote&>(*knote.state_); }
+VnodeKnote& state_of(Knote& knote) { return static_cast<VnodeKnote&>(*source_knote(knote).state_); }
 VnodeQueue& queue_state(Kqueue& queue) { return static_cast<VnodeQueue&>(*queue.filter_state(EVFILT_VNODE)); }
 int fd_of(const Knote& knote) { return static_cast<int>(knote.ident_); }
 
@@ -90,7 +90,7 @@ void watch_parent(VnodeQueue& vq, Knote& knote) {
 // FreeBSD's filt_vfsvnode: the whole hint joins fflags when it shares a bit with the interest.
 void note(Kqueue& queue, Knote& knote, unsigned int hint) {
   if (!(knote.sfflags_ & hint)) return;
-  knote.fired_fflags_ |= hint;
+  source_knote(knote).fired_fflags_ |= hint;
   if (!knote.disabled_) queue.queue_pending(knote);
 }
 
@@ -134,7 +134,7 @@ void on_parent_event(Kqueue& queue, Knote& knote) {
   if (fstat(fd_of(knote), &now) == 0 && now.st_nlink == 0) note(queue, knote, NOTE_DELETE);
 }
 
-bool closed_since(const Knote& knote) { return knote.fd_generation_ != fd_generation(fd_of(knote)); }
+bool closed_since(const Knote& knote) { return source_knote(knote).fd_generation_ != fd_generation(fd_of(knote)); }
 
 void on_event(Kqueue& queue, VnodeQueue& vq, const inotify_event& event, bool moved_elsewhere,
               std::vector<Knote*>& closed) {
@@ -240,7 +240,7 @@ int attach(Kqueue& queue, Knote& knote) {
   state->wd = watch(vq, fd_of(knote));
   if (state->wd < 0) return errno;  // ENOSPC: the per-user watch limit
   vq.watches[state->wd].own.push_back(&knote);
-  knote.state_ = std::move(state);
+  source_knote(knote).state_ = std::move(state);
   if (state_of(knote).directory) watch_parent(vq, knote);
   return 0;
 }
@@ -264,13 +264,13 @@ void detach(Kqueue& queue, Knote& knote) {
 // the event carry everything that happened before this kevent() call.
 bool evaluate(Kqueue& queue, Knote& knote, uint32_t, struct kevent& out) {
   drain(queue, false);
-  if (knote.fired_fflags_ == 0) return false;
-  out.fflags = knote.fired_fflags_;
-  if (knote.fired_fflags_ & NOTE_REVOKE) out.flags |= EV_EOF;
+  if (source_knote(knote).fired_fflags_ == 0) return false;
+  out.fflags = source_knote(knote).fired_fflags_;
+  if (source_knote(knote).fired_fflags_ & NOTE_REVOKE) out.flags |= EV_EOF;
   return true;
 }
 
-void clear(Knote& knote) { knote.fired_fflags_ = 0; }
+void clear(Knote& knote) { source_knote(knote).fired_fflags_ = 0; }
 
 bool source_is_level(const Knote&) { return false; }
 

@@ -21,7 +21,7 @@ namespace {
 
 int attach(Kqueue& queue, Knote& knote) {
   if (knote.ident_ <= 0x7fffffff && is_queue_descriptor(static_cast<int>(knote.ident_))) return EINVAL;
-  return fd_attach(queue, knote, &WatchedFd::write_);
+  return fd_attach(queue, knote);
 }
 
 // Bytes that can still be queued. Sockets: SO_SNDBUF minus what waits in the send queue (SIOCOUTQ); the buffer
@@ -29,22 +29,22 @@ int attach(Kqueue& queue, Knote& knote) {
 int64_t free_space(WatchedFd& record) {
   int queued = 0;
   const unsigned long request = record.kind_ == WatchedFd::Kind::pipe ? FIONREAD : SIOCOUTQ;
-  if (ioctl(record.fd_, request, &queued) != 0) {
+  if (ioctl(record.fd(), request, &queued) != 0) {
     if (errno == EBADF) record.lost_ = true;
     return 0;
   }
   int capacity = record.capacity_;
   if (record.kind_ != WatchedFd::Kind::pipe) {
     socklen_t size = sizeof capacity;
-    if (getsockopt(record.fd_, SOL_SOCKET, SO_SNDBUF, &capacity, &size) != 0) capacity = 0;
+    if (getsockopt(record.fd(), SOL_SOCKET, SO_SNDBUF, &capacity, &size) != 0) capacity = 0;
   }
   return std::max(0, capacity - queued);
 }
 
 bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
-  WatchedFd& record = *knote.fd_;
+  WatchedFd& record = record_of(knote);
   if (record.kind_ == WatchedFd::Kind::file) {
-    if (fcntl(record.fd_, F_GETFD) == -1) record.lost_ = true;  // the raw-close safety net, as elsewhere
+    if (fcntl(record.fd(), F_GETFD) == -1) record.lost_ = true;  // the raw-close safety net, as elsewhere
     out.data = 0;
     return !record.lost_;
   }
@@ -56,7 +56,7 @@ bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
   out.data = eof && record.kind_ == WatchedFd::Kind::pipe ? 0 : free_space(record);
   if (record.lost_) return false;
   if (eof) out.flags |= EV_EOF;
-  if ((hint & EPOLLERR) && record.kind_ != WatchedFd::Kind::pipe) out.fflags = socket_error(record.fd_);
+  if ((hint & EPOLLERR) && record.kind_ != WatchedFd::Kind::pipe) out.fflags = socket_error(record.fd());
   if (!eof && (knote.sfflags_ & NOTE_LOWAT) && out.data < knote.sdata_) return false;
   return true;
 }

@@ -3,22 +3,26 @@
 //
 // Linux copies every descriptor, the epoll and inotify instances behind a queue included, and the child's copies
 // share those instances with the parent: an epoll_ctl or inotify_rm_watch in the child would change the parent's
-// queue. One pthread_atfork registration orders the layer's locks around fork (queues, then the signal registry,
-// as everywhere else), and the child handler releases every queue by closing the child's copies only.
+// queue. One pthread_atfork registration orders the layer's locks around fork (queues, then the shared io_uring
+// ring and the signal registry, as everywhere else), and the child handler releases every queue and the ring by
+// closing the child's copies only.
 #include <pthread.h>
 
 #include "kqueue.hpp"
+#include "readable_queries.hpp"
 #include "signal_hooks.hpp"
 
 namespace {
 
 void prepare() {
   kqcompat::queues_fork_prepare();
+  kqcompat::readable_queries_fork_prepare();
   kqcompat::signals_fork_prepare();
 }
 
 void parent() {
   kqcompat::signals_fork_parent();
+  kqcompat::readable_queries_fork_parent();
   kqcompat::queues_fork_parent();
 }
 
@@ -26,6 +30,7 @@ void parent() {
 // program's dispositions back (the child watches nothing).
 void child() {
   kqcompat::signals_fork_child();
+  kqcompat::readable_queries_fork_child();
   kqcompat::queues_fork_child();
 }
 

@@ -15,9 +15,11 @@
 #include <cerrno>
 #include <climits>
 #include <ctime>
+#include <new>
 
 #include "fd_table.hpp"
 #include "file_watch.hpp"
+#include "readable_queries.hpp"
 #include "timer_queue.hpp"
 #include "signal_hooks.hpp"
 #include "trace.hpp"
@@ -27,7 +29,7 @@ namespace {
 
 constexpr unsigned short kCreationFlags = EV_ONESHOT | EV_CLEAR | EV_DISPATCH | EV_RECEIPT;
 
-// The epoll bits that concern a descriptor's read knote and its write knote (WatchedFd::read_, write_).
+// The epoll bits that concern a descriptor's read knote and its write knote (WatchedFd::read(), write()).
 constexpr uint32_t kReadInterest = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
 constexpr uint32_t kWriteInterest = EPOLLOUT | EPOLLHUP | EPOLLERR;
 
@@ -37,8 +39,8 @@ bool descriptor_is_open(uintptr_t ident) { return ident <= INT_MAX && fcntl(stat
 
 // A descriptor knote outside WatchedFd (EVFILT_VNODE) whose number was closed since it was made.
 bool closed_since_created(const Knote& knote) {
-  return !knote.fd_ && is_descriptor_filter(knote.filter_) &&
-         knote.fd_generation_ != fd_generation(static_cast<int>(knote.ident_));
+  return !knote.on_descriptor() && is_descriptor_filter(knote.filter_) &&
+         source_knote(knote).fd_generation_ != fd_generation(static_cast<int>(knote.ident_));
 }
 
 // All queues ever created and not yet freed. A queue closed by the program is freed here, outside the close
@@ -131,19 +133,25 @@ class Call {
   void set_enabled(Knote& knote, bool enabled);
 
   int take_pending();
-  void dispatch(const epoll_event& event);
+  void ask_readable(const epoll_event* events, int n);
+  void dispatch(const epoll_event& event, int64_t readable);
   bool deliver(Knote& knote, uint32_t hint);
 
+  static constexpr int kBatch = 64;  // epoll events per wait
   Kqueue& queue_;
   struct kevent* out_;
   int room_;
   int count_ = 0;
+  int64_t readable_[kBatch];  // per event of the batch: bytes readable if asked already (ask_readable), else -1
 };
 
 Knote* Call::find(short filter, uintptr_t ident) {
   if (is_descriptor_filter(filter)) {
     if (ident > INT_MAX) return nullptr;
-    queue_.find_fd(static_cast<int>(ident));  // purges the record (and its knotes) if the number was closed
+    // Purges the record (and its knotes) if the number was closed.
+    WatchedFd* record = queue_.find_fd(static_cast<int>(ident));
+    if (filter == EVFILT_READ) return record ? record->read() : nullptr;
+    if (filter == EVFILT_WRITE) return record ? record->write() : nullptr;
   }
   auto it = queue_.knotes_.find(knote_key(filter, ident));
   if (it == queue_.knotes_.end()) return nullptr;
@@ -174,20 +182,36 @@ int Call::apply(const struct kevent& change) {
   return modify(*knote, change);
 }
 
+void fill_new_knote(Knote& knote, const struct kevent& change) {
+  knote.ident_ = change.ident;
+  knote.filter_ = change.filter;
+  knote.flags_ = change.flags & kCreationFlags;
+  knote.sfflags_ = change.fflags;
+  knote.sdata_ = change.data;
+  knote.udata_ = change.udata;
+  knote.disabled_ = change.flags & EV_DISABLE;
+}
+
 int Call::create(const struct kevent& change, const FilterOps& ops) {
-  auto knote = std::make_unique<Knote>();
-  knote->ident_ = change.ident;
-  knote->filter_ = change.filter;
-  knote->flags_ = change.flags & kCreationFlags;
-  knote->sfflags_ = change.fflags;
-  knote->sdata_ = change.data;
-  knote->udata_ = change.udata;
-  knote->ops_ = &ops;
-  knote->disabled_ = change.flags & EV_DISABLE;
-  if (is_descriptor_filter(change.filter) && change.ident <= INT_MAX) {
+  if (is_descriptor_filter(change.filter)) {
+    if (change.ident > INT_MAX) return EBADF;
     fd_facts_create(static_cast<int>(change.ident));  // so that close() of the number bumps its generation
-    knote->fd_generation_ = fd_generation(static_cast<int>(change.ident));
   }
+  if (change.filter == EVFILT_READ || change.filter == EVFILT_WRITE) {
+    // Made inside the descriptor's record, which the attach brings to epoll.
+    WatchedFd& record = queue_.fd_record(static_cast<int>(change.ident));
+    Knote& knote = queue_.make_fd_knote(record, change.filter);
+    fill_new_knote(knote, change);
+    if (const int error = ops.attach(queue_, knote)) {
+      queue_.free_fd_knote(record, knote);
+      queue_.drop_fd_record_if_empty(record);
+      return error;
+    }
+    return 0;
+  }
+  auto knote = std::make_unique<SourceKnote>();
+  fill_new_knote(*knote, change);
+  if (is_descriptor_filter(change.filter)) knote->fd_generation_ = fd_generation(static_cast<int>(change.ident));
   if (const int error = ops.attach(queue_, *knote)) return error;
   queue_.knotes_.emplace(knote_key(change.filter, change.ident), std::move(knote));
   return 0;
@@ -196,7 +220,7 @@ int Call::create(const struct kevent& change, const FilterOps& ops) {
 int Call::modify(Knote& knote, const struct kevent& change) {
   void* const old_udata = knote.udata_;
   if (!(change.flags & EV_KEEPUDATA)) knote.udata_ = change.udata;
-  if (const int error = knote.ops_->modify(queue_, knote, change)) {
+  if (const int error = knote.ops().modify(queue_, knote, change)) {
     knote.udata_ = old_udata;
     return error;
   }
@@ -204,7 +228,7 @@ int Call::modify(Knote& knote, const struct kevent& change) {
     if (!knote.disabled_) set_enabled(knote, false);
   } else if (change.flags & EV_ENABLE) {
     if (knote.disabled_) set_enabled(knote, true);
-  } else if (!knote.disabled_ && !knote.ops_->source_is_level(knote)) {
+  } else if (!knote.disabled_ && !knote.ops().source_is_level(knote)) {
     // BSD re-evaluates the filter after any change; an edge-triggered source would not tell us again.
     queue_.queue_pending(knote);
   }
@@ -214,30 +238,34 @@ int Call::modify(Knote& knote, const struct kevent& change) {
 void Call::set_enabled(Knote& knote, bool enabled) {
   knote.disabled_ = !enabled;
   if (!enabled) queue_.unqueue_pending(knote);
-  const bool source_reports = knote.ops_->enable_changed(queue_, knote);
+  const bool source_reports = knote.ops().enable_changed(queue_, knote);
   // A condition that already holds (data left unread, state accumulated while disabled) fires on enable.
   if (enabled && !source_reports) queue_.queue_pending(knote);
 }
 
 void Call::destroy(Knote& knote, bool settle_now) {
+  if (!knote.on_descriptor()) {
+    queue_.drop_knote(knote);
+    return;
+  }
   queue_.unqueue_pending(knote);
-  knote.ops_->detach(queue_, knote);
-  WatchedFd* record = knote.fd_;
-  queue_.knotes_.erase(knote_key(knote.filter_, knote.ident_));  // frees the knote
-  if (record && settle_now) settle(*record);
+  knote.ops().detach(queue_, knote);
+  WatchedFd& record = record_of(knote);
+  queue_.free_fd_knote(record, knote);
+  if (settle_now) settle(record);
 }
 
 // After an explicit change: epoll's entry matches the knotes exactly, and a record with no knotes goes.
 void Call::settle(WatchedFd& record) {
   epoll_sync(queue_, record);
-  if (!record.read_ && !record.write_ && !record.registered_) queue_.drop_fd_record(record);
+  queue_.drop_fd_record_if_empty(record);
 }
 
 bool Call::deliver(Knote& knote, uint32_t hint) {
   if (knote.disabled_ || knote.delivered_in_scan_ == queue_.scan_serial_) return false;
   struct kevent& out = out_[count_];
   EV_SET(&out, knote.ident_, knote.filter_, knote.flags_, 0, 0, knote.udata_);
-  if (!knote.ops_->evaluate(queue_, knote, hint, out)) return false;
+  if (!knote.ops().evaluate(queue_, knote, hint, out)) return false;
   ++count_;
   knote.delivered_in_scan_ = queue_.scan_serial_;
   if (knote.flags_ & EV_ONESHOT) {
@@ -246,8 +274,8 @@ bool Call::deliver(Knote& knote, uint32_t hint) {
   }
   if (knote.flags_ & EV_DISPATCH) knote.disabled_ = true;  // likewise lazy: no epoll_ctl per event
   if (knote.flags_ & EV_CLEAR) {
-    if (knote.ops_->clear) knote.ops_->clear(knote);
-  } else if (!(knote.flags_ & EV_DISPATCH) && !knote.ops_->source_is_level(knote)) {
+    if (knote.ops().clear) knote.ops().clear(knote);
+  } else if (!(knote.flags_ & EV_DISPATCH) && !knote.ops().source_is_level(knote)) {
     queue_.queue_pending(knote);  // BSD re-queues a level knote at the tail; look again next call
   }
   return true;
@@ -265,8 +293,8 @@ int Call::take_pending() {
       queue_.queue_pending(knote);  // returned already in this call; keep it for the next one
       continue;
     }
-    WatchedFd* record = knote.fd_;
-    if (record && record->generation_ != fd_generation(record->fd_)) {
+    WatchedFd* record = knote.on_descriptor() ? &record_of(knote) : nullptr;
+    if (record && record->generation_ != fd_generation(record->fd())) {
       queue_.purge_stale(*record);  // closed since: BSD removed it at close()
       continue;
     }
@@ -280,19 +308,47 @@ int Call::take_pending() {
   return count_ - before;
 }
 
-void Call::dispatch(const epoll_event& event) {
+// When the batch brings many readable sockets, their byte counts (BSD's `data`) in one io_uring submission
+// instead of a FIONREAD each: see readable_queries.hpp.
+void Call::ask_readable(const epoll_event* events, int n) {
+  std::fill(readable_, readable_ + n, -1);
+  if (n < kWorthBatching) return;
+  int fds[kBatch];
+  int index[kBatch];
+  WatchedFd* records[kBatch];
+  int count = 0;
+  for (int i = 0; i < n; ++i) {
+    if (!(events[i].events & EPOLLIN)) continue;
+    WatchedFd* record = record_from_epoll_data(queue_, events[i].data.u64);
+    if (!record || record->ring_refused_) continue;
+    if (record->kind_ != WatchedFd::Kind::stream && record->kind_ != WatchedFd::Kind::datagram) continue;
+    const Knote* read = record->read();
+    if (!read || read->disabled_) continue;
+    fds[count] = record->fd();
+    index[count] = i;
+    records[count++] = record;
+  }
+  int results[kBatch];
+  if (count < kWorthBatching || !ask_readable_counts(fds, count, results)) return;
+  for (int j = 0; j < count; ++j) {
+    if (results[j] >= 0) readable_[index[j]] = results[j];
+    if (results[j] == -EOPNOTSUPP) records[j]->ring_refused_ = true;  // a Unix-domain socket, say
+  }
+}
+
+void Call::dispatch(const epoll_event& event, int64_t readable) {
   if (InternalSource* source = source_from_epoll_data(event.data.u64)) {
     source->on_ready(queue_, *source);
     return;
   }
   WatchedFd* record = record_from_epoll_data(queue_, event.data.u64);
   if (!record) return;  // a notification for a record dropped since
-  if (record->generation_ != fd_generation(record->fd_)) {
+  if (record->generation_ != fd_generation(record->fd())) {
     queue_.purge_stale(*record);
     return;
   }
   bool stale_interest = false;
-  Knote* const knotes[] = {record->read_, record->write_};
+  Knote* const knotes[] = {record->read(), record->write()};
   const uint32_t interests[] = {kReadInterest, kWriteInterest};
   for (int i = 0; i < 2; ++i) {
     Knote* knote = knotes[i];
@@ -305,7 +361,9 @@ void Call::dispatch(const epoll_event& event) {
       queue_.queue_pending(*knote);  // no room this time; an edge would otherwise be lost
       continue;
     }
+    queue_.readable_known_ = i == 0 ? readable : -1;
     deliver(*knote, event.events);
+    queue_.readable_known_ = -1;
   }
   if (record->lost_) {
     queue_.purge_stale(*record);  // the safety net: closed by a raw system call the layer could not see
@@ -316,15 +374,15 @@ void Call::dispatch(const epoll_event& event) {
 
 int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
   const Deadline deadline(timeout);
-  ++queue_.scan_serial_;
-  epoll_event events[64];
+  if (++queue_.scan_serial_ == 0) queue_.restart_scan_serials();
+  epoll_event events[kBatch];
   for (;;) {
     take_pending();
     if (count_ == room_) break;
     timespec left;
     const timespec zero{0, 0};
     const timespec* wait = (count_ > 0 || deadline.poll_only) ? &zero : deadline.remaining(left);
-    const int room = std::min(room_ - count_, 64);
+    const int room = std::min(room_ - count_, kBatch);
     int n;
     const SignalMarks marks_before = signal_marks();
     if (wait && wait->tv_sec == 0 && wait->tv_nsec == 0) {
@@ -349,7 +407,8 @@ int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
       if (count_ > 0) break;
       return -1;  // EINTR included: a signal the program catches ends the wait, as on BSD
     }
-    for (int i = 0; i < n; ++i) dispatch(events[i]);
+    ask_readable(events, n);
+    for (int i = 0; i < n; ++i) dispatch(events[i], readable_[i]);
     if (queue_.pending_head_ && count_ < room_) take_pending();
     if (count_ > 0 || deadline.poll_only) break;
     if (wait && wait->tv_sec == 0 && wait->tv_nsec == 0) break;  // the timeout ran out
@@ -359,8 +418,7 @@ int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
 }
 
 Kqueue* resolve_queue(int kq) {
-  const FdFacts* facts = fd_facts_find(kq);
-  Kqueue* queue = facts ? facts->queue.load(std::memory_order_acquire) : nullptr;
+  Kqueue* queue = queue_of(kq);
   if (!queue) errno = fcntl(kq, F_GETFD) == -1 ? EBADF : EINVAL;  // FreeBSD: EINVAL for a non-kqueue
   return queue;
 }
@@ -373,24 +431,36 @@ Kqueue::Kqueue(int epoll_fd) : epoll_fd_(epoll_fd) {
 }
 
 Kqueue::~Kqueue() {
-  for (auto& record : fds_) {
-    if (record && record->registered_) {
-      if (FdFacts* facts = fd_facts_find(record->fd_)) facts->watchers.fetch_sub(1);
-    }
-  }
   // Filters release what their knotes hold (a pidfd, a signal's handler, an inotify watch) before the queue's
   // own state goes. The regular-file inotify instance goes first: closing it drops its watches at once, and
   // a fork child must not remove watches from the instance it shares with its parent.
   if (files_) files_->close_instance();
-  for (auto& entry : knotes_) entry.second->ops_->detach(*this, *entry.second);
+  fds_.for_each_live([this](WatchedFd& record) {
+    if (record.registered_) {
+      if (FdFacts* facts = fd_facts_find(record.fd())) facts->watchers.fetch_sub(1);
+    }
+    for (Knote* knote : {record.read(), record.write()})
+      if (knote) knote->ops().detach(*this, *knote);
+  });
+  for (auto& entry : knotes_) entry.second->ops().detach(*this, *entry.second);
   knotes_.clear();
   for (auto& state : filter_states_) state.reset();
   if (wake_.fd_ >= 0) ::close(wake_.fd_);
 }
 
+// After 2^32 scans the serial starts again at 1: no knote may still carry an old serial that the new ones reach.
+void Kqueue::restart_scan_serials() {
+  scan_serial_ = 1;
+  fds_.for_each_live([](WatchedFd& record) {
+    for (Knote* knote : {record.read(), record.write()})
+      if (knote) knote->delivered_in_scan_ = 0;
+  });
+  for (auto& entry : knotes_) entry.second->delivered_in_scan_ = 0;
+}
+
 void Kqueue::drop_knote(Knote& knote) {
   unqueue_pending(knote);
-  knote.ops_->detach(*this, knote);
+  knote.ops().detach(*this, knote);
   knotes_.erase(knote_key(knote.filter_, knote.ident_));
 }
 
@@ -424,14 +494,14 @@ int64_t Kqueue::collect_pending() {
       }
       WatchedFd* record = record_from_epoll_data(*this, events[i].data.u64);
       if (!record) continue;
-      if (record->generation_ != fd_generation(record->fd_)) {
+      if (record->generation_ != fd_generation(record->fd())) {
         purge_stale(*record);
         continue;
       }
-      if (record->read_ && !record->read_->disabled_ && (events[i].events & kReadInterest))
-        queue_pending(*record->read_);
-      if (record->write_ && !record->write_->disabled_ && (events[i].events & kWriteInterest))
-        queue_pending(*record->write_);
+      Knote* read = record->read();
+      Knote* write = record->write();
+      if (read && !read->disabled_ && (events[i].events & kReadInterest)) queue_pending(*read);
+      if (write && !write->disabled_ && (events[i].events & kWriteInterest)) queue_pending(*write);
     }
   } while (n == 64);
   int64_t count = 0;
@@ -461,44 +531,83 @@ void Kqueue::update_wake() {
 }
 
 WatchedFd* Kqueue::find_fd(int fd) {
-  if (fd < 0 || static_cast<size_t>(fd) >= fds_.size() || !fds_[fd]) return nullptr;
-  WatchedFd& record = *fds_[fd];
-  if (record.generation_ != fd_generation(fd)) {
-    purge_stale(record);
+  WatchedFd* record = fds_.slot(fd);
+  if (!record || !record->live_) return nullptr;
+  if (record->generation_ != fd_generation(fd)) {
+    purge_stale(*record);
     return nullptr;
   }
-  return &record;
+  return record;
+}
+
+WatchedFd& FdTable::make_slot(int fd) {
+  const auto block = static_cast<size_t>(fd) >> kBlockBits;
+  if (block >= blocks_.size()) blocks_.resize(std::max(block + 1, blocks_.size() * 2));
+  if (!blocks_[block]) blocks_[block] = std::make_unique<WatchedFd[]>(kBlockSize);
+  return blocks_[block][fd & (kBlockSize - 1)];
 }
 
 WatchedFd& Kqueue::fd_record(int fd) {
   if (WatchedFd* record = find_fd(fd)) return *record;
-  if (static_cast<size_t>(fd) >= fds_.size()) fds_.resize(std::max<size_t>(fd + 1, fds_.size() * 2));
-  auto record = std::make_unique<WatchedFd>();
-  record->fd_ = fd;
-  record->generation_ = fd_generation(fd);
-  record->serial_ = next_serial_;
-  next_serial_ = (next_serial_ + 1) & 0x7fffffff;
-  if (next_serial_ == 0) next_serial_ = 1;
-  fds_[fd] = std::move(record);
-  return *fds_[fd];
+  WatchedFd& record = fds_.make_slot(fd);
+  // The serial survives in the slot: it tells this record from the slot's earlier ones in epoll's data.
+  const uint16_t serial = static_cast<uint16_t>(record.serial_ + 1);
+  record.~WatchedFd();
+  new (&record) WatchedFd();
+  record.serial_ = serial;
+  record.read_knote_.ident_ = static_cast<uintptr_t>(fd);
+  record.generation_ = fd_generation(fd);
+  record.live_ = true;
+  return record;
 }
 
-void Kqueue::drop_fd_record(WatchedFd& record) { fds_[record.fd_].reset(); }
+Knote& Kqueue::make_fd_knote(WatchedFd& record, short filter) {
+  if (filter == EVFILT_READ) {
+    const uintptr_t fd = record.read_knote_.ident_;
+    record.read_knote_ = Knote();
+    record.read_knote_.ident_ = fd;  // the record's number, as always
+    return record.read_knote_;
+  }
+  record.write_knote_ = std::make_unique<WriteKnote>();
+  record.write_knote_->record_ = &record;
+  return *record.write_knote_;
+}
+
+void Kqueue::free_fd_knote(WatchedFd& record, Knote& knote) {
+  if (&knote == &record.read_knote_) {
+    const uintptr_t fd = knote.ident_;
+    record.read_knote_ = Knote();
+    record.read_knote_.ident_ = fd;  // the record's number
+    record.read_hung_ = false;
+  } else {
+    record.write_knote_.reset();
+    record.write_hung_ = false;
+  }
+}
+
+void Kqueue::drop_fd_record_if_empty(WatchedFd& record) {
+  if (!record.has_knotes() && !record.registered_) drop_fd_record(record);
+}
+
+void Kqueue::drop_fd_record(WatchedFd& record) {
+  record.write_knote_.reset();
+  record.live_ = false;
+}
 
 // The number was closed (and maybe reused) since the record was made: BSD removed its knotes at close(), so
 // they vanish now, queued activations included. The close wrapper already took it out of epoll; detach lets go
 // of what else the filter holds (a regular file's inotify watch).
 void Kqueue::purge_stale(WatchedFd& record) {
-  for (Knote* knote : {record.read_, record.write_}) {
+  for (Knote* knote : {record.read(), record.write()}) {
     if (!knote) continue;
     unqueue_pending(*knote);
-    knote->ops_->detach(*this, *knote);
-    knotes_.erase(knote_key(knote->filter_, knote->ident_));
+    knote->ops().detach(*this, *knote);
+    free_fd_knote(record, *knote);
   }
   if (record.registered_) {
     // Normally gone already; after a raw close system call this removes what it can.
-    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, record.fd_, nullptr);
-    if (FdFacts* facts = fd_facts_find(record.fd_)) facts->watchers.fetch_sub(1);
+    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, record.fd(), nullptr);
+    if (FdFacts* facts = fd_facts_find(record.fd())) facts->watchers.fetch_sub(1);
   }
   drop_fd_record(record);
 }
@@ -520,7 +629,7 @@ void queues_fork_child() {
   // an epoll set the child shares with the parent.
   for (Kqueue* queue : all_queues) {
     if (queue->closed_.load()) continue;
-    if (FdFacts* facts = fd_facts_find(queue->epoll_fd_)) facts->queue.store(nullptr);
+    take_queue_of(queue->epoll_fd_);
     live_queue_remove(queue->epoll_fd_);
   }
   for (Kqueue* queue : all_queues) {
@@ -558,7 +667,7 @@ extern "C" int kqueuex(unsigned int flags) {
     std::lock_guard guard(all_queues_lock);
     all_queues.push_back(queue.get());
   }
-  facts->queue.store(queue.release(), std::memory_order_release);
+  set_queue_of(epoll_fd, queue.release());
   return epoll_fd;
 }
 

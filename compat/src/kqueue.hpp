@@ -9,9 +9,11 @@
 #include <sys/event.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -30,29 +32,39 @@ struct FilterState {
   virtual ~FilterState() = default;
 };
 
+// What every knote has: what the program registered, and the queue's bookkeeping. Kept small because a server
+// has one per connection: 56 bytes (read knotes live inside their descriptor's WatchedFd, see below).
 struct Knote {
   // What the program registered. `flags_` keeps only the behaviour chosen at creation (EV_ONESHOT, EV_CLEAR,
   // EV_DISPATCH, EV_RECEIPT): BSD never changes it afterwards.
   uintptr_t ident_ = 0;
-  short filter_ = 0;
-  unsigned short flags_ = 0;
-  unsigned int sfflags_ = 0;
-  int64_t sdata_ = 0;
   void* udata_ = nullptr;
-  const FilterOps* ops_ = nullptr;
-
-  bool disabled_ = false;
-  uint64_t delivered_in_scan_ = 0;  // a knote is returned at most once per kevent call
+  int64_t sdata_ = 0;
 
   // Intrusive links of the queue's pending list; `pending_` says whether the knote is on it.
-  bool pending_ = false;
   Knote* pending_prev_ = nullptr;
   Knote* pending_next_ = nullptr;
 
-  // Filter state. Read/write knotes point at their descriptor's shared record; counting filters accumulate.
-  WatchedFd* fd_ = nullptr;
+  short filter_ = 0;
+  unsigned short flags_ = 0;
+  unsigned int sfflags_ = 0;
+  uint32_t delivered_in_scan_ = 0;  // a knote is returned at most once per kevent call (Kqueue::scan_serial_)
+  bool disabled_ = false;
+  bool pending_ = false;
+
+  const FilterOps& ops() const { return *filter_ops(filter_); }
+  // Read and write knotes hang on their descriptor's WatchedFd, which owns them; the others are SourceKnotes.
+  bool on_descriptor() const { return filter_ == EVFILT_READ || filter_ == EVFILT_WRITE; }
+};
+
+// A knote whose source is not a descriptor's epoll entry (timer, user, signal, proc, vnode): what those filters
+// accumulate and keep. Owned by the queue's knotes_ map.
+struct SourceKnote : Knote {
   int64_t count_ = 0;
   unsigned int fired_fflags_ = 0;
+  // EVFILT_VNODE's ident is a descriptor number: its fd_table generation at creation. A different one means the
+  // number was closed since, and the core drops the knote as BSD did at close().
+  uint32_t fd_generation_ = 0;
 
   // EVFILT_TIMER: the next expiry on CLOCK_MONOTONIC (ns), the period (0: fires once), and the knote's slot in
   // the queue's timer heap (kNoTimerSlot while it is not armed). See timer_queue.hpp.
@@ -60,33 +72,97 @@ struct Knote {
   int64_t timer_next_ns_ = 0;
   int64_t timer_period_ns_ = 0;
   size_t timer_slot_ = kNoTimerSlot;
-  // A knote keyed by a descriptor number but not hung on a WatchedFd (EVFILT_VNODE) remembers the number's
-  // fd_table generation at creation: a different one means the number was closed since, and the core drops the
-  // knote as BSD did at close().
-  uint32_t fd_generation_ = 0;
   std::unique_ptr<FilterState> state_;
+};
+
+inline SourceKnote& source_knote(Knote& knote) { return static_cast<SourceKnote&>(knote); }
+inline const SourceKnote& source_knote(const Knote& knote) { return static_cast<const SourceKnote&>(knote); }
+
+// A write knote: kept apart from its record (most connections never have one), so it points back to it.
+struct WriteKnote : Knote {
+  WatchedFd* record_ = nullptr;
 };
 
 // "epoll accepts a descriptor once": the one epoll entry that a descriptor's read and write knotes share. Its
 // mask is the union of what its enabled knotes want; it is edge-triggered as soon as any of its knotes is not
 // level-triggered (EV_CLEAR, EV_DISPATCH, EV_ONESHOT), and level knotes on an edge entry are then re-queued in
 // user space after each delivery, as BSD re-queues them.
+//
+// It is also the layer's memory per connection, so it is packed: 80 bytes, the read knote inside, in a table
+// indexed by descriptor number (Kqueue::fds_). Numbers are small and dense, as BSD's kq_knlist relies on too.
 struct WatchedFd {
   // `file`: a regular file, which epoll refuses (EPERM): never in the epoll set, woken by the queue's inotify
   // watch instead (file_watch.hpp). `queue`: another kqueue's descriptor (an epoll descriptor, so nestable).
-  enum class Kind : uint8_t { stream, datagram, listener, pipe, file, queue, other };
+  // `unknown`: not looked at yet (fd_filter.cpp learns it when the first knote is attached).
+  enum class Kind : uint8_t { unknown, stream, datagram, listener, pipe, file, queue, other };
 
-  int fd_ = -1;
+  // First, so that a read knote's address is its record's (both are standard-layout).
+  Knote read_knote_;
+  std::unique_ptr<WriteKnote> write_knote_;  // allocated with the write knote, freed with it
   uint32_t generation_ = 0;  // fd_table generation at registration: a different one means closed since
-  uint32_t serial_ = 0;      // tells this record from an earlier one for the same number in epoll's data
-  Kind kind_ = Kind::other;
-  bool never_connected_ = false;  // a stream socket epoll reports as hung up before it ever connected
-  bool lost_ = false;             // a filter found the number closed behind the layer's back (raw close)
-  int capacity_ = 0;              // send buffer or pipe size, for EVFILT_WRITE's data
-  uint32_t registered_ = 0;       // the mask epoll holds now; 0 = not in the epoll set
-  int watch_ = -1;                // a regular file's inotify watch descriptor in the queue's FileWatch
-  Knote* read_ = nullptr;
-  Knote* write_ = nullptr;
+  uint32_t registered_ = 0;  // the mask epoll holds now; 0 = not in the epoll set
+  // A pipe's capacity, for EVFILT_WRITE's data; a regular file's inotify watch in the queue's FileWatch (-1: none).
+  union {
+    int capacity_;
+    int watch_;
+  };
+  uint16_t serial_ = 0;  // tells this record from an earlier one for the same number in epoll's data
+  Kind kind_ = Kind::unknown;
+  bool live_ : 1 = false;             // the slot holds a record
+  bool read_hung_ : 1 = false;        // read_knote_ is a registered knote
+  bool write_hung_ : 1 = false;       // write_knote_ is a registered knote
+  bool never_connected_ : 1 = false;  // a stream socket epoll reports as hung up before it ever connected
+  bool ring_refused_ : 1 = false;     // io_uring cannot ask this socket for its byte count (readable_queries.hpp)
+  bool lost_ : 1 = false;             // a filter found the number closed behind the layer's back (raw close)
+
+  WatchedFd() : capacity_(0) {}
+  int fd() const { return static_cast<int>(read_knote_.ident_); }
+  Knote* read() { return read_hung_ ? &read_knote_ : nullptr; }
+  Knote* write() { return write_hung_ ? write_knote_.get() : nullptr; }
+  const Knote* read() const { return read_hung_ ? &read_knote_ : nullptr; }
+  const Knote* write() const { return write_hung_ ? write_knote_.get() : nullptr; }
+  bool has_knotes() const { return read_hung_ || write_hung_; }
+  // Whether the read or write knote is registered (its filter's attach and detach say so).
+  void set_hung(short filter, bool hung) { (filter == EVFILT_READ ? read_hung_ : write_hung_) = hung; }
+};
+
+// The memory target (under 100 bytes per idle connection, bench/layer_memory.cpp) rests on these sizes, and
+// record_of on the record's layout.
+static_assert(sizeof(Knote) <= 56 && sizeof(WatchedFd) <= 80, "a watched connection must stay small");
+static_assert(std::is_standard_layout_v<WatchedFd> && offsetof(WatchedFd, read_knote_) == 0);
+
+// The record a read or write knote hangs on.
+inline WatchedFd& record_of(Knote& knote) {
+  if (knote.filter_ == EVFILT_READ) return *reinterpret_cast<WatchedFd*>(&knote);
+  return *static_cast<WriteKnote&>(knote).record_;
+}
+inline const WatchedFd& record_of(const Knote& knote) { return record_of(const_cast<Knote&>(knote)); }
+
+// Kqueue::fds_: records by descriptor number, in blocks that never move (knotes on the pending list are pointed
+// at), made as numbers are first watched and kept until the queue goes, as BSD keeps its kq_knlist.
+class FdTable {
+ public:
+  static constexpr int kBlockBits = 6;
+  static constexpr int kBlockSize = 1 << kBlockBits;
+
+  // The slot for `fd` (live or not), or null when its block was never made.
+  WatchedFd* slot(int fd) const {
+    const auto block = static_cast<size_t>(fd) >> kBlockBits;
+    return fd >= 0 && block < blocks_.size() && blocks_[block] ? &blocks_[block][fd & (kBlockSize - 1)] : nullptr;
+  }
+  // The slot for `fd`, its block made if needed.
+  WatchedFd& make_slot(int fd);
+  template <typename Visit>
+  void for_each_live(Visit visit) {
+    for (auto& block : blocks_) {
+      if (!block) continue;
+      for (int i = 0; i < kBlockSize; ++i)
+        if (block[i].live_) visit(block[i]);
+    }
+  }
+
+ private:
+  std::vector<std::unique_ptr<WatchedFd[]>> blocks_;
 };
 
 // An internal descriptor the queue itself puts in its epoll set (its wake-up eventfd; later a timer or signal
@@ -116,11 +192,12 @@ struct Kqueue {
   std::atomic<bool> closed_{false};
   std::atomic<int> callers_{0};      // kevent() calls inside; a closed queue is freed only at zero
   std::mutex lock_;
-  uint64_t scan_serial_ = 0;
+  uint32_t scan_serial_ = 0;  // never 0 in a scan: a new knote has delivered_in_scan_ 0
+  void restart_scan_serials();
 
-  std::unordered_map<KnoteKey, std::unique_ptr<Knote>, KnoteKeyHash> knotes_;
-  std::vector<std::unique_ptr<WatchedFd>> fds_;                  // by descriptor number
-  uint32_t next_serial_ = 1;
+  // Knotes not on a descriptor's record (those are in fds_), keyed as on FreeBSD.
+  std::unordered_map<KnoteKey, std::unique_ptr<SourceKnote>, KnoteKeyHash> knotes_;
+  FdTable fds_;
 
   // Pending list (FIFO) and the eventfd that stays readable while it is not empty, so that poll() on the queue
   // and a thread blocked in kevent() both see activations made in user space.
@@ -134,6 +211,10 @@ struct Kqueue {
   // first use, so a queue without timers or files costs no extra descriptor.
   std::unique_ptr<TimerQueue> timers_;
   std::unique_ptr<FileWatch> files_;
+
+  // The byte count (BSD's `data`) already asked for the read knote being delivered now, with the rest of its
+  // epoll batch (readable_queries.hpp); -1: ask with FIONREAD.
+  int64_t readable_known_ = -1;
 
   void queue_pending(Knote& knote);
   void unqueue_pending(Knote& knote);
@@ -162,6 +243,12 @@ struct Kqueue {
   // The record for `fd`, purged first when the number was closed since it was registered.
   WatchedFd* find_fd(int fd);
   WatchedFd& fd_record(int fd);
+  // A new knote for `filter` (read or write) in `record`, not hung yet: the filter's attach hangs it. Its
+  // memory is the record's; free_fd_knote gives it back (after detach).
+  Knote& make_fd_knote(WatchedFd& record, short filter);
+  void free_fd_knote(WatchedFd& record, Knote& knote);
+  // Frees the record once nothing is left in it: no knote and no epoll entry.
+  void drop_fd_record_if_empty(WatchedFd& record);
   void drop_fd_record(WatchedFd& record);
   void purge_stale(WatchedFd& record);
 };
@@ -180,8 +267,16 @@ void queues_fork_child();
 int epoll_sync(Kqueue& queue, WatchedFd& record, bool* touched = nullptr);
 uint64_t epoll_data_for(const WatchedFd& record);
 uint64_t epoll_data_for(const InternalSource& source);
-// Decodes epoll's data: the record (null when stale) or the internal source.
-WatchedFd* record_from_epoll_data(Kqueue& queue, uint64_t data);
-InternalSource* source_from_epoll_data(uint64_t data);
+
+// Decodes epoll's data: the record (null when stale) or the internal source. Inline: once per epoll event.
+constexpr uint64_t kInternalTag = uint64_t{1} << 63;
+inline WatchedFd* record_from_epoll_data(Kqueue& queue, uint64_t data) {
+  if (data & kInternalTag) return nullptr;
+  WatchedFd* record = queue.fds_.slot(static_cast<int>(static_cast<uint32_t>(data)));
+  return record && record->live_ && record->serial_ == static_cast<uint32_t>(data >> 32) ? record : nullptr;
+}
+inline InternalSource* source_from_epoll_data(uint64_t data) {
+  return (data & kInternalTag) ? reinterpret_cast<InternalSource*>(data & ~kInternalTag) : nullptr;
+}
 
 }  // namespace kqcompat

@@ -46,10 +46,10 @@ int64_t TimerQueue::now_ns() {
   return now.tv_sec * kNsPerSecond + now.tv_nsec;
 }
 
-void TimerQueue::arm(Knote& knote, int64_t first_ns, int64_t period_ns) {
+void TimerQueue::arm(SourceKnote& knote, int64_t first_ns, int64_t period_ns) {
   knote.timer_next_ns_ = first_ns;
   knote.timer_period_ns_ = period_ns;
-  if (knote.timer_slot_ == Knote::kNoTimerSlot) {
+  if (knote.timer_slot_ == SourceKnote::kNoTimerSlot) {
     heap_.push_back({first_ns, &knote});
     knote.timer_slot_ = heap_.size() - 1;
     sift_up(knote.timer_slot_);
@@ -61,12 +61,12 @@ void TimerQueue::arm(Knote& knote, int64_t first_ns, int64_t period_ns) {
   rearm();
 }
 
-void TimerQueue::disarm(Knote& knote) {
-  if (knote.timer_slot_ != Knote::kNoTimerSlot) remove(knote.timer_slot_);
+void TimerQueue::disarm(SourceKnote& knote) {
+  if (knote.timer_slot_ != SourceKnote::kNoTimerSlot) remove(knote.timer_slot_);
 }
 
-bool TimerQueue::catch_up(Knote& knote, int64_t now_ns) {
-  if (knote.timer_slot_ == Knote::kNoTimerSlot || knote.timer_next_ns_ > now_ns) return false;
+bool TimerQueue::catch_up(SourceKnote& knote, int64_t now_ns) {
+  if (knote.timer_slot_ == SourceKnote::kNoTimerSlot || knote.timer_next_ns_ > now_ns) return false;
   const int64_t period = knote.timer_period_ns_;
   if (period == 0) {
     knote.count_ += 1;
@@ -92,7 +92,7 @@ void TimerQueue::expire(Kqueue& queue) {
   if (read(source_.fd_, &fired, sizeof fired) == sizeof fired) armed_ns_ = 0;
   const int64_t now = now_ns();
   while (!heap_.empty() && heap_.front().at <= now) {
-    Knote& knote = *heap_.front().knote;
+    SourceKnote& knote = *heap_.front().knote;
     catch_up(knote, now);
     // FreeBSD keeps counting while the knote is disabled; EV_ENABLE queues it then (Call::set_enabled).
     if (!knote.disabled_) queue.queue_pending(knote);
@@ -142,7 +142,7 @@ void TimerQueue::sift_down(size_t slot) {
 }
 
 void TimerQueue::remove(size_t slot) {
-  heap_[slot].knote->timer_slot_ = Knote::kNoTimerSlot;
+  heap_[slot].knote->timer_slot_ = SourceKnote::kNoTimerSlot;
   const Entry last = heap_.back();
   heap_.pop_back();
   if (slot == heap_.size()) return;

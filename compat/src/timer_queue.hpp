@@ -32,20 +32,20 @@ class TimerQueue {
   static int64_t now_ns();
 
   // Arms `knote` to expire at `first_ns` and then every `period_ns` (0: once), moving it if it was armed.
-  void arm(Knote& knote, int64_t first_ns, int64_t period_ns);
+  void arm(SourceKnote& knote, int64_t first_ns, int64_t period_ns);
 
   // Takes `knote` out of the heap if it is armed. The timerfd may still fire once for it; that wake-up finds
   // nothing due and re-arms for the next deadline (cheaper than a system call per delete).
-  void disarm(Knote& knote);
+  void disarm(SourceKnote& knote);
 
   // Counts the expirations of `knote` up to `now_ns` into `knote.count_` (drift-free: the k-th expiry is at
   // first + k * period, however late it is noticed) and moves or disarms it. True when it expired.
-  bool catch_up(Knote& knote, int64_t now_ns);
+  bool catch_up(SourceKnote& knote, int64_t now_ns);
 
  private:
   struct Entry {
     int64_t at;
-    Knote* knote;
+    SourceKnote* knote;
   };
 
   explicit TimerQueue(int fd);

@@ -12,14 +12,6 @@
 namespace kqcompat {
 namespace {
 
-bool tracing() {
-  static const bool on = [] {
-    const char* value = std::getenv("KQLAB_TRACE");
-    return value && *value && std::strcmp(value, "0") != 0;
-  }();
-  return on;
-}
-
 // One write per line, so lines from several threads do not interleave.
 void emit(int kq, const char* what, const std::string& text) {
   const int saved_errno = errno;
@@ -28,21 +20,25 @@ void emit(int kq, const char* what, const std::string& text) {
   errno = saved_errno;
 }
 
-}  // namespace
-
-void trace_change(int kq, const struct kevent& change) {
-  if (tracing()) emit(kq, "change", kqlab::describe(change));
+bool tracing_asked() {
+  const char* value = std::getenv("KQLAB_TRACE");
+  return value && *value && std::strcmp(value, "0") != 0;
 }
 
-int trace_result(int kq, const struct kevent* events, int count) {
-  if (!tracing()) return count;
+}  // namespace
+
+const bool tracing = tracing_asked();
+
+void print_change(int kq, const struct kevent& change) { emit(kq, "change", kqlab::describe(change)); }
+
+int print_result(int kq, const struct kevent* events, int count) {
   if (count == 0) emit(kq, "returns", "0 (timeout)");
   for (int i = 0; i < count; ++i) emit(kq, "event ", kqlab::describe(events[i]));
   return count;
 }
 
-int trace_failure(int kq, int error) {
-  if (tracing()) emit(kq, "fails  ", std::string(strerrorname_np(error) ? strerrorname_np(error) : "?") + " (" + std::strerror(error) + ")");
+int print_failure(int kq, int error) {
+  emit(kq, "fails  ", std::string(strerrorname_np(error) ? strerrorname_np(error) : "?") + " (" + std::strerror(error) + ")");
   errno = error;
   return -1;
 }

@@ -4,11 +4,27 @@
 
 #include <sys/event.h>
 
+#include <cerrno>
+
 namespace kqcompat {
 
-void trace_change(int kq, const struct kevent& change);
+// Whether KQLAB_TRACE asks for it, read once at load time.
+extern const bool tracing;
+
+void print_change(int kq, const struct kevent& change);
+int print_result(int kq, const struct kevent* events, int count);
+int print_failure(int kq, int error);
+
+inline void trace_change(int kq, const struct kevent& change) {
+  if (tracing) print_change(kq, change);
+}
 // Return `count` / -1 unchanged (and errno kept), after printing them when tracing.
-int trace_result(int kq, const struct kevent* events, int count);
-int trace_failure(int kq, int error);
+inline int trace_result(int kq, const struct kevent* events, int count) {
+  return tracing ? print_result(kq, events, count) : count;
+}
+inline int trace_failure(int kq, int error) {
+  errno = error;
+  return tracing ? print_failure(kq, error) : -1;
+}
 
 }  // namespace kqcompat

@@ -122,6 +122,18 @@ inline int open_descriptors() {
   return count;
 }
 
+// The open descriptors whose /proc/self/fd link reads `target` (none where there is no /proc, as on BSD).
+inline std::vector<int> descriptors_named(const std::string& target) {
+  std::vector<int> found;
+  for (int fd = 0; fd < 4096; ++fd) {
+    char link[64], path[32];
+    std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    const ssize_t length = readlink(path, link, sizeof link - 1);
+    if (length > 0 && std::string(link, static_cast<size_t>(length)) == target) found.push_back(fd);
+  }
+  return found;
+}
+
 // Milliseconds on a steady clock since `start`.
 using Clock = std::chrono::steady_clock;
 inline int64_t ms_since(Clock::time_point start) {

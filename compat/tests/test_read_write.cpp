@@ -1,5 +1,10 @@
 // EVFILT_READ and EVFILT_WRITE on sockets, pipes and listeners: what `data`, EV_EOF and fflags report.
+#include <fcntl.h>
 #include <netinet/tcp.h>
+
+#include <map>
+#include <set>
+#include <vector>
 
 #include "support.hpp"
 
@@ -196,6 +201,141 @@ TEST_CASE("two queues watching one descriptor each get their own event") {
   write_bytes(pair.b, 1);
   expect_event(first, pair.a, EVFILT_READ);
   expect_event(second, pair.a, EVFILT_READ);
+}
+
+
+TEST_CASE("descriptors far apart, and many at once: every event names its own descriptor and udata") {
+  auto kq = new_queue();
+  // Numbers in different parts of the queue's table, and a hundred neighbours.
+  std::vector<Pair> pairs;
+  for (int i = 0; i < 100; ++i) pairs.push_back(socket_pair());
+  Fd far(fcntl(pairs[0].a.get(), F_DUPFD_CLOEXEC, 300));
+  Fd farther(fcntl(pairs[1].a.get(), F_DUPFD_CLOEXEC, 900));
+  REQUIRE(far.get() >= 300);
+  REQUIRE(farther.get() >= 900);
+  std::vector<int> watched;
+  for (size_t i = 2; i < pairs.size(); ++i) watched.push_back(pairs[i].a.get());
+  watched.push_back(far.get());
+  watched.push_back(farther.get());
+  for (const int fd : watched)
+    add(kq, static_cast<uintptr_t>(fd), EVFILT_READ, 0, reinterpret_cast<void*>(static_cast<uintptr_t>(fd) + 1));
+  // Data for every other neighbour, and for the two far ones (through their duplicates' peers).
+  std::set<int> expected{far.get(), farther.get()};
+  for (size_t i = 2; i < pairs.size(); i += 2) {
+    write_bytes(pairs[i].b.get(), i);
+    expected.insert(pairs[i].a.get());
+  }
+  write_bytes(pairs[0].b.get(), 7);
+  write_bytes(pairs[1].b.get(), 9);
+  const auto events = wait(kq, 1000, 256);
+  INFO(describe_all(events));
+  std::set<int> got;
+  for (const auto& event : events) {
+    CHECK(event.filter == EVFILT_READ);
+    CHECK(event.udata == reinterpret_cast<void*>(event.ident + 1));
+    got.insert(static_cast<int>(event.ident));
+  }
+  CHECK(events.size() == expected.size());
+  CHECK(got == expected);
+  for (const auto& event : events) {
+    if (static_cast<int>(event.ident) == far.get()) CHECK(event.data == 7);
+    if (static_cast<int>(event.ident) == farther.get()) CHECK(event.data == 9);
+  }
+}
+
+TEST_CASE("a read knote deleted and added again, many times over, comes back fresh each time") {
+  auto kq = new_queue();
+  auto pair = socket_pair();
+  write_bytes(pair.b, 3);
+  int marks[2];
+  for (int round = 0; round < 500; ++round) {
+    void* const mark = &marks[round % 2];
+    add(kq, pair.a, EVFILT_READ, round % 3 == 0 ? EV_CLEAR : 0, mark);
+    const auto events = wait(kq, 1000);
+    REQUIRE_MESSAGE(events.size() == 1, "round " << round << ": " << describe_all(events));
+    REQUIRE(events[0].udata == mark);
+    REQUIRE(events[0].data == 3);
+    REQUIRE(apply(kq, {change(pair.a, EVFILT_READ, EV_DELETE)}) == 0);
+    expect_nothing(kq, 0);
+  }
+}
+
+TEST_CASE("many readable sockets in one call: each event's data is its own byte count") {
+  // A batch this large is where the layer asks for all the counts at once (compat/src/readable_queries.hpp);
+  // Unix-domain sockets in the same batch are answered another way. BSD reads each count off its socket.
+  auto kq = new_queue();
+  auto listener = tcp_listener(64);
+  std::vector<Fd> clients, accepted;
+  std::vector<Pair> local;
+  for (int i = 0; i < 40; ++i) {
+    clients.push_back(tcp_connect(listener));
+    accepted.emplace_back(accept(listener, nullptr, nullptr));
+    REQUIRE(accepted.back().get() >= 0);
+  }
+  for (int i = 0; i < 10; ++i) local.push_back(socket_pair());
+  std::map<int, size_t> sent;
+  for (size_t i = 0; i < accepted.size(); ++i) {
+    add(kq, static_cast<uintptr_t>(accepted[i].get()), EVFILT_READ);
+    write_bytes(clients[i].get(), 100 + i);
+    sent[accepted[i].get()] = 100 + i;
+  }
+  for (size_t i = 0; i < local.size(); ++i) {
+    add(kq, static_cast<uintptr_t>(local[i].a.get()), EVFILT_READ);
+    write_bytes(local[i].b.get(), 7 + i);
+    sent[local[i].a.get()] = 7 + i;
+  }
+  // Loopback TCP delivers in the writer's time, but give the last bytes a moment anyway.
+  std::vector<struct kevent> events;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    events = wait(kq, 100, 128);
+    bool all_there = events.size() == sent.size();
+    for (const auto& event : events)
+      all_there = all_there && event.data == static_cast<int64_t>(sent[static_cast<int>(event.ident)]);
+    if (all_there) break;
+  }
+  INFO(describe_all(events));
+  REQUIRE(events.size() == sent.size());
+  for (const auto& event : events) {
+    CHECK(event.filter == EVFILT_READ);
+    CHECK(event.data == static_cast<int64_t>(sent[static_cast<int>(event.ident)]));
+  }
+  // Read some of each: the next call's counts are what is left.
+  for (size_t i = 0; i < accepted.size(); ++i) REQUIRE(read_bytes(accepted[i].get(), 50) == 50);
+  for (const auto& event : wait(kq, 1000, 128)) {
+    const auto fd = static_cast<int>(event.ident);
+    const bool tcp = sent[fd] >= 100;
+    CHECK(event.data == static_cast<int64_t>(tcp ? sent[fd] - 50 : sent[fd]));
+  }
+}
+
+TEST_CASE("a program that closes every descriptor it did not open keeps getting its counts") {
+  // Daemons close every number they do not know, the layer's own among them. On Linux that includes the ring
+  // through which the layer asks for many byte counts at once (compat/src/readable_queries.hpp); on BSD there is
+  // no such descriptor and this closes nothing.
+  auto kq = new_queue();
+  auto listener = tcp_listener(64);
+  std::vector<Fd> clients, accepted;
+  for (int i = 0; i < 16; ++i) {
+    clients.push_back(tcp_connect(listener));
+    accepted.emplace_back(accept(listener, nullptr, nullptr));
+    add(kq, static_cast<uintptr_t>(accepted.back().get()), EVFILT_READ);
+    write_bytes(clients.back().get(), 10 + static_cast<size_t>(i));
+  }
+  const auto counts_right = [&](size_t extra) {
+    std::vector<struct kevent> events;
+    for (int attempt = 0; attempt < 50 && events.size() != accepted.size(); ++attempt) events = wait(kq, 100, 64);
+    INFO(describe_all(events));
+    REQUIRE(events.size() == accepted.size());
+    for (const auto& event : events) {
+      size_t i = 0;
+      while (accepted[i].get() != static_cast<int>(event.ident)) ++i;
+      CHECK(event.data == static_cast<int64_t>(10 + i + extra));
+    }
+  };
+  counts_right(0);
+  for (const int fd : descriptors_named("anon_inode:[io_uring]")) REQUIRE(close(fd) == 0);
+  for (auto& client : clients) write_bytes(client.get(), 1);
+  counts_right(1);
 }
 
 }  // TEST_SUITE
