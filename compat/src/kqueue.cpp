@@ -667,6 +667,7 @@ extern "C" int kqueuex(unsigned int flags) {
     std::lock_guard guard(all_queues_lock);
     all_queues.push_back(queue.get());
   }
+  readable_queries_open();  // the process's one ring, with its first queue: see readable_queries.hpp
   set_queue_of(epoll_fd, queue.release());
   return epoll_fd;
 }

@@ -36,6 +36,7 @@ T* at(void* base, unsigned offset) {
 std::mutex& ring_lock = *new std::mutex;
 ReadableQueries* ring = nullptr;
 bool refused = false;
+bool probed = false;  // whether the kernel was asked if it has the command (serves_tcp)
 // The ring's descriptor number until the program closes it (a daemon closing every descriptor, say): then the
 // number may be reused, even for another ring, and submitting to it would be a disaster. Set to -1 by the close
 // wrapper, lock-free.
@@ -43,19 +44,27 @@ std::atomic<int> ring_descriptor{-1};
 
 }  // namespace
 
+void readable_queries_open() {
+  std::lock_guard guard(ring_lock);
+  if (ring || refused) return;
+  ring = ReadableQueries::open().release();
+  refused = !ring;
+  if (refused) return;
+  fd_facts_create(ring->descriptor());  // so that the close wrapper tells us when the program closes it
+  ring_descriptor.store(ring->descriptor());
+}
+
 bool ask_readable_counts(const int* fds, int count, int* results) {
   std::unique_lock lock(ring_lock, std::try_to_lock);
-  if (!lock.owns_lock() || refused) return false;
-  if (!ring) {
-    ring = ReadableQueries::open().release();
-    refused = !ring;
-    if (refused) return false;
-    fd_facts_create(ring->descriptor());  // so that the close wrapper tells us when the program closes it
-    ring_descriptor.store(ring->descriptor());
-  }
+  if (!lock.owns_lock() || refused || !ring) return false;
   if (ring_descriptor.load() != ring->descriptor()) {
     refused = true;  // closed behind the layer's back: never touch that number again
     return false;
+  }
+  if (!probed) {
+    probed = true;
+    refused = !ring->serves_tcp();  // a kernel before 6.7: the ring stays open, unused
+    if (refused) return false;
   }
   // A failed submission: FIONREAD from now on. The ring stays open, unused.
   if (!ring->ask(fds, count, results)) {
@@ -79,6 +88,7 @@ void readable_queries_fork_child() {
   delete ring;
   ring = nullptr;
   refused = false;
+  probed = false;
   ring_lock.unlock();
 }
 
@@ -111,11 +121,12 @@ bool ReadableQueries::open_ring() {
   cq_tail_ = at<unsigned>(rings_, params.cq_off.tail);
   cq_mask_ = at<unsigned>(rings_, params.cq_off.ring_mask);
   cqes_ = at<io_uring_cqe>(rings_, params.cq_off.cqes);
-  return serves_tcp();
+  return true;
 }
 
-// Whether this kernel has the command (6.7 and later): a fresh TCP socket has 0 bytes to read. Asked once, so
-// that a socket the command does not serve (Unix domain) is told from a kernel that serves none.
+// Whether this kernel has the command (6.7 and later): a fresh TCP socket has 0 bytes to read. Asked once, before
+// the first batch, so that a socket the command does not serve (Unix domain) is told from a kernel that serves
+// none.
 bool ReadableQueries::serves_tcp() {
   const int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (probe < 0) return false;

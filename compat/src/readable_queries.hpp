@@ -7,12 +7,13 @@
 // Linux 6.7): about 215 ns per socket instead of 345 at 64 per batch. Small batches keep FIONREAD, which is
 // cheaper there: a submission costs more than one system call.
 //
-// Only an optimisation. The process has one ring, made on the first large batch and kept until exit: closing a
-// ring makes the kernel interrupt the threads that used it once (io_uring's exit work adds task work with
+// Only an optimisation. The process has one ring, made with its first queue (so that the layer's descriptors do
+// not grow while a program runs: tests of descriptor leaks count them) and kept until exit: closing a ring that
+// was used makes the kernel interrupt the threads that used it once (io_uring's exit work adds task work with
 // TWA_SIGNAL), and an interrupted epoll_wait fails with EINTR, which BSD's kevent() would never do without a
 // signal. Queues share it under a lock they only try: a queue that finds it busy asks with FIONREAD. Where
 // io_uring is missing, disabled (kernel.io_uring_disabled, seccomp) or too old for the command (every answer
-// EOPNOTSUPP for a fresh TCP socket, tried once when the ring is made), the process stops trying and every event
+// EOPNOTSUPP for a fresh TCP socket, tried once before the first batch), the process stops trying and every event
 // keeps its FIONREAD. A socket the command does not serve (Unix domain sockets: their protocol has no ioctl
 // there) answers EOPNOTSUPP and is asked with FIONREAD from then on. Either way the value is the same snapshot
 // of the receive queue, taken within the same kevent() call, with none of the program's code run in between.
@@ -32,6 +33,9 @@ constexpr int kWorthBatching = 8;
 // results[i] >= 0, or -errno for that socket (-EOPNOTSUPP: a socket the command does not serve). Returns false
 // when the ring could not be used this time (busy, missing, refused): then ask each with FIONREAD.
 bool ask_readable_counts(const int* fds, int count, int* results);
+
+// Makes the process's ring if it has none (kqueue() calls it). Nothing happens where io_uring is unavailable.
+void readable_queries_open();
 
 // pthread_atfork's child handler (fork_hooks.cpp): the child lets go of its copies of the parent's ring (its
 // memory is shared with the parent, who goes on using it) and may make its own.
@@ -53,6 +57,8 @@ class ReadableQueries {
   // Unmaps and closes this process's copies only (a fork child's).
   void release_copies();
   int descriptor() const { return fd_; }
+  // Whether this kernel has the command: asks it once, for a fresh TCP socket.
+  bool serves_tcp();
   ReadableQueries(const ReadableQueries&) = delete;
   ReadableQueries& operator=(const ReadableQueries&) = delete;
 
@@ -64,7 +70,6 @@ class ReadableQueries {
  private:
   ReadableQueries() = default;
   bool open_ring();
-  bool serves_tcp();
 
   int fd_ = -1;
   uint32_t batch_ = 0;  // in each entry's user_data, so that a late completion of an earlier batch is ignored
