@@ -1,7 +1,8 @@
 // Lesson 02: registration. The echo server of lesson 01, registered the way busy servers register: every
 // registration edge-triggered (EV_CLEAR), the changes of a loop turn collected and handed to the kevent() call that
 // waits, and the one registration that must work before the server announces itself checked with EV_RECEIPT.
-// Read lessons/02-registration/README.md alongside: its numbered steps are the TODO(N) gaps of the exercise.
+// Read lessons/02-registration/README.md alongside: its numbered steps are the TODO(N) gaps of the exercise. The
+// `// [snippet: NAME]` ... `// [end]` lines mark the code README.md quotes: leave them where they are.
 #include <sys/event.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -83,6 +84,7 @@ void EchoServer::register_now(std::vector<struct kevent> changes) {
   }
 }
 
+// [snippet: change]
 // Queues one change for the next wait(). EV_SET's fields in order: ident (the descriptor), filter (which kind of
 // event), flags (what to do, and how the event behaves), fflags and data (filter-specific parameters: none for
 // sockets), udata (handed back in every event of this registration).
@@ -90,7 +92,9 @@ void EchoServer::change(int fd, short filter, unsigned short flags, std::uint64_
   struct kevent& change = changes_.emplace_back();
   EV_SET(&change, fd, filter, flags, 0, 0, udata_of(serial));
 }
+// [end]
 
+// [snippet: event-loop]
 // Each turn: one kevent() call (in wait()), then each event to its handler. The handlers' changes go to the next
 // turn's call.
 void EchoServer::run() {
@@ -100,6 +104,7 @@ void EchoServer::run() {
     for (int i = 0; i < ready; ++i) dispatch(events[i]);
   }
 }
+// [end]
 
 // One kevent() call: hands the kernel the changes made since the last call and waits for events. Returns how many
 // it wrote into `events` (0 when a signal interrupted the wait).
@@ -118,6 +123,7 @@ int EchoServer::wait(std::vector<struct kevent>& events) {
   return ready;
 }
 
+// [snippet: dispatch]
 void EchoServer::dispatch(const struct kevent& event) {
   const int fd = static_cast<int>(event.ident);
   if (event.flags & EV_ERROR) {
@@ -135,6 +141,7 @@ void EchoServer::dispatch(const struct kevent& event) {
     flush(fd, *client);
   }
 }
+// [end]
 
 // The listening socket had connections arrive. Accepts every one waiting, and registers each new client.
 void EchoServer::accept_clients() {
@@ -195,6 +202,7 @@ void EchoServer::on_readable(int fd, Client& client) {
   flush(fd, client);
 }
 
+// [snippet: flush]
 // Writes back as much of client.unsent_ as the socket takes now. What it does not take waits for the next
 // EVFILT_WRITE event, which comes when room appears. Closes the client when it is done and all is sent, or when
 // writing fails.
@@ -211,6 +219,7 @@ void EchoServer::flush(int fd, Client& client) {
   }
   if (client.peer_done_) close_client(fd);
 }
+// [end]
 
 // Forgets the client and closes its connection. close() removes its registrations from the queue; events of the
 // current batch were already handed out, and client_for() recognises them.

@@ -1,7 +1,8 @@
 // Lesson 03: contexts. A chat server: each line a client sends goes to every other client, prefixed with the
 // sender's name. Each connection is an object, and its address is the udata of its registrations, so an event
 // leads straight to the connection it is about. Read lessons/03-contexts/README.md alongside: its numbered steps
-// are the TODO(N) gaps of the exercise.
+// are the TODO(N) gaps of the exercise. The `// [snippet: NAME]` ... `// [end]` lines mark the code README.md
+// quotes: leave them where they are.
 #include <sys/event.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include "kevent_format.hpp"
 #include "setup.hpp"
 
+// [snippet: connection]
 // One client's connection: everything the server knows about it. Its address is the udata of both its
 // registrations, so each of its events leads straight here.
 struct Connection {
@@ -27,6 +29,7 @@ struct Connection {
   bool writing_ = false;   // is its EVFILT_WRITE enabled? Exactly while output_ is not empty.
   bool closed_ = false;    // closed during this batch: an event of the batch that still points here is stale
 };
+// [end]
 
 class ChatServer {
  public:
@@ -79,6 +82,7 @@ void ChatServer::register_now(std::vector<struct kevent> changes) {
   }
 }
 
+// [snippet: change]
 // Queues a change to one of `connection`'s registrations for the next wait(). Its udata is always the
 // connection's address: every change but a delete replaces the udata the kernel keeps, EV_ENABLE and EV_DISABLE
 // included, so a change that passed anything else would leave the next event pointing elsewhere.
@@ -86,7 +90,9 @@ void ChatServer::change(Connection& connection, short filter, unsigned short fla
   struct kevent& change = changes_.emplace_back();
   EV_SET(&change, connection.fd_, filter, flags, 0, 0, &connection);
 }
+// [end]
 
+// [snippet: event-loop]
 // Each turn: one kevent() call, each event to its handler, and only then, with no event of the batch left to
 // point at them, the connections closed during the batch are freed.
 void ChatServer::run() {
@@ -97,6 +103,7 @@ void ChatServer::run() {
     free_closed();
   }
 }
+// [end]
 
 // As in lesson 02: hands the kernel the changes made since the last call, and waits for events.
 int ChatServer::wait(std::vector<struct kevent>& events) {
@@ -236,11 +243,13 @@ void ChatServer::close_connection(Connection& connection) {
   connection.closed_ = true;
 }
 
+// [snippet: free-closed]
 // Frees the connections closed during the batch just handled. No event of it is left to point at them, and the
 // next wait() returns none: their registrations went with close().
 void ChatServer::free_closed() {
   std::erase_if(connections_, [](const std::unique_ptr<Connection>& connection) { return connection->closed_; });
 }
+// [end]
 
 int main(int argc, char** argv) {
   long long max_backlog = 1 << 20;

@@ -4,7 +4,8 @@
 // `EVERY ms n` sends n ticks, one every ms, and any other line comes straight back. A connection that says nothing
 // for --idle-ms is told goodbye and closed. Every delay is an EVFILT_TIMER in the same kqueue as the sockets, so
 // one thread waits for all of them at once. Read lessons/04-timers/README.md alongside: its numbered steps are the
-// TODO(N) gaps of the exercise.
+// TODO(N) gaps of the exercise. The `// [snippet: NAME]` ... `// [end]` lines mark the code README.md quotes:
+// leave them where they are.
 #include <sys/event.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -31,6 +32,7 @@ using Clock = std::chrono::steady_clock;
 constexpr std::int64_t kMaxDelayMs = 86'400'000;  // a day: the longest AFTER delay or EVERY period accepted
 constexpr std::int64_t kMaxTicks = 1'000'000'000;
 
+// [snippet: connection-state]
 // Something a client asked for that a timer will finish: an AFTER's reply, or an EVERY's ticks.
 struct Job {
   std::string reply;              // AFTER: the text to send when the timer fires
@@ -50,6 +52,7 @@ struct Connection {
   std::uintptr_t idle_timer_ = 0;                // the ident of its idle timer
   Clock::time_point last_heard_;                 // when it last sent us something
 };
+// [end]
 
 class TimerServer {
  public:
@@ -105,6 +108,7 @@ void TimerServer::must(const struct kevent& change) {
   if (const int error = apply(change)) kqlab::fail("kevent(" + kqlab::describe(change) + ")", error);
 }
 
+// [snippet: event-loop]
 void TimerServer::run() {
   struct kevent events[64];
   for (;;) {
@@ -118,7 +122,9 @@ void TimerServer::run() {
     closed_.clear();
   }
 }
+// [end]
 
+// [snippet: dispatch]
 void TimerServer::dispatch(const struct kevent& event) {
   if (event.udata == nullptr) {
     accept_connections(event);
@@ -142,6 +148,7 @@ void TimerServer::dispatch(const struct kevent& event) {
       break;
   }
 }
+// [end]
 
 void TimerServer::accept_connections(const struct kevent& event) {
   for (std::int64_t waiting = event.data; waiting > 0; --waiting) {
@@ -228,6 +235,7 @@ void TimerServer::on_line(Connection& conn, std::string_view line) {
   }
 }
 
+// [snippet: add-job]
 // Gives the job a timer of its own: a fresh ident, so that it never replaces another timer (step 1).
 void TimerServer::add_job(Connection& conn, std::int64_t ms, Job job) {
   const std::uintptr_t ident = next_timer_++;
@@ -235,6 +243,7 @@ void TimerServer::add_job(Connection& conn, std::int64_t ms, Job job) {
   conn.jobs_.emplace(ident, std::move(job));
   start_timer(conn, ident, ms, repeat);
 }
+// [end]
 
 // Arms the timer `ident` of `conn`: it fires `ms` milliseconds from now, then, if `repeat`, every `ms`
 // milliseconds until deleted. Adding an ident that exists already restarts that timer with the new values.

@@ -5,7 +5,8 @@
 // the middle of a reply, half-close them, connect and vanish, flood the server with garbage, send lines that never
 // end, and connect faster than the server has descriptors for; signals interrupt it. Through all of that it serves
 // every other client, loses no byte it owes to one that reads, and leaks nothing. Read
-// lessons/05-errors/README.md alongside: its numbered steps are the TODO(N) gaps of the exercise.
+// lessons/05-errors/README.md alongside: its numbered steps are the TODO(N) gaps of the exercise. The
+// `// [snippet: NAME]` ... `// [end]` lines mark the code README.md quotes: leave them where they are.
 #include <fcntl.h>
 #include <sys/event.h>
 #include <sys/socket.h>
@@ -101,6 +102,7 @@ RobustServer::RobustServer(int listener, std::int64_t max_line, std::int64_t max
   must(change);
 }
 
+// [snippet: apply]
 // Applies one change with EV_RECEIPT and returns the kernel's answer for it: 0, or the errno it failed with.
 int RobustServer::apply(const struct kevent& change) {
   struct kevent with_receipt = change;
@@ -116,6 +118,7 @@ int RobustServer::apply(const struct kevent& change) {
 void RobustServer::must(const struct kevent& change) {
   if (const int error = apply(change)) kqlab::fail("kevent(" + kqlab::describe(change) + ")", error);
 }
+// [end]
 
 void RobustServer::run() {
   struct kevent events[64];
@@ -184,6 +187,7 @@ void RobustServer::accept_connections(const struct kevent& event) {
   }
 }
 
+// [snippet: on-readable]
 // EVFILT_READ on a client. EV_EOF says the client's sending side has ended, and fflags why: 0 for an orderly end
 // (the client shut down its sending side or closed), or the socket's error, ECONNRESET when it reset.
 void RobustServer::on_readable(Connection& conn, const struct kevent& event) {
@@ -197,6 +201,7 @@ void RobustServer::on_readable(Connection& conn, const struct kevent& event) {
     on_eof(conn, 0);
   }
 }
+// [end]
 
 // Reads what has arrived, one buffer at a time (a client that floods the server waits for the next event, and the
 // others get their turn meanwhile), and serves it.
@@ -312,6 +317,7 @@ static void append_pattern(std::string& out, std::uint64_t offset, std::size_t c
   }
 }
 
+// [snippet: write-out]
 // Writes what the socket takes now: unsent_, and then the rest of a GET, made a chunk at a time as the socket
 // takes it. Returns false if the client is gone (and the connection closed).
 bool RobustServer::write_out(Connection& conn) {
@@ -335,11 +341,13 @@ bool RobustServer::write_out(Connection& conn) {
     conn.unsent_.erase(0, static_cast<std::size_t>(sent));
   }
 }
+// [end]
 
 bool RobustServer::owes_nothing(const Connection& conn) const {
   return conn.unsent_.empty() && conn.get_left_ == 0;
 }
 
+// [snippet: update-interest]
 // Registers exactly the interests the connection needs now. Reading, while the server may take more from it: not
 // once it has finished sending or been refused, not while it owes it --max-pending bytes or more (the client
 // must read before it may send more: TCP then makes a flooding client wait, and the server's memory stays
@@ -362,6 +370,7 @@ void RobustServer::update_interest(Connection& conn) {
     conn.writing_ = write;
   }
 }
+// [end]
 
 // Closes the connection. close() removes its registrations; events of this batch that are about it are skipped
 // by dispatch(), and its object is freed after the batch (lesson 04).

@@ -4,6 +4,7 @@
 // reply already promised), SIGHUP (read the greeting again from the configuration file) and its worker thread
 // (a slow job is done). None of them interrupts anything: each is one more event, handled by the loop between two
 // others. Read lessons/06-signals/README.md alongside: its numbered steps are the TODO(N) gaps of the exercise.
+// The `// [snippet: NAME]` ... `// [end]` lines mark the code README.md quotes: leave them where they are.
 //
 // The protocol, one line per request:
 //   echo TEXT   ->  TEXT                      at once
@@ -243,6 +244,7 @@ void SignalServer::watch_signals() {
   }
 }
 
+// [snippet: event-loop]
 // Waits for events and hands each to its handler, until stopped and done.
 void SignalServer::run() {
   struct kevent events[64];
@@ -256,7 +258,9 @@ void SignalServer::run() {
   }
   worker_.stop();
 }
+// [end]
 
+// [snippet: dispatch]
 // Events about a descriptor are told apart by descriptor; the others by filter. The user event is never looked up
 // by its udata: a trigger is a change, and a change replaces udata (here with nullptr).
 void SignalServer::dispatch(const struct kevent& event) {
@@ -280,6 +284,7 @@ void SignalServer::dispatch(const struct kevent& event) {
     flush(static_cast<int>(event.ident), *client);
   }
 }
+// [end]
 
 // EVFILT_SIGNAL: event.ident is the signal, event.data how many times it came since the last event about it.
 void SignalServer::on_signal(const struct kevent& event) {
@@ -293,6 +298,7 @@ void SignalServer::on_signal(const struct kevent& event) {
   }
 }
 
+// [snippet: reload]
 // Reads the greeting again. Clients already connected keep the one they got; new ones get the new one.
 void SignalServer::reload() {
   if (config_path_.empty()) {
@@ -304,6 +310,7 @@ void SignalServer::reload() {
     std::fprintf(stderr, "SIGHUP: cannot read a line from %s; keeping the greeting\n", config_path_.c_str());
   }
 }
+// [end]
 
 // A graceful stop: no new clients, no new requests, and every reply already promised is sent.
 void SignalServer::begin_stop() {
@@ -400,6 +407,7 @@ void SignalServer::handle_request(int fd, Client& client, const std::string& lin
   }
 }
 
+// [snippet: flush]
 // Writes what the socket takes now, keeps the rest for EVFILT_WRITE (registered exactly while something is left),
 // and closes the client once it is done: when stopping, done means nothing left to send and no job left to do.
 void SignalServer::flush(int fd, Client& client) {
@@ -419,6 +427,7 @@ void SignalServer::flush(int fd, Client& client) {
   }
   if (stopping_ && !pending && client.jobs_ == 0) close_client(fd);
 }
+// [end]
 
 void SignalServer::close_client(int fd) {
   clients_.erase(fd);

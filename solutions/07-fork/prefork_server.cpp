@@ -5,6 +5,7 @@
 // exit (EVFILT_PROC, NOTE_EXIT), reaps it and starts another; on SIGTERM or SIGINT it stops them all and exits 0
 // once the last one is reaped. Read lessons/07-fork/README.md alongside: its numbered steps are the TODO(N) gaps of
 // the exercise.
+// The `// [snippet: NAME]` ... `// [end]` lines mark the code README.md quotes: leave them where they are.
 //
 // The protocol, one line per request, answered by whichever worker accepted the connection:
 //   pid         ->  PID              the worker's process id
@@ -45,6 +46,7 @@ constexpr auto kShortLife = std::chrono::seconds(1);
 
 static void* udata_of(std::uint64_t serial) { return reinterpret_cast<void*>(static_cast<std::uintptr_t>(serial)); }
 
+// [snippet: change]
 // Applies one change to the queue `kq` and stops the process with a message naming the change if the kernel
 // refuses it. Returns the errno of a refusal listed in `tolerated` (0 for success), for the caller to handle.
 static int change(int kq, std::uintptr_t ident, short filter, unsigned short flags, unsigned int fflags = 0,
@@ -57,6 +59,7 @@ static int change(int kq, std::uintptr_t ident, short filter, unsigned short fla
   if (error != 0 && error != tolerated) kqlab::fail("kevent(" + kqlab::describe(change) + ")", error);
   return error;
 }
+// [end]
 
 // ----------------------------------------------------------------------------------------------------------------
 // A worker: an event loop like lesson 01's, in a process of its own.
@@ -120,6 +123,7 @@ void Worker::dispatch(const struct kevent& event) {
   }
 }
 
+// [snippet: accept-clients]
 // Every worker's queue reports the same new connection, and every worker wakes up (the "thundering herd"); the
 // first accept() gets it and the others get EAGAIN. That is not an error: someone else is serving that client.
 void Worker::accept_clients(const struct kevent& event) {
@@ -135,6 +139,7 @@ void Worker::accept_clients(const struct kevent& event) {
     change(kq_, fd, EVFILT_READ, EV_ADD, 0, 0, client.serial_);
   }
 }
+// [end]
 
 Client* Worker::client_for(const struct kevent& event) {
   const auto found = clients_.find(static_cast<int>(event.ident));
@@ -290,6 +295,7 @@ void Supervisor::become_worker() {
   Worker(kq, listener_).run();
 }
 
+// [snippet: supervisor-loop]
 void Supervisor::run() {
   struct kevent happened[16];
   while (!stopping_ || !workers_.empty()) {
@@ -301,7 +307,9 @@ void Supervisor::run() {
     for (int i = 0; i < ready; ++i) dispatch(happened[i]);
   }
 }
+// [end]
 
+// [snippet: supervisor-dispatch]
 void Supervisor::dispatch(const struct kevent& event) {
   if (event.filter == EVFILT_PROC) {
     on_worker_exit(event);
@@ -317,6 +325,7 @@ void Supervisor::dispatch(const struct kevent& event) {
     }
   }
 }
+// [end]
 
 // EVFILT_PROC with NOTE_EXIT: the worker event.ident has ended. Its knote is gone with this event (EV_ONESHOT).
 void Supervisor::on_worker_exit(const struct kevent& event) {

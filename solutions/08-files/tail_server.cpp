@@ -5,6 +5,7 @@
 // its name), the server reads the old file to its end and follows the new one; when the log is truncated, it starts
 // again from the new start. Read lessons/08-files/README.md alongside: its numbered steps are the TODO(N) gaps of
 // the exercise.
+// The `// [snippet: NAME]` ... `// [end]` lines mark the code README.md quotes: leave them where they are.
 //
 // A client sends nothing. It gets one line, `following FILE`, when it is subscribed, then the log's lines.
 #include <fcntl.h>
@@ -89,6 +90,7 @@ class TailServer {
   std::unordered_map<int, Client> clients_;
 };
 
+// [snippet: constructor]
 TailServer::TailServer(int listener, std::string path)
     : kq_(kqueue()), listener_(listener), path_(std::move(path)), file_(open_or_fail(path_, O_RDONLY)),
       directory_(open_or_fail(directory_of(path_), O_RDONLY)) {
@@ -101,6 +103,7 @@ TailServer::TailServer(int listener, std::string path)
   // EVFILT_VNODE on the directory reports it as NOTE_WRITE. That is how a new log under the same name is noticed.
   watch(directory_, EVFILT_VNODE, EV_ADD | EV_CLEAR, NOTE_WRITE);
 }
+// [end]
 
 // Applies one change to the queue and stops the server with a message naming it if the kernel refuses it.
 void TailServer::watch(int fd, short filter, unsigned short flags, unsigned int fflags, std::uint64_t serial) {
@@ -136,6 +139,7 @@ void TailServer::run() {
   }
 }
 
+// [snippet: dispatch]
 // The file's and the directory's events carry udata 0; a client's, its serial number (never 0). An event about a
 // number that is now someone else's, closed earlier in this batch, is recognised by that.
 void TailServer::dispatch(const struct kevent& event) {
@@ -154,7 +158,9 @@ void TailServer::dispatch(const struct kevent& event) {
     flush(fd, *client);
   }
 }
+// [end]
 
+// [snippet: on-file-event]
 // EVFILT_READ (something to read, or the file shrank) or EVFILT_VNODE (something happened to the file) on file_.
 void TailServer::on_file_event(const struct kevent& event) {
   catch_up();
@@ -162,6 +168,7 @@ void TailServer::on_file_event(const struct kevent& event) {
   // keeps its descriptor until it reopens the log by name). Keep following it until the name leads elsewhere.
   if (event.filter == EVFILT_VNODE && (event.fflags & (NOTE_RENAME | NOTE_DELETE))) check_name();
 }
+// [end]
 
 void TailServer::catch_up() {
   check_truncation();
