@@ -154,6 +154,8 @@ class Sandbox:
                    "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--proc", "/proc",
                    "--dev", "/dev", "--remount-ro", "/dev", "--size", str(16 * MiB), "--tmpfs", "/dev/shm",
                    "--size", str(256 * MiB), "--tmpfs", "/tmp"]
+        for path in _exposed_under("/tmp"):  # a project cloned under /tmp must stay visible over the fresh /tmp
+            command += ["--ro-bind", path, path]
         for hidden in HIDDEN:
             if Path(hidden).is_dir() and not Path(hidden).is_symlink():
                 command += ["--size", str(1 * MiB), "--tmpfs", hidden]
