@@ -476,6 +476,20 @@ class Server:
                             f"it used {used:.0%} of a CPU for {window:.1f} s")
         self.story.step(f"the server used {used:.0%} of a CPU for {window:.1f} s while nothing happened")
 
+    def wait_until_quiet(self, within: float = seconds(5)) -> None:
+        """Gives the server time to do all it can with what it was sent: returns once it has used no CPU for a
+        third of a second (it sleeps in kevent()), or after `within` seconds. Not a check: what the server did
+        with the time is for the next expectation to see."""
+        deadline = time.monotonic() + within
+        before = self.cpu_seconds()
+        while time.monotonic() < deadline and self.running():
+            time.sleep(0.35)
+            now = self.cpu_seconds()
+            if now == before:
+                break
+            before = now
+        self.story.step("the server was given the time to handle all of it")
+
     def expect_descriptors(self, at_most: int, within: float) -> None:
         expected = f"at most {at_most} open descriptors in the server within {within:g} s"
         if not eventually(lambda: not self.running() or self.open_descriptors() <= at_most, within):

@@ -72,6 +72,9 @@ def test_eof_with_pending_data(server):
 def test_partial_writes(server):
     client = server.connect(receive_buffer=SMALL_BUFFER)
     sent = client.send_until_stuck(overflowing_payload())
+    # Only then read: a server that never asks to hear when it may write again is stuck by now. Read sooner, and
+    # events for its last input could still arrive to carry its output out.
+    server.wait_until_quiet()
     client.expect(sent, within=seconds(30))
     client.send(b"and after all that, one more line\n")
     client.expect(b"and after all that, one more line\n")
