@@ -27,6 +27,8 @@
 #include <ctime>
 #include <vector>
 
+#include "probe.hpp"
+
 namespace {
 
 [[noreturn]] void fail(const char* what) {
@@ -34,22 +36,11 @@ namespace {
   std::exit(1);
 }
 
-double thread_cpu_ns() {
-  timespec now;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
-  return static_cast<double>(now.tv_sec) * 1e9 + static_cast<double>(now.tv_nsec);
-}
-
 // `count` accepted loopback TCP connections, each with one byte waiting to be read. Returns the accepted ends.
 std::vector<int> ready_connections(int count) {
-  const int listener = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  if (listener < 0 || bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-      listen(listener, count) != 0 || getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0)
-    fail("listener");
+  sockaddr_in address;
+  const int listener = probe::listen_on_loopback(count, address);
+  if (listener < 0) fail("listener");
   std::vector<int> accepted;
   for (int i = 0; i < count; ++i) {
     const int client = socket(AF_INET, SOCK_STREAM, 0);
@@ -68,9 +59,9 @@ std::vector<int> ready_connections(int count) {
 template <typename Ask>
 double per_event(long iterations, Ask ask) {
   long events = 0;
-  const double start = thread_cpu_ns();
+  const double start = probe::thread_cpu_ns();
   for (long i = 0; i < iterations; ++i) events += ask();
-  return (thread_cpu_ns() - start) / static_cast<double>(events);
+  return (probe::thread_cpu_ns() - start) / static_cast<double>(events);
 }
 
 struct Costs {

@@ -26,17 +26,13 @@
 #include <ctime>
 #include <string>
 
+#include "probe.hpp"
+
 namespace {
 
 [[noreturn]] void fail(const std::string& what) {
   std::fprintf(stderr, "mode_costs: %s\n", what.c_str());
   std::exit(1);
-}
-
-double thread_cpu_ns() {
-  timespec now;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
-  return static_cast<double>(now.tv_sec) * 1e9 + static_cast<double>(now.tv_nsec);
 }
 
 struct Connection {
@@ -45,14 +41,9 @@ struct Connection {
 };
 
 Connection connect_loopback() {
-  const int listener = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  if (listener < 0 || bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-      listen(listener, 1) != 0 || getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0)
-    fail("cannot open a listening socket");
+  sockaddr_in address;
+  const int listener = probe::listen_on_loopback(1, address);
+  if (listener < 0) fail("cannot open a listening socket");
   Connection c{socket(AF_INET, SOCK_STREAM, 0), -1};
   if (c.peer < 0 || connect(c.peer, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) fail("cannot connect");
   c.watched = accept(listener, nullptr, nullptr);
@@ -121,14 +112,14 @@ int main(int argc, char** argv) {
     fail("unknown mode '" + mode + "'");
   }
 
-  const double start = thread_cpu_ns();
+  const double start = probe::thread_cpu_ns();
   for (long i = 0; i < iterations; ++i) {
     if (clear && write(c.peer, "x", 1) != 1) fail("write failed");
     deliver(kq, each, 1, mode.c_str());
     char byte;
     if (clear && read(c.watched, &byte, 1) != 1) fail("read failed");
   }
-  const double per_event = (thread_cpu_ns() - start) / static_cast<double>(iterations);
+  const double per_event = (probe::thread_cpu_ns() - start) / static_cast<double>(iterations);
   std::printf("{\"mode\": \"%s\", \"iterations\": %ld, \"cpu_ns_per_event\": %.1f}\n", mode.c_str(), iterations,
               per_event);
   return 0;

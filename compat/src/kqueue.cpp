@@ -39,7 +39,7 @@ bool descriptor_is_open(uintptr_t ident) { return ident <= INT_MAX && fcntl(stat
 
 // A descriptor knote outside WatchedFd (EVFILT_VNODE) whose number was closed since it was made.
 bool closed_since_created(const Knote& knote) {
-  return !knote.on_descriptor() && is_descriptor_filter(knote.filter_) &&
+  return !knote.hangs_on_record() && is_descriptor_filter(knote.filter_) &&
          source_knote(knote).fd_generation_ != fd_generation(static_cast<int>(knote.ident_));
 }
 
@@ -197,7 +197,7 @@ int Call::create(const struct kevent& change, const FilterOps& ops) {
     if (change.ident > INT_MAX) return EBADF;
     fd_facts_create(static_cast<int>(change.ident));  // so that close() of the number bumps its generation
   }
-  if (change.filter == EVFILT_READ || change.filter == EVFILT_WRITE) {
+  if (filter_hangs_on_record(change.filter)) {
     // Made inside the descriptor's record, which the attach brings to epoll.
     WatchedFd& record = queue_.fd_record(static_cast<int>(change.ident));
     Knote& knote = queue_.make_fd_knote(record, change.filter);
@@ -244,7 +244,7 @@ void Call::set_enabled(Knote& knote, bool enabled) {
 }
 
 void Call::destroy(Knote& knote, bool settle_now) {
-  if (!knote.on_descriptor()) {
+  if (!knote.hangs_on_record()) {
     queue_.drop_knote(knote);
     return;
   }
@@ -293,7 +293,7 @@ int Call::take_pending() {
       queue_.queue_pending(knote);  // returned already in this call; keep it for the next one
       continue;
     }
-    WatchedFd* record = knote.on_descriptor() ? &record_of(knote) : nullptr;
+    WatchedFd* record = knote.hangs_on_record() ? &record_of(knote) : nullptr;
     if (record && record->generation_ != fd_generation(record->fd())) {
       queue_.purge_stale(*record);  // closed since: BSD removed it at close()
       continue;
@@ -563,9 +563,7 @@ WatchedFd& Kqueue::fd_record(int fd) {
 
 Knote& Kqueue::make_fd_knote(WatchedFd& record, short filter) {
   if (filter == EVFILT_READ) {
-    const uintptr_t fd = record.read_knote_.ident_;
-    record.read_knote_ = Knote();
-    record.read_knote_.ident_ = fd;  // the record's number, as always
+    record.reset_read_knote();
     return record.read_knote_;
   }
   record.write_knote_ = std::make_unique<WriteKnote>();
@@ -575,9 +573,7 @@ Knote& Kqueue::make_fd_knote(WatchedFd& record, short filter) {
 
 void Kqueue::free_fd_knote(WatchedFd& record, Knote& knote) {
   if (&knote == &record.read_knote_) {
-    const uintptr_t fd = knote.ident_;
-    record.read_knote_ = Knote();
-    record.read_knote_.ident_ = fd;  // the record's number
+    record.reset_read_knote();
     record.read_hung_ = false;
   } else {
     record.write_knote_.reset();

@@ -32,6 +32,10 @@ struct FilterState {
   virtual ~FilterState() = default;
 };
 
+// Read and write knotes hang on their descriptor's WatchedFd, which owns them; the others are SourceKnotes in the
+// queue's hash map.
+inline bool filter_hangs_on_record(short filter) { return filter == EVFILT_READ || filter == EVFILT_WRITE; }
+
 // What every knote has: what the program registered, and the queue's bookkeeping. Kept small because a server
 // has one per connection: 56 bytes (read knotes live inside their descriptor's WatchedFd, see below).
 struct Knote {
@@ -53,8 +57,7 @@ struct Knote {
   bool pending_ = false;
 
   const FilterOps& ops() const { return *filter_ops(filter_); }
-  // Read and write knotes hang on their descriptor's WatchedFd, which owns them; the others are SourceKnotes.
-  bool on_descriptor() const { return filter_ == EVFILT_READ || filter_ == EVFILT_WRITE; }
+  bool hangs_on_record() const { return filter_hangs_on_record(filter_); }
 };
 
 // A knote whose source is not a descriptor's epoll entry (timer, user, signal, proc, vnode): what those filters
@@ -124,6 +127,12 @@ struct WatchedFd {
   bool has_knotes() const { return read_hung_ || write_hung_; }
   // Whether the read or write knote is registered (its filter's attach and detach say so).
   void set_hung(short filter, bool hung) { (filter == EVFILT_READ ? read_hung_ : write_hung_) = hung; }
+  // A blank read knote that still carries the record's number (fd() reads it there).
+  void reset_read_knote() {
+    const uintptr_t fd = read_knote_.ident_;
+    read_knote_ = Knote();
+    read_knote_.ident_ = fd;
+  }
 };
 
 // The memory target (under 100 bytes per idle connection, bench/layer_memory.cpp) rests on these sizes, and
