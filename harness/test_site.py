@@ -131,8 +131,9 @@ def test_the_other_pages(built: Path) -> None:
         assert test.split()[0] in portability, f"the Portability page lacks the macOS difference '{test}'"
     diagrams = (built / "diagrams.html").read_text(encoding="utf-8")
     for name in sorted(site.DIAGRAMS.glob("*.dot")):
-        assert f"dot_{name.stem}.svg" in diagrams, f"the Diagrams page does not show {name.name}"
-        assert (built / f"dot_{name.stem}.svg").stat().st_size > 1000, f"{name.name} made an empty picture"
+        shown = f"docs-diagrams-{name.stem}.svg"
+        assert shown in diagrams, f"the Diagrams page does not show {name.name}"
+        assert (built / shown).stat().st_size > 1000, f"{name.name} made an empty picture"
 
 
 @needs_doxygen
@@ -174,6 +175,7 @@ def test_a_new_lesson_and_a_bench_report_appear_without_edits(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     lessons = tmp_path / "lessons"
     shutil.copytree(course.LESSONS / LESSONS[0].name, lessons / LESSONS[0].name)
+    (tmp_path / "docs").symlink_to(site.DOCS)  # where the lesson's pictures are, as seen from its README
     fixture = lessons / "99-fixture"
     fixture.mkdir()
     (fixture / "README.md").write_text(
