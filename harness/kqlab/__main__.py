@@ -11,7 +11,7 @@ import importlib
 import sys
 import textwrap
 
-from . import site, student, suite, watch
+from . import site, student, suite, trace, watch
 from .commands import Command
 
 COMMANDS: list[Command] = [
@@ -22,6 +22,7 @@ COMMANDS: list[Command] = [
     student.HINT,
     student.RESET,
     student.SOLUTION,
+    trace.COMMAND,
     site.COMMAND,
     suite.COMMAND,
 ]
