@@ -149,10 +149,10 @@ def parse(lines: list[tuple[float | None, str]]) -> list[Call]:
                 call.timeout, call.start = numbers.group("timeout"), float(numbers.group("at"))
             calls.append(call)
             continue
-        # Without `call` lines (an older layer), a change or an outcome after an outcome begins a new call; so does
-        # a line of another queue.
-        if current is None or current.kq != kq or \
-                (current.nevents is None and current.outcome and kind in ("change", "returns", "fails")):
+        # Without `call` lines (an older layer), a change or an outcome after an outcome begins a new call, and so
+        # does anything after "returns" or "fails"; so does a line of another queue.
+        ended = current is not None and current.outcome and (not current.events or kind != "event")
+        if current is None or current.kq != kq or (current.nevents is None and ended):
             current = Call(kq, start=read_at)
             calls.append(current)
         if kind == "change":
@@ -179,6 +179,18 @@ class Action:
     lane: str = ""
 
 
+@dataclass(frozen=True)
+class Sample:
+    """What the program was doing at a moment: its state (R running, S asleep...) and, asleep, where (wchan)."""
+
+    at: float
+    state: str
+    wchan: str
+
+    def in_kevent(self) -> bool:
+        return "epoll" in self.wchan or self.wchan.startswith("ep_")
+
+
 @dataclass
 class Column:
     """One column of the timeline: a call (possibly folded with identical ones) or an action."""
@@ -190,7 +202,7 @@ class Column:
     note: str = ""  # what the mark says
 
 
-def columns(calls: list[Call], actions: list[Action]) -> list[Column]:
+def columns(calls: list[Call], actions: list[Action], samples: list[Sample] | None = None) -> list[Column]:
     """Calls and actions in time order, runs of identical calls folded into one column, spins and stalls marked."""
     folded: list[Call] = []
     for call in calls:
@@ -212,11 +224,11 @@ def columns(calls: list[Call], actions: list[Action]) -> list[Column]:
         result.append(Column(last, call=call))
     result += [Column(action.at, action=action) for action in actions]
     result.sort(key=lambda column: (column.at, column.call is None))
-    _mark(result)
+    _mark(result, samples or [])
     return result
 
 
-def _mark(result: list[Column]) -> None:
+def _mark(result: list[Column], samples: list[Sample]) -> None:
     calls = [column for column in result if column.call is not None]
     for column in calls:
         call = column.call
@@ -230,8 +242,21 @@ def _mark(result: list[Column]) -> None:
             continue
         away = after.call.start - before.call.end
         if away >= STALL and before.call.events and not after.mark:
-            after.mark, after.note = "stall", (f"stalled: {away * 1000:.0f} ms between the last call's return and "
-                                               f"this one (a handler blocked, or slept)")
+            after.mark, after.note = "stall", _stall_note(away, [sample for sample in samples
+                                                                  if before.call.end <= sample.at <= after.call.start])
+
+
+def _stall_note(away: float, samples: list[Sample]) -> str:
+    """What the loop did while it was away from kevent(), from the samples taken meanwhile, if any."""
+    blocked = [sample.wchan for sample in samples if sample.state in ("S", "D") and not sample.in_kevent()]
+    running = sum(1 for sample in samples if sample.state == "R")
+    ms = f"{away * 1000:.0f} ms"
+    if blocked:
+        where = max(set(blocked), key=blocked.count)
+        return f"stalled: {ms} away from kevent(), blocked in the kernel ({where}): a call that should not block did"
+    if samples and running >= len(samples) / 2:
+        return f"stalled: {ms} away from kevent(), working: one handler kept every other client waiting"
+    return f"stalled: {ms} between the last call's return and this one (a handler blocked, or worked)"
 
 
 def lanes(columns_: list[Column], names: dict[str, str]) -> list[tuple[str, str]]:

@@ -52,9 +52,11 @@ class Session:
         self.process = subprocess.Popen([str(program), "--host", "127.0.0.1", "--port", "0", *arguments],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         env=dict(os.environ, KQLAB_TRACE="1"), start_new_session=True)
+        self.samples: list[timeline.Sample] = []
         threading.Thread(target=self._read_stdout, daemon=True).start()
         self._stderr = threading.Thread(target=self._read_stderr, daemon=True)
         self._stderr.start()
+        threading.Thread(target=self._sample, daemon=True).start()
         if not self._listening.wait(10):
             self.stop()
             raise RuntimeError("the program did not print 'listening on HOST:PORT' within 10 s"
@@ -76,6 +78,19 @@ class Session:
                     self.lines.append((time.monotonic(), line))
             elif len(self.messages) < 1000:
                 self.messages.append(line)
+
+    def _sample(self) -> None:
+        """Every 10 ms, what the program is doing: running, or asleep and where in the kernel (/proc/PID/wchan:
+        ep_poll is kevent()'s wait on Linux; anything else, a call that blocked)."""
+        stat, wchan = Path(f"/proc/{self.process.pid}/stat"), Path(f"/proc/{self.process.pid}/wchan")
+        while self.process.poll() is None and len(self.samples) < 100_000:
+            try:
+                state = stat.read_text().rpartition(")")[2].split()[0]
+                where = wchan.read_text().strip()
+            except OSError:
+                break
+            self.samples.append(timeline.Sample(time.monotonic(), state, where))
+            time.sleep(0.01)
 
     def act(self, actor: str, text: str, lane: str = "", at: float | None = None) -> None:
         """Writes down what a client did; `at`, when it began (by default, now)."""
@@ -333,7 +348,7 @@ def record(program: Path, page: Path, title: str, what: str) -> tuple[Path, int]
         summary.append("Its trace is empty: was it built with kqlab's Linux layer?")
     if session.messages:
         summary.append("It printed: " + " | ".join(session.messages[-4:]))
-    timeline.write_page(page, title, summary, timeline.columns(calls, session.actions), session.names,
+    timeline.write_page(page, title, summary, timeline.columns(calls, session.actions, session.samples), session.names,
                         [line for _, line in session.lines])
     return page, len(calls)
 
