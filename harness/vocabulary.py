@@ -157,6 +157,7 @@ class Story:
         self.section = section
         self.steps: list[str] = []
         self.step_times: list[float] = []  # when each step was written down, for the timeline of a failed run
+        self.draws_timeline = True  # a failure's report names a drawing of the run (kqlab/timeline.py)
         self.servers: list[Server] = []
         self._summaries: list[str] = []  # the summarized blocks under way, outermost first
 
@@ -186,7 +187,7 @@ class Story:
         lines += [f"Expected: {expected}", f"Got:      {got}"]
         for server in self.servers:
             lines += server.report()
-        drawn = self._timeline()
+        drawn = self._timeline() if self.draws_timeline else None
         if drawn:
             lines.append(f"Its event loop during this test, drawn: {drawn} (open it in a browser)")
         lines.append(f'See {self.readme}, section "{self.section}".')

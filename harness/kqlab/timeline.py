@@ -385,6 +385,7 @@ def write_page(path: Path, title: str, summary: list[str], columns_: list[Column
 # A failing lesson test's own run ------------------------------------------------------------------------------------
 
 FAILED_RUNS = Path(__file__).resolve().parents[2] / "build" / "trace" / "failed"
+TEST_LINES_DRAWN = 20_000  # the end of a long run: where it failed, and quick to draw
 
 
 def write_for_test(test: str, readme_section: str, steps: list[tuple[float, str]],
@@ -394,13 +395,19 @@ def write_for_test(test: str, readme_section: str, steps: list[tuple[float, str]
     lines = [(read_at, line) for _, trace in servers for read_at, line in trace]
     if not lines:
         return None
+    cut = len(lines) > TEST_LINES_DRAWN
+    lines = lines[-TEST_LINES_DRAWN:]
+    while cut and lines and not lines[0][1].split(") ", 1)[-1].startswith("call"):  # start at a call's first line
+        lines = lines[1:]
     try:
         calls = parse(lines)
         actions = [Action(at, "the test", text) for at, text in steps]
         name = re.sub(r"[^\w.-]+", "_", test).strip("_") or "test"
         return write_page(where / f"{name}.html", f"{test}: the server's event loop, as the test ran it",
                           [f"The run of {test}, which failed: each step of the test is a column, between the "
-                           f"server's kevent() calls (KQLAB_TRACE=1).", f"The section to reread: {readme_section}.",
+                           f"server's kevent() calls (KQLAB_TRACE=1)" + (f", its last {len(lines):,} trace lines"
+                                                                          if cut else "") + ".",
+                           f"The section to reread: {readme_section}.",
                            *(f"Server: {label}" for label, _ in servers)],
                           columns(calls, actions), {}, [line for _, line in lines])
     except Exception:  # the timeline is a help: it must never hide the failure it is about
