@@ -53,6 +53,7 @@ class Session:
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         env=dict(os.environ, KQLAB_TRACE="1"), start_new_session=True)
         self.samples: list[timeline.Sample] = []
+        self.forked = False  # it had child processes: their traces share its stderr
         threading.Thread(target=self._read_stdout, daemon=True).start()
         self._stderr = threading.Thread(target=self._read_stderr, daemon=True)
         self._stderr.start()
@@ -90,6 +91,7 @@ class Session:
             except OSError:
                 break
             self.samples.append(timeline.Sample(time.monotonic(), state, where))
+            self.forked = self.forked or bool(_children(self.process.pid))
             time.sleep(0.01)
 
     def act(self, actor: str, text: str, lane: str = "", at: float | None = None) -> None:
@@ -128,9 +130,10 @@ class Session:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline and self.process.poll() is None:
             inode = _inodes_by_ports().get((self.port, port))
-            fd = _fd_of_inode(self.process.pid, inode) if inode else None
-            if fd is not None:
-                return f"fd={fd}"
+            for pid in [self.process.pid, *_children(self.process.pid)] if inode else []:
+                fd = _fd_of_inode(pid, inode)
+                if fd is not None:
+                    return f"fd={fd}"
             time.sleep(0.01)
         return ""
 
@@ -149,6 +152,14 @@ def _inodes_by_ports() -> dict[tuple[int, int], int]:
             if inode:
                 found[(int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16))] = inode
     return found
+
+
+def _children(pid: int) -> list[int]:
+    """The process's children (lesson 07's workers), from /proc."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
 
 
 def _fd_of_inode(pid: int, inode: int) -> int | None:
@@ -346,6 +357,9 @@ def record(program: Path, page: Path, title: str, what: str) -> tuple[Path, int]
                f"Sent SIGTERM at the end, it {ended}."]
     if not calls:
         summary.append("Its trace is empty: was it built with kqlab's Linux layer?")
+    if session.forked:
+        summary.append("It forks: its processes write their traces to one stderr, mixed, and each numbers its own "
+                       "descriptors and queues, so a lane may hold several processes' descriptors of one number.")
     if session.messages:
         summary.append("It printed: " + " | ".join(session.messages[-4:]))
     timeline.write_page(page, title, summary, timeline.columns(calls, session.actions, session.samples), session.names,
