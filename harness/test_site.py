@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from kqlab import browser, course, diagrams, mutants, site, snippets
+from kqlab import browser, course, diagrams, mutants, site, snippets, theme
 
 LESSONS = course.lessons()
 NO_DOXYGEN = shutil.which("doxygen") is None or shutil.which("dot") is None
@@ -277,6 +277,9 @@ INSPECT = """(() => {
       `${name(el)} reaches ${Math.round(el.getBoundingClientRect().right)} px`);
   const code = [...document.querySelectorAll('div.contents div.fragment, div.contents pre')].filter(visible);
   return {
+    theme: {toggle: !!document.querySelector('doxygen-awesome-dark-mode-toggle'),
+            copy_buttons: document.querySelectorAll('doxygen-awesome-fragment-copy-button').length,
+            fragments: document.querySelectorAll('div.contents div.fragment').length},
     width, page_width: document.documentElement.scrollWidth, sticking_out,
     navigation: [...document.querySelectorAll('#nav-tree a')].map(a => a.getAttribute('href')),
     diagrams: [...document.querySelectorAll('div.contents object, div.contents img')].map(el => ({
@@ -342,6 +345,11 @@ def test_page_in_a_browser(served: str, chromium: browser.Browser, page: str, wi
             problems.append(f"the code block '{block['first']}' is wider than the window")
         elif width == "desktop" and block["cut"]:
             problems.append(f"the code block '{block['first']}' needs scrolling sideways at {WIDTHS[width]} px")
+    if theme.theme_dir() is not None:  # the theme's dark-mode toggle, and a copy button on every code block
+        if not seen["theme"]["toggle"]:
+            problems.append("no dark-mode toggle: is doxygen-awesome-css's script loaded?")
+        if seen["theme"]["copy_buttons"] < seen["theme"]["fragments"]:
+            problems.append(f"{seen['theme']['fragments']} code blocks, {seen['theme']['copy_buttons']} copy buttons")
     if seen["page_width"] > seen["width"] + 1:
         problems.append(f"the page is {seen['page_width']} px wide in a {seen['width']} px window: "
                         f"{'; '.join(seen['sticking_out']) or 'something sticks out'}")

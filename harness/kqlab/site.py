@@ -594,12 +594,14 @@ def docs(args: argparse.Namespace) -> int:
         if not problems:
             print("Every quoted code block matches its source, and every diagram its .dot.")
         return 1 if problems else 0
-    if shutil.which("doxygen") is None or shutil.which("dot") is None:
-        ui.problem("The site needs Doxygen and Graphviz (dot), and this machine lacks "
-                   f"{' and '.join(name for name in ('doxygen', 'dot') if shutil.which(name) is None)}.",
-                   "Run ./kqlab docs as root on Debian or Ubuntu to install them, or: sudo apt-get install "
-                   "doxygen graphviz (macOS: brew install doxygen graphviz).", title="Missing tools")
+    # The diagrams are committed SVGs: only --refresh needs Graphviz, to draw one whose .dot changed.
+    if shutil.which("doxygen") is None:
+        ui.problem("The site needs Doxygen, and this machine lacks it.",
+                   "Run ./kqlab docs as root on Debian or Ubuntu to install it, or: sudo apt-get install doxygen "
+                   "doxygen-awesome-css (macOS: brew install doxygen).", title="Missing tools")
         return 1
+    if theme.theme_dir() is None:
+        print(f"(Without doxygen-awesome-css the site keeps Doxygen's own look: {theme.INSTALL}.)")
     output = Path(args.output) if args.output else DEFAULT_OUTPUT
     print(f"Building the course's site with Doxygen into {_shown(output)}/html/ ...", flush=True)
     try:
