@@ -7,7 +7,7 @@
 #include <cstring>
 #include <string>
 
-#include "kevent_format.hpp"
+#include "trace_format.hpp"
 
 namespace kqcompat {
 namespace {
@@ -29,11 +29,16 @@ bool tracing_asked() {
 
 const bool tracing = tracing_asked();
 
-void print_change(int kq, const struct kevent& change) { emit(kq, "change", kqlab::describe(change)); }
+// Each line is "kevent(kq=N) WHAT  TEXT", WHAT one of change, event, receipt, returns, fails, padded to one width.
+void print_change(int kq, const struct kevent& change) { emit(kq, "change ", format::event(change)); }
 
 int print_result(int kq, const struct kevent* events, int count) {
   if (count == 0) emit(kq, "returns", "0 (timeout)");
-  for (int i = 0; i < count; ++i) emit(kq, "event ", kqlab::describe(events[i]));
+  for (int i = 0; i < count; ++i) {
+    const bool answers_a_change = events[i].flags & EV_ERROR;
+    emit(kq, answers_a_change ? "receipt" : "event  ",
+         answers_a_change ? format::receipt(events[i]) : format::event(events[i]));
+  }
   return count;
 }
 
