@@ -163,20 +163,71 @@ def test_no_toolchain(fixture_workspace: str) -> None:
 
 # hint, reset, list ------------------------------------------------------------------------------------------------
 
-def test_hints_come_one_at_a_time_and_are_remembered(fixture_workspace: str) -> None:
+def test_hints_climb_one_rung_at_a_time_and_are_remembered(fixture_workspace: str) -> None:
     first = kqlab(fixture_workspace, "hint")
-    assert first.stdout.startswith("## TODO(1)"), first.stdout
-    second = kqlab(fixture_workspace, "hint", "1")
-    assert "## TODO(2)" in second.stdout and "You have seen the hint for TODO(1)" in second.stdout
-    assert "hints shown: 1 2" in progress(fixture_workspace)
-    again = kqlab(fixture_workspace, "hint", "1", "1")
-    assert again.stdout.startswith("## TODO(1)")
-    # Gap 1 filled in: the first gap still open is 2, seen already, so the next not seen: 3.
+    assert first.stdout.startswith("Lesson 01, TODO(1): ") and "Rung 1 of 3: the idea" in first.stdout, first.stdout
+    second = kqlab(fixture_workspace, "hint")  # the same gap, one rung up
+    assert "TODO(1)" in second.stdout.splitlines()[0] and "Rung 2 of 3: the tools" in second.stdout, second.stdout
+    other = kqlab(fixture_workspace, "hint", "1", "3")  # another gap starts at its first rung
+    assert "TODO(3)" in other.stdout.splitlines()[0] and "Rung 1 of 3" in other.stdout, other.stdout
+    assert "hints: TODO(1) rung 2, TODO(3) rung 1" in progress(fixture_workspace)
+    listed = kqlab(fixture_workspace, "list")
+    assert "hints: TODO(1) rung 2, TODO(3) rung 1" in listed.stdout.splitlines()[0], listed.stdout
+    # Gap 1 filled in: the first gap still open is 2, and its ladder starts at the bottom.
     text = (LESSON.exercise / SOURCE).read_text(encoding="utf-8").replace("TODO(1)", "DONE(1)")
     put(fixture_workspace, text)
-    assert "## TODO(3)" in kqlab(fixture_workspace, "hint").stdout
+    assert "TODO(2)" in kqlab(fixture_workspace, "hint").stdout.splitlines()[0]
+    # A teacher's view: one rung, or all three; what is shown is remembered all the same.
+    third = kqlab(fixture_workspace, "hint", "1", "4", "--rung", "3")
+    assert "Rung 3 of 3: the shape" in third.stdout and "Rung 1" not in third.stdout, third.stdout
+    every = kqlab(fixture_workspace, "hint", "1", "5", "--all")
+    assert [line.split(". Rung ")[1][0] for line in every.stdout.splitlines() if ". Rung " in line] == ["1", "2", "3"]
+    assert "TODO(4) rung 3, TODO(5) rung 3" in progress(fixture_workspace)
+    top = kqlab(fixture_workspace, "hint", "1", "5")  # past the top: the last rung again, nothing new counted
+    assert "Rung 3 of 3" in top.stdout and "last rung" in top.stdout, top.stdout
     missing = kqlab(fixture_workspace, "hint", "1", "9")
     assert missing.returncode == 2 and "no gap TODO(9)" in missing.stdout
+    wrong = kqlab(fixture_workspace, "hint", "1", "1", "--rung", "4")
+    assert wrong.returncode == 2 and "--rung takes 1 to 3" in wrong.stdout
+    answers = kqlab(fixture_workspace, "hint", "1", "predict")
+    assert answers.returncode == 0 and answers.stdout.strip(), "the answers to the lesson's predictions"
+
+
+def test_progress_from_before_ladders_still_reads() -> None:
+    name, entry = course.parse_progress_line("01-echo done | hints shown: 1 3")
+    assert name == "01-echo" and entry.status == "done" and entry.rungs == {1: 3, 3: 3}
+
+
+def test_hint_after_a_finished_lesson_does_not_start_the_next(fixture_workspace: str) -> None:
+    if len(course.lessons()) < 2:
+        pytest.skip("one lesson only: there is no next lesson")
+    (workspace_of(fixture_workspace) / ".progress").write_text(f"{LESSON.name} done\n")
+    done = kqlab(fixture_workspace, "hint")
+    following = course.lessons()[1]
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == f"Lesson 01 is done; run ./kqlab to start {following.number:02d}.", done.stdout
+    assert "TODO(" not in done.stdout
+    assert not (workspace_of(fixture_workspace) / following.name).exists()
+    assert following.name not in progress(fixture_workspace), "asking for a hint is not starting a lesson"
+
+
+def test_output_into_a_closed_pipe_ends_quietly(fixture_workspace: str) -> None:
+    """./kqlab list | head: the reader may go away before the writer is done. Here it is gone from the start."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = subprocess.run([sys.executable, "-m", "kqlab", "list"], cwd=course.ROOT, stdout=writer,
+                              stderr=subprocess.PIPE, text=True, env=environment(fixture_workspace), timeout=60)
+    finally:
+        os.close(writer)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 128 + 13, done.returncode  # as a program killed by SIGPIPE
+
+
+def test_readme_says_which_command_is_whose() -> None:
+    top = (course.ROOT / "README.md").read_text(encoding="utf-8").split("\n## ", 2)[1]
+    assert "./kqlab test" in top and "minutes" in top, "README: ./kqlab test checks the whole project, in minutes"
+    assert "./kqlab check" in top and "./kqlab watch" in top, "README: a student checks their work with check/watch"
 
 
 def test_reset_asks_first_and_keeps_a_backup(fixture_workspace: str) -> None:
@@ -281,7 +332,7 @@ def test_watch_rechecks_on_save(fixture_workspace: str) -> None:
         assert "Build error: Your copy of lesson 01 does not compile." in shown
         assert "Lesson 01: does not compile" in shown
         running.send("h\n")  # a hint, without leaving watch
-        assert "## TODO(" in running.wait_for("hints for TODO(")
+        assert "Rung 1 of 3: the idea" in running.wait_for("Hints used in lesson")
         put(fixture_workspace, solution_text())  # saved: watch notices, rebuilds, retests
         shown = running.wait_for("passes")
         assert "Lesson 01 passes: all 9 tests pass." in shown
@@ -316,3 +367,12 @@ def test_watch_moves_on_only_with_consent(monkeypatch: pytest.MonkeyPatch, capsy
     answers = iter(["y", "q"])  # yes: watch goes on with lesson 02
     assert watch.watch(argparse.Namespace(lesson=None, keys=False)) == 0
     assert checked == [LESSON.name, LESSON.name, "02-second"]
+
+
+def test_the_suite_says_how_long_it_takes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from kqlab import suite
+
+    monkeypatch.setattr(suite.tools, "build_dir", lambda preset: tmp_path)
+    assert suite._estimate() == "on 2 cores it takes about 5 min"
+    (tmp_path / "kqlab-test-seconds").write_text("190\n")
+    assert suite._estimate() == "the last run here took 3 min"

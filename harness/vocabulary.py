@@ -278,13 +278,14 @@ def _open_descriptors(pid: int) -> int:
 
 # KQLAB_TRACE=1 makes kqlab's Linux layer print each kevent() call on stderr; native kqueue prints nothing.
 TRACED = platform.system() == "Linux"
-_TRACE_LINE = re.compile(r"kevent\(kq=\d+\) (change|event|returns|fails)\s+(.*)")
+_TRACE_LINE = re.compile(r"kevent\(kq=\d+\) (change|event|receipt|returns|fails)\s+(.*)")
 
 
 @dataclasses.dataclass
 class KeventCall:
     """One kevent() call, as KQLAB_TRACE printed it: the changes handed in (each as kqlab::describe prints it) and
-    what came back, in order: "event <event>" lines, or one "returns 0 (timeout)" or "fails <errno>"."""
+    what came back, in order: "event <event>" and "receipt <change>: ok (EV_ERROR, data=0)" (or the errno) lines,
+    or one "returns 0 (timeout)" or "fails <errno>"."""
     changes: list[str]
     results: list[str]
 

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <string>
 
-#include "kevent_format.hpp"
+#include "trace_format.hpp"
 
 namespace kqcompat {
 namespace {
@@ -31,7 +31,10 @@ bool tracing_asked() {
 
 const bool tracing = tracing_asked();
 
-// "call   changes=2 events=64 timeout=none at=5321.104233": how many changes and event slots the call brings, how
+// Each line is "kevent(kq=N) WHAT  TEXT", WHAT one of call, change, event, receipt, returns, fails, padded to one
+// width.
+//
+// "call    changes=2 events=64 timeout=none at=5321.104233": how many changes and event slots the call brings, how
 // long it may wait, and when it began, in seconds of CLOCK_MONOTONIC. Without it, two calls that bring no changes
 // could not be told apart in the trace, nor the time a program slept in a call from the time it spent elsewhere.
 void print_call(int kq, int nchanges, int nevents, const struct timespec* timeout) {
@@ -43,14 +46,18 @@ void print_call(int kq, int nchanges, int nevents, const struct timespec* timeou
   char text[160];
   std::snprintf(text, sizeof text, "changes=%d events=%d timeout=%s at=%lld.%06ld", nchanges, nevents, waits,
                 static_cast<long long>(now.tv_sec), now.tv_nsec / 1000);
-  emit(kq, "call  ", text);
+  emit(kq, "call   ", text);
 }
 
-void print_change(int kq, const struct kevent& change) { emit(kq, "change", kqlab::describe(change)); }
+void print_change(int kq, const struct kevent& change) { emit(kq, "change ", format::event(change)); }
 
 int print_result(int kq, const struct kevent* events, int count) {
   if (count == 0) emit(kq, "returns", "0 (timeout)");
-  for (int i = 0; i < count; ++i) emit(kq, "event ", kqlab::describe(events[i]));
+  for (int i = 0; i < count; ++i) {
+    const bool answers_a_change = events[i].flags & EV_ERROR;
+    emit(kq, answers_a_change ? "receipt" : "event  ",
+         answers_a_change ? format::receipt(events[i]) : format::event(events[i]));
+  }
   return count;
 }
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 import textwrap
 
@@ -90,4 +92,10 @@ if __name__ == "__main__":
     # Line by line, also into a pipe (an editor's terminal, `| tee`, the tests): `watch` and the build's progress
     # must show as they happen, not when a buffer fills.
     sys.stdout.reconfigure(line_buffering=True)
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except BrokenPipeError:
+        # The reader went away (./kqlab list | head): nothing left to say. Point stdout at /dev/null so that
+        # Python's last flush at exit does not fail again, and exit as a program killed by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + signal.SIGPIPE)

@@ -127,16 +127,39 @@ def program(build_dir: Path, impl: str, lesson: Lesson, name: str | None = None)
 
 
 # Progress: one line per lesson the student has checked or asked hints for, such as "01-echo done" or
-# "02-timers failing: 3 of 7 tests pass | hints shown: 1 3". Plain text, so a student can read it, and delete it to
-# start over.
+# "02-registration failing: 3 of 7 tests pass | hints: TODO(1) rung 2, TODO(3) rung 1" (the highest rung of each
+# gap's hint ladder shown so far, see ladders.py). Plain text, so a student can read it, and delete it to start over.
+_RUNG_USED = re.compile(r"TODO\((\d+)\) rung (\d+)")
+
+
 @dataclass
 class Progress:
     status: str = ""  # "done", "failing: ...", or "" (not checked yet)
-    hints: list[int] = field(default_factory=list)  # the gaps whose hint was shown, in the order shown
+    rungs: dict[int, int] = field(default_factory=dict)  # gap -> the highest rung of its hint shown, in order asked
 
     def line(self, name: str) -> str:
-        hints = f" | hints shown: {' '.join(map(str, self.hints))}" if self.hints else ""
-        return f"{name} {self.status or 'started'}{hints}"
+        return f"{name} {self.status or 'started'}" + (f" | hints: {rungs_text(self.rungs)}" if self.rungs else "")
+
+
+def rungs_text(rungs: dict[int, int]) -> str:
+    """"TODO(1) rung 2, TODO(3) rung 1": how far up each gap's ladder the student went."""
+    return ", ".join(f"TODO({gap}) rung {rung}" for gap, rung in sorted(rungs.items()))
+
+
+def parse_progress_line(line: str) -> tuple[str, Progress] | None:
+    """One line of a progress file: (lesson name, its progress), or None for a comment or a blank line."""
+    name, _, rest = line.strip().partition(" ")
+    if not name or name.startswith("#"):
+        return None
+    status, _, hints = rest.partition(" | ")
+    status = status.strip()
+    rungs: dict[int, int] = {}
+    if hints.startswith("hints shown:"):  # before hint ladders, one hint per gap: it gave the answer away
+        rungs = {int(n): 3 for n in hints.removeprefix("hints shown:").split() if n.isdigit()}
+    else:
+        for gap, rung in _RUNG_USED.findall(hints):
+            rungs[int(gap)] = max(rungs.get(int(gap), 0), min(int(rung), 3))
+    return name, Progress("" if status == "started" else status, rungs)
 
 
 def progress_of() -> dict[str, Progress]:
@@ -144,13 +167,9 @@ def progress_of() -> dict[str, Progress]:
         return {}
     entries = {}
     for line in PROGRESS.read_text(encoding="utf-8").splitlines():
-        name, _, rest = line.partition(" ")
-        if not name or name.startswith("#"):
-            continue
-        status, _, hints = rest.partition(" | hints shown:")
-        status = status.strip()
-        entries[name] = Progress("" if status == "started" else status,
-                                 [int(n) for n in hints.split() if n.isdigit()])
+        parsed = parse_progress_line(line)
+        if parsed:
+            entries[parsed[0]] = parsed[1]
     return entries
 
 
@@ -171,14 +190,15 @@ def record(lesson: Lesson, status: str) -> None:
     _update(lesson, lambda entry: setattr(entry, "status", status))
 
 
-def hints_shown(lesson: Lesson) -> list[int]:
+def rungs_used(lesson: Lesson) -> dict[int, int]:
+    """For each gap of `lesson` whose hint the student asked for, the highest rung shown."""
     entry = progress_of().get(lesson.name)
-    return list(entry.hints) if entry else []
+    return dict(entry.rungs) if entry else {}
 
 
-def record_hint(lesson: Lesson, gap: int) -> None:
-    """Remembers that the hint for TODO(gap) was shown."""
-    _update(lesson, lambda entry: entry.hints.append(gap) if gap not in entry.hints else None)
+def record_rung(lesson: Lesson, gap: int, rung: int) -> None:
+    """Remembers that rung `rung` of TODO(gap)'s hint ladder was shown (the highest one counts)."""
+    _update(lesson, lambda entry: entry.rungs.__setitem__(gap, max(entry.rungs.get(gap, 0), rung)))
 
 
 def forget(lesson: Lesson) -> None:
@@ -189,7 +209,7 @@ def forget(lesson: Lesson) -> None:
 
 def _write_progress(entries: dict[str, Progress]) -> None:
     WORKSPACE.mkdir(parents=True, exist_ok=True)
-    lines = ["# Written by ./kqlab: each lesson's last test result, and the hints shown so far."]
+    lines = ["# Written by ./kqlab: each lesson's last test result, and how far up each gap's hint ladder you went."]
     lines += [entry.line(name) for name, entry in sorted(entries.items())]
     PROGRESS.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

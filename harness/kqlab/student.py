@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import course, tools, ui
+from . import course, ladders, tools, ui
 from .commands import Command
 from .course import Lesson
 
@@ -80,9 +80,13 @@ def list_lessons(args: argparse.Namespace) -> int:
     del args
     lessons = course.lessons()
     width = max(len(lesson.name) for lesson in lessons)
+    title_width = max(len(lesson.title) for lesson in lessons)
     for lesson in lessons:
         status = course.status(lesson)
-        print(f"{lesson.name:<{width}}  {_status_shown(status)}{' ' * max(1, 12 - len(status))}{lesson.title}")
+        rungs = course.rungs_used(lesson)
+        hints = ui.paint(f"  hints: {course.rungs_text(rungs)}", "dim") if rungs else ""
+        print(f"{lesson.name:<{width}}  {_status_shown(status)}{' ' * max(1, 12 - len(status))}"
+              f"{lesson.title:<{title_width if rungs else 0}}{hints}")
     return 0
 
 
@@ -258,13 +262,8 @@ def check(args: argparse.Namespace) -> int:
 
 
 # ./kqlab hint -----------------------------------------------------------------------------------------------------
-
-def hints_of(lesson: Lesson) -> dict[int, str]:
-    """hints.md's sections, by gap number: each starts with a heading that names its TODO(N)."""
-    text = lesson.hints.read_text(encoding="utf-8")
-    parts = re.split(r"^(?=#+ .*TODO\(\d+\))", text, flags=re.MULTILINE)
-    return {int(re.search(r"TODO\((\d+)\)", part).group(1)): part.strip() for part in parts[1:]}
-
+# Each gap has a ladder of three rungs (ladders.py): the idea, the tools, the shape. A student climbs one rung per
+# call, so the answer is the last thing they see, not the first.
 
 def open_gaps(lesson: Lesson) -> list[int]:
     """The TODO(N) gaps still in the student's copy (all of them before the copy exists)."""
@@ -273,39 +272,73 @@ def open_gaps(lesson: Lesson) -> list[int]:
     return sorted({int(n) for n in re.findall(r"TODO\((\d+)\)", text)})
 
 
+def _not_started_yet() -> str | None:
+    """With no lesson named, hint is about the lesson the student is on. If that one is not started (the one before
+    is done, or none is), say so rather than start it: starting a lesson is ./kqlab's job."""
+    here = course.current()
+    if here is None:
+        return "Every lesson is done. ./kqlab hint N T still shows the hints of lesson N's TODO(T)."
+    if here.workspace.exists():
+        return None
+    before = [lesson for lesson in course.lessons() if lesson.number < here.number]
+    if before and course.status(before[-1]) == "done":
+        return f"Lesson {before[-1].number:02d} is done; run ./kqlab to start {here.number:02d}."
+    return f"Lesson {here.number:02d} is not started yet; run ./kqlab to start it."
+
+
+def _rungs_to_show(args: argparse.Namespace, used: int) -> list[int] | str:
+    """Which rungs of one gap to show: the next one up by default; --rung K or --all choose. A str: the error."""
+    last = len(ladders.RUNG_NAMES)
+    if getattr(args, "all", False):
+        return list(range(1, last + 1))
+    rung = getattr(args, "rung", None)
+    if rung is not None:
+        return [rung] if 1 <= rung <= last else f"--rung takes 1 to {last}, not {rung}."
+    return [min(used + 1, last)]
+
+
 def hint(args: argparse.Namespace) -> int:
+    if args.lesson is None and (why := _not_started_yet()):
+        print(why)
+        return 0
     lesson = _chosen(args.lesson)
-    hints = hints_of(lesson)
-    shown = course.hints_shown(lesson)
+    ladder = ladders.read(lesson)
+    if args.gap == "predict":
+        print(ladder.predict_answers or f"Lesson {lesson.number:02d} has no answers to its predictions.")
+        return 0
     if args.gap is not None:
         number = int(args.gap) if args.gap.isdigit() else -1
-        if number not in hints:
-            print(f"Lesson {lesson.number:02d} has no gap TODO({args.gap}); its gaps are {sorted(hints)}.")
+        if number not in ladder.gaps:
+            print(f"Lesson {lesson.number:02d} has no gap TODO({args.gap}); its gaps are {sorted(ladder.gaps)}.")
             return 2
-        preface = ""
     else:
-        gaps = [gap for gap in open_gaps(lesson) if gap in hints]
+        gaps = [gap for gap in open_gaps(lesson) if gap in ladder.gaps]
         if not gaps:
-            print(f"Your copy of lesson {lesson.number:02d} has no TODO(N) left. For the hint on one gap: "
-                  f"./kqlab hint {lesson.number} N, for N in {sorted(hints)}.")
+            print(f"Your copy of lesson {lesson.number:02d} has no TODO(N) left. For the hints of one gap: "
+                  f"./kqlab hint {lesson.number} N, for N in {sorted(ladder.gaps)}.")
             return 0
-        # The hint for the first gap still open, unless it was shown already: then the next one not seen yet.
-        fresh = [gap for gap in gaps if gap not in shown]
-        number = fresh[0] if fresh else gaps[0]
-        if number != gaps[0]:
-            preface = (f"(You have seen the hint for TODO({gaps[0]}), the first gap still open: "
-                       f"./kqlab hint {lesson.number} {gaps[0]} shows it again. The next one:)\n\n")
-        elif number in shown:
-            preface = "(You have seen every hint for the gaps still open; here is the first one again.)\n\n"
-        else:
-            preface = ""
-    course.record_hint(lesson, number)
-    seen = sorted(set(shown) | {number})
-    print(preface + ui.paint(hints[number].splitlines()[0], "bold"))
-    print("\n".join(hints[number].splitlines()[1:]))
-    print(ui.paint(f"\n(Lesson {lesson.number:02d}: you have seen the hints for "
-                   f"{', '.join(f'TODO({n})' for n in seen)}, of {len(hints)}. ./kqlab hint {lesson.number} N shows "
-                   f"the one for TODO(N) again.)", "dim"))
+        number = gaps[0]
+    gap = ladder.gaps[number]
+    used = course.rungs_used(lesson)
+    rungs = _rungs_to_show(args, used.get(number, 0))
+    if isinstance(rungs, str):
+        print(rungs)
+        return 2
+    for rung in rungs:
+        name = ladders.RUNG_NAMES[rung - 1]
+        print(ui.paint(f"Lesson {lesson.number:02d}, TODO({number}): {gap.title}. Rung {rung} of "
+                       f"{len(ladders.RUNG_NAMES)}: {name}", "bold"))
+        print("\n" + (gap.rung(rung) or "(this rung is missing from hints.md)") + "\n")
+    # What is shown is remembered, whoever asked and however: the record is honest or it is worth nothing.
+    course.record_rung(lesson, number, max(rungs))
+    used = course.rungs_used(lesson)
+    top = used[number]
+    if top < len(ladders.RUNG_NAMES):
+        after = (f"./kqlab hint {lesson.number} {number} shows rung {top + 1}, {ladders.RUNG_NAMES[top]}: try the "
+                 f"gap first.")
+    else:
+        after = "That was the last rung of this gap."
+    print(ui.paint(f"({after} Hints used in lesson {lesson.number:02d}: {course.rungs_text(used)}.)", "dim"))
     return 0
 
 
@@ -386,8 +419,11 @@ def _lesson_argument(parser: argparse.ArgumentParser, required: bool) -> None:
 
 def _hint_arguments(parser: argparse.ArgumentParser) -> None:
     _lesson_argument(parser, required=False)
-    parser.add_argument("gap", nargs="?", help="the hint for TODO(GAP); default: the next hint you have not seen, "
-                        "for the first gap still open in your copy")
+    parser.add_argument("gap", nargs="?", help="the hint for TODO(GAP) (or 'predict': the answers to the lesson's "
+                        "predictions); default: the first gap still open in your copy")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--rung", type=int, metavar="K", help="show rung K (1 the idea, 2 the tools, 3 the shape)")
+    shown.add_argument("--all", action="store_true", help="show all three rungs (for teachers)")
 
 
 def _reset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -408,9 +444,14 @@ CHECK = Command("check", "build your copy of a lesson and run its tests", check,
                 lambda parser: _lesson_argument(parser, required=False),
                 "Builds your copy of the lesson (workspace/NN-topic/) with AddressSanitizer and "
                 "UndefinedBehaviorSanitizer, runs the lesson's tests against it, and remembers the result.")
-HINT = Command("hint", "the next hint for a lesson, one at a time", hint, _hint_arguments,
-               "Shows one hint: for the first TODO(N) gap still open in your copy, or, if you have seen that one, "
-               "the next you have not seen. The hints shown are remembered in workspace/.progress.")
+HINT = Command("hint", "the next rung of a gap's hint ladder: the idea, then the tools, then the shape", hint,
+               _hint_arguments,
+               "Each gap has three hints, rungs of a ladder: 1 the idea (what the gap must achieve, and the section "
+               "of the text that says how), 2 the tools (the calls and flags, and the trap), 3 the shape (near-code: "
+               "it may give the answer away). ./kqlab hint shows the next rung for the first TODO(N) still open in "
+               "your copy; ./kqlab hint N T the next rung of lesson N's TODO(T). The highest rung shown per gap is "
+               "remembered in workspace/.progress (./kqlab list shows it, and a teacher's ./kqlab grade reports it), "
+               "also with --rung and --all.")
 RESET = Command("reset", "start a lesson over from a fresh copy of its exercise (yours is kept aside)", reset,
                 _reset_arguments,
                 "Asks first, then moves your copy of the lesson to workspace/.old/ (nothing is deleted), forgets "

@@ -13,14 +13,33 @@ The last line says how it went, with the totals.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from . import course, tools
 from .commands import Command
 
 
+# How long the last full run took here is the best estimate for this one; a first run on 2 cores takes about this.
+FIRST_ESTIMATE = 5 * 60
+
+
+def _last_duration() -> Path:
+    return tools.build_dir("default") / "kqlab-test-seconds"
+
+
+def _estimate() -> str:
+    try:
+        seconds, how = int(_last_duration().read_text().strip()), "the last run here took"
+    except (OSError, ValueError):
+        seconds, how = FIRST_ESTIMATE, "on 2 cores it takes about"
+    return f"{how} {max(1, round(seconds / 60))} min"
+
+
 def run(args=None) -> int:
     del args
     started = time.monotonic()
+    print(f"kqlab test checks the whole project: {_estimate()}. (To check your own work on a lesson: "
+          f"./kqlab check N, or ./kqlab watch, seconds each.)", flush=True)
     results: list[tuple[str, bool, str]] = []  # (part, passed, what it says)
 
     tools.banner("Build: preset default (Debug, AddressSanitizer + UndefinedBehaviorSanitizer), warnings are errors")
@@ -56,6 +75,11 @@ def run(args=None) -> int:
 def _finish(results: list[tuple[str, bool, str]], started: float) -> int:
     minutes, seconds = divmod(int(time.monotonic() - started), 60)
     passed = all(ok for _, ok, _ in results)
+    if passed:
+        try:
+            _last_duration().write_text(f"{int(time.monotonic() - started)}\n")
+        except OSError:
+            pass  # only the next estimate is worse for it
     parts = "; ".join(f"{part} {'' if ok else 'FAILED: '}{text}" for part, ok, text in results)
     print(f"\nkqlab test: {'PASSED' if passed else 'FAILED'} in {minutes}m{seconds:02d}s ({parts})")
     return 0 if passed else 1

@@ -4,7 +4,7 @@ kqlab's Linux layer prints, when KQLAB_TRACE=1, each kevent() call on stderr:
 
     kevent(kq=4) call   changes=1 events=64 timeout=none at=918.378593
     kevent(kq=4) change EVFILT_READ fd=3 EV_ADD|EV_RECEIPT
-    kevent(kq=4) event  EVFILT_READ fd=3 EV_ERROR           (a receipt: EV_ERROR with data 0, or "receipt: ok")
+    kevent(kq=4) receipt EVFILT_READ fd=3: ok (EV_ERROR, data=0)    (an older layer: "event ... EV_ERROR")
     kevent(kq=4) event  EVFILT_READ fd=5 data=6 udata=0x1
     kevent(kq=4) returns 0 (timeout)
     kevent(kq=4) fails   EINTR (Interrupted system call)
@@ -23,7 +23,8 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LINE = re.compile(r"^kevent\(kq=(?P<kq>-?\d+)\) (?P<kind>call|change|event|returns|fails)\s+(?P<text>.*)$")
+LINE = re.compile(r"^kevent\(kq=(?P<kq>-?\d+)\) (?P<kind>call|change|event|receipt|returns|fails)\s+(?P<text>.*)$")
+RECEIPT = re.compile(r"^(?P<filter>\S+) (?P<ident>\S+?): .*\(EV_ERROR, data=(?P<data>-?\d+)\)\s*$")
 CALL = re.compile(r"changes=(?P<changes>\d+) events=(?P<events>\d+) timeout=(?P<timeout>\S+) at=(?P<at>[\d.]+)")
 # A spin: this many identical calls in a row, their events' data unchanged, one every SPIN_PERIOD seconds or
 # faster. (A loop that reads a fast sender 64 KiB at a time also repeats a call, but each takes the time of a read.)
@@ -43,6 +44,15 @@ class Kevent:
     fflags: str = ""
     data: int = 0
     udata: str = ""
+
+    @classmethod
+    def parse_receipt(cls, text: str) -> Kevent:
+        """A `receipt` line's text: "EVFILT_READ fd=5: ok (EV_ERROR, data=0)", or the errno in place of ok."""
+        found = RECEIPT.match(text.strip())
+        if not found:
+            return cls.parse(text)
+        return cls(text.strip(), found.group("filter"), found.group("ident"), ["EV_ERROR"],
+                   data=int(found.group("data")))
 
     @classmethod
     def parse(cls, text: str) -> Kevent:
@@ -151,14 +161,14 @@ def parse(lines: list[tuple[float | None, str]]) -> list[Call]:
             continue
         # Without `call` lines (an older layer), a change or an outcome after an outcome begins a new call, and so
         # does anything after "returns" or "fails"; so does a line of another queue.
-        ended = current is not None and current.outcome and (not current.events or kind != "event")
+        ended = current is not None and current.outcome and (not current.events or kind not in ("event", "receipt"))
         if current is None or current.kq != kq or (current.nevents is None and ended):
             current = Call(kq, start=read_at)
             calls.append(current)
         if kind == "change":
             current.changes.append(Kevent.parse(text))
-        elif kind == "event":
-            current.events.append(Kevent.parse(text))
+        elif kind in ("event", "receipt"):
+            current.events.append(Kevent.parse(text) if kind == "event" else Kevent.parse_receipt(text))
             current.outcome = f"{len(current.events)} event{'s' if len(current.events) != 1 else ''}"
         elif kind == "returns":
             current.outcome = "0 (timeout)" if current.nevents else "0"

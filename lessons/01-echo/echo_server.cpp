@@ -81,7 +81,8 @@ void EchoServer::run() {
   for (;;) {
     const int ready = kevent(kq_, nullptr, 0, events, static_cast<int>(std::size(events)), nullptr);
     if (ready == -1) {
-      // A signal interrupted the wait (on Linux even SIGSTOP and SIGCONT do, see signal(7)): just wait again.
+      // A signal the program catches interrupted the wait: just wait again. (Stopping and continuing the process
+      // never does on BSD; on Linux, kqlab's layer hides the EINTR that epoll_wait() gets then.)
       if (errno == EINTR) continue;
       kqlab::fail("kevent");
     }

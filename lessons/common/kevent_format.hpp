@@ -1,8 +1,10 @@
-// One way to print a struct kevent, shared by the lessons, the harness's logs and compat's KQLAB_TRACE:
+// How the lessons print a struct kevent, in their error messages:
 //
 //     EVFILT_READ fd=5 EV_ADD|EV_CLEAR data=12 udata=0x6020000000f0
 //
-// so what a student sees in a trace reads the same everywhere.
+// On Linux, compat's KQLAB_TRACE prints changes and events the same way, with a formatter of its own
+// (compat/src/trace_format.hpp: the layer depends on nothing outside compat/), so what a student sees in a trace
+// and in a message reads alike.
 #pragma once
 
 #include <sys/event.h>

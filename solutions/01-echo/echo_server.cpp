@@ -87,7 +87,8 @@ void EchoServer::run() {
   for (;;) {
     const int ready = kevent(kq_, nullptr, 0, events, static_cast<int>(std::size(events)), nullptr);
     if (ready == -1) {
-      // A signal interrupted the wait (on Linux even SIGSTOP and SIGCONT do, see signal(7)): just wait again.
+      // A signal the program catches interrupted the wait: just wait again. (Stopping and continuing the process
+      // never does on BSD; on Linux, kqlab's layer hides the EINTR that epoll_wait() gets then.)
       if (errno == EINTR) continue;
       kqlab::fail("kevent");
     }
@@ -118,8 +119,9 @@ void EchoServer::accept_clients(const struct kevent& event) {
   for (std::int64_t waiting = event.data; waiting > 0; --waiting) {
     const int fd = accept(listener_, nullptr, nullptr);
     if (fd == -1) {
-      // EAGAIN: a client gave up between the event and now. Anything else (EMFILE...) is worth a line on
-      // stderr; the level-triggered event brings us back to try again.
+      // EAGAIN: a client gave up between the event and now. Anything else is worth a line on stderr. EMFILE is
+      // not recovered from here: the connection stays queued, and the level-triggered event brings us straight
+      // back to fail again, a spin until some client leaves. Lesson 05, step 4, turns such connections away.
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED) std::perror("accept");
       return;
     }

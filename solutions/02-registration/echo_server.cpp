@@ -157,9 +157,10 @@ void EchoServer::accept_clients() {
     }
     kqlab::set_nonblocking(fd);  // Linux does not inherit O_NONBLOCK from the listener, BSD does: say it anyway
     const std::uint64_t serial = add_client(fd).serial_;
-    // Both edge-triggered, and for good: EVFILT_READ fires when bytes arrive, EVFILT_WRITE when room appears in
-    // the send buffer. With EV_CLEAR neither fires again for a condition that merely goes on, so an idle
-    // connection costs nothing. They ride in the next wait, which also reports what is already there.
+    // Both edge-triggered, and for good: EVFILT_READ fires when bytes arrive, EVFILT_WRITE whenever room grows in
+    // the send buffer (each time the peer acknowledges data). With EV_CLEAR neither fires again for a condition
+    // that merely goes on, so an idle connection costs nothing. They ride in the next wait, which also reports
+    // what is already there.
     change(fd, EVFILT_READ, EV_ADD | EV_CLEAR, serial);
     change(fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, serial);
   }

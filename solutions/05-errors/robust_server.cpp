@@ -124,10 +124,10 @@ void RobustServer::run() {
   struct kevent events[64];
   for (;;) {
     const int ready = kevent(kq_, nullptr, 0, events, static_cast<int>(std::size(events)), nullptr);
-    // A signal the program catches (SIGUSR1 here; on Linux also SIGSTOP and SIGCONT) ends the wait early, with
-    // EINTR: kevent() is never restarted, whatever SA_RESTART says. Not an error: do what the signal asked for,
-    // and wait again. The flag is looked at after every return, not only after EINTR: a signal that arrives while
-    // the loop is busy runs its handler then, and interrupts nothing.
+    // A signal the program catches (SIGUSR1 here) ends the wait early, with EINTR: kevent() is never restarted,
+    // whatever SA_RESTART says. (A stop and continue never does on BSD; kqlab's Linux layer hides it too.) Not an
+    // error: do what the signal asked for, and wait again. The flag is looked at after every return, not only
+    // after EINTR: a signal that arrives while the loop is busy runs its handler then, and interrupts nothing.
     if (stats_wanted) {
       stats_wanted = 0;
       print_stats();

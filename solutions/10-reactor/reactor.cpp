@@ -188,7 +188,8 @@ void Reactor::open(int fd) {
   Descriptor* descriptor = found->second.get();
   descriptor->fd_ = fd;
   // Registered once, for both directions, for as long as it is open: no kevent() per operation. EV_CLEAR, so that a
-  // direction nobody waits on (writing, most of the time) is reported once when it changes, not on every wait.
+  // direction nobody waits on (writing, most of the time) is reported when something new happens to it (for writing:
+  // room freed by the peer's acknowledgements), not on every wait.
   struct kevent changes[2];
   EV_SET(&changes[0], fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, descriptor);
   EV_SET(&changes[1], fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0, descriptor);

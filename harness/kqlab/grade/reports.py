@@ -1,6 +1,7 @@
 """What `./kqlab grade` writes: a table on the terminal, and in the folder the teacher names
 
-    results.csv    one line per student and lesson: passed, total, status, the first failing test and why
+    results.csv    one line per student and lesson: passed, total, status, the first failing test and why, and
+                   the hints used, when the submission includes its workspace/.progress (grade/hint_use.py)
     gradebook.csv  one line per student: passed/total per lesson, and in all (to paste into a gradebook)
     junit.xml      JUnit XML, one test suite per student, one test case per lesson test
     index.html     a static page: the table, then each student's failures with their full messages
@@ -19,6 +20,7 @@ import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+from . import hint_use
 from .grading import LessonResult, StudentResult
 
 MESSAGE_LIMIT = 16 * 1024  # characters of one failure message kept in junit.xml and index.html
@@ -89,14 +91,15 @@ def _write_logs(folder: Path, student: StudentResult) -> None:
 def _write_results_csv(path: Path, students: list[StudentResult]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
-        writer.writerow(["student", "lesson", "passed", "total", "status", "first failing test", "reason"])
+        writer.writerow(["student", "lesson", "passed", "total", "status", "first failing test", "reason",
+                         "hints used"])
         for student in students:
             if student.problem:
-                writer.writerow([_cell(student.name), "", 0, 0, "not graded", "", _cell(student.problem)])
+                writer.writerow([_cell(student.name), "", 0, 0, "not graded", "", _cell(student.problem), ""])
             for result in student.lessons:
                 first = result.failures[0].test if result.failures and result.status != "passed" else ""
                 writer.writerow([_cell(student.name), result.lesson, result.passed, result.total, result.status,
-                                 first, _cell(result.reason)])
+                                 first, _cell(result.reason), hint_use.summary(student.origin, result.lesson)])
 
 
 def _write_gradebook_csv(path: Path, students: list[StudentResult], lessons: list[str]) -> None:
@@ -187,6 +190,9 @@ def _html(students: list[StudentResult], lessons: list[str], isolation: list[str
                          f"passed</h3>")
             if result.status != "passed" and result.reason:
                 parts.append(f"<p>{e(result.reason)}</p>")
+            if hints := hint_use.summary(student.origin, result.lesson):
+                parts.append(f"<p class=note>Hints used (highest rung per gap, from the submitted progress file): "
+                             f"{e(hints)}</p>")
             for failure in result.failures:
                 parts.append(f"<details><summary>{e(failure.test)}</summary><pre>{e(_cut(failure.message))}"
                              f"</pre></details>")
