@@ -138,7 +138,11 @@ class Call:
 
     @property
     def slept(self) -> float | None:
-        return None if self.start is None or self.end is None else max(0.0, self.end - self.start)
+        """How long it waited: from its start to its last line read. None for a call that cannot have waited (it
+        brought changes with EV_RECEIPT and got their receipts back: kevent() returns those at once)."""
+        if self.start is None or self.end is None or (self.events and all(k.receipt() for k in self.events)):
+            return None
+        return max(0.0, self.end - self.start)
 
 
 def parse(lines: list[tuple[float | None, str]]) -> list[Call]:
