@@ -356,7 +356,8 @@ def record(program: Path, page: Path, title: str, what: str) -> tuple[Path, int]
     summary = [f"{what}, traced with KQLAB_TRACE=1 while the scripted clients talked to it.",
                f"Sent SIGTERM at the end, it {ended}."]
     if not calls:
-        summary.append("Its trace is empty: was it built with kqlab's Linux layer?")
+        summary.append("Its trace is empty: it made no kevent() call (an epoll program?), or was built without "
+                       "kqlab's Linux layer.")
     if session.forked:
         summary.append("It forks: its processes write their traces to one stderr, mixed, and each numbers its own "
                        "descriptors and queues, so a lane may hold several processes' descriptors of one number.")
