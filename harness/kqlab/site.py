@@ -219,7 +219,9 @@ class Site:
             where = ("Shown in " + ", ".join(f"\\ref {label}" for label in used) + ".") if used else ""
             heading = caption.split(": ", 1)[0]
             try:
-                image = f"![{escape_text(caption)}]({self.images(path, diagrams.svg_of(path).name)})"
+                shown = self.images(path, diagrams.svg_of(path).name)
+                image = (f"![{escape_text(caption)}]({shown})\n\n<div class=\"diagram-link\"><a href=\"{shown}\">the "
+                         f"picture at full size</a></div>")
             except SiteError as error:
                 self.problems.append(str(error))
                 image = ""
@@ -501,10 +503,14 @@ class Converter:
             return f"{image}[{shown}]({target})"
         if image:
             try:
-                return f"![{shown}]({self.site.images(self.page.source, target)})"
+                name = self.site.images(self.page.source, target)
             except SiteError as error:
                 self.problem(number, str(error))
                 return shown
+            if (self.page.source.parent / target).resolve().parent == DIAGRAMS.resolve():
+                # A diagram shrinks to a phone's width: a link opens it at its own size.
+                return f"![{shown}]({name})\n\n<div class=\"diagram-link\"><a href=\"{name}\">the picture at full size</a></div>"
+            return f"![{shown}]({name})"
         path_part, _, fragment = target.partition("#")
         if path_part:
             resolved = (self.page.source.parent / path_part).resolve()
