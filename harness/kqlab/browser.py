@@ -203,7 +203,8 @@ class Browser:
             method, params = event["method"], event.get("params", {})
             if method == "Runtime.exceptionThrown":
                 details = params.get("exceptionDetails", {})
-                found.append(f"uncaught exception: {details.get('exception', {}).get('description') or details.get('text')}")
+                what = details.get("exception", {}).get("description") or details.get("text")
+                found.append(f"uncaught exception: {what}")
             elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
                 found.append("console error: " + " ".join(str(arg.get("value", arg.get("description", "")))
                                                           for arg in params.get("args", [])))

@@ -220,8 +220,7 @@ class Site:
             heading = caption.split(": ", 1)[0]
             try:
                 shown = self.images(path, diagrams.svg_of(path).name)
-                image = (f"![{escape_text(caption)}]({shown})\n\n<div class=\"diagram-link\"><a href=\"{shown}\">the "
-                         f"picture at full size</a></div>")
+                image = f"![{escape_text(caption)}]({shown})\n\n{_full_size_link(shown)}"
             except SiteError as error:
                 self.problems.append(str(error))
                 image = ""
@@ -344,6 +343,11 @@ def freebsd_only_tests() -> list[tuple[str, str, str]]:
                 name = re.sub(r"\s*\(FreeBSD\)$", "", match.group(1))
                 found.append((name, path.name, (match.group(3) or "").strip().removeprefix("macOS").lstrip(": ")))
     return found
+
+
+def _full_size_link(image: str) -> str:
+    """Under a diagram: a link to it alone, at its own size (a phone shrinks it to the screen's width)."""
+    return f"<div class=\"diagram-link\"><a href=\"{image}\">the picture at full size</a></div>"
 
 
 def bench_report() -> Path | None:
@@ -509,7 +513,7 @@ class Converter:
                 return shown
             if (self.page.source.parent / target).resolve().parent == DIAGRAMS.resolve():
                 # A diagram shrinks to a phone's width: a link opens it at its own size.
-                return f"![{shown}]({name})\n\n<div class=\"diagram-link\"><a href=\"{name}\">the picture at full size</a></div>"
+                return f"![{shown}]({name})\n\n{_full_size_link(name)}"
             return f"![{shown}]({name})"
         path_part, _, fragment = target.partition("#")
         if path_part:

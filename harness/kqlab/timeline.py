@@ -346,7 +346,8 @@ def layout(columns_: list[Column], lane_list: list[tuple[str, str]]) -> dict:
                 + (f" kq {call.kq}" if several_queues else ""))
         sub = (call.outcome or "did not return") if call is not None else ""
         slept = call.slept if call is not None else None
-        drawn_columns.append({"x": x, "width": width, "chars": int((width - 8) / CHAR_WIDTH), "head": head, "sub": sub, "time": f"+{(column.at - start) * 1000:.1f} ms",
+        drawn_columns.append({"x": x, "width": width, "chars": int((width - 8) / CHAR_WIDTH), "head": head, "sub": sub,
+                              "time": f"+{(column.at - start) * 1000:.1f} ms",
                               "action": column.action is not None, "mark": column.mark, "note": column.note,
                               "slept": f"waited {slept * 1000:.0f} ms" if slept and slept >= 0.001 else "",
                               "title": _column_title(column)})

@@ -375,7 +375,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--exercise", action="store_true", help="trace the untouched exercise")
     parser.add_argument("--program", metavar="NAME", help="for a lesson of several programs, which (09: kqueue or "
                         "epoll; 10: echo or chat)")
-    parser.add_argument("--out", metavar="DIR", help=f"where to write the page (default: {tools.shown(DEFAULT_OUTPUT)})")
+    parser.add_argument("--out", metavar="DIR",
+                        help=f"where to write the page (default: {tools.shown(DEFAULT_OUTPUT)})")
 
 
 COMMAND = Command("trace", "your event loop, drawn: run a lesson's program under KQLAB_TRACE while scripted clients "
