@@ -79,7 +79,7 @@ def program(request: pytest.FixtureRequest, lesson: course.Lesson, impl: str, pr
 
 
 @pytest.fixture
-def story(request: pytest.FixtureRequest, lesson: course.Lesson) -> Story:
+def story(request: pytest.FixtureRequest, lesson: course.Lesson, impl: str) -> Story:
     marker = request.node.get_closest_marker("see")
     if marker is None:
         pytest.fail(f"{request.node.name} has no @see(section): which part of the lesson should a failure point "
@@ -88,7 +88,9 @@ def story(request: pytest.FixtureRequest, lesson: course.Lesson) -> Story:
     if section not in lesson.sections():
         pytest.fail(f'{request.node.name} sends the reader to the section "{section}", which {lesson.readme} '
                     f"does not have.", pytrace=False)
-    return Story(request.node.name, str(lesson.readme.relative_to(course.ROOT)), section)
+    story = Story(request.node.name, str(lesson.readme.relative_to(course.ROOT)), section)
+    story.draws_timeline = not impl.startswith("mutant-")  # a mutant's failure is expected: nobody reads its report
+    return story
 
 
 @pytest.fixture

@@ -406,3 +406,14 @@ def test_failure_summaries():
     assert grading.summarize(story) == "expected 'a' back; got nothing in 2 s"
     assert grading.summarize(story + "The server (x, pid 3) was killed by SIGABRT.\n") == \
         "crashed: the server was killed by SIGABRT"
+
+
+def test_the_page_shows_a_hostile_submission_as_text():
+    """Names, failure messages and build logs full of markup stay text on index.html (Jinja2 escapes them)."""
+    evil = "<img src=x onerror=alert(1)>"
+    student = grading.StudentResult(evil, "/class/" + evil, notes=[f"left out: {evil}"], lessons=[
+        grading.LessonResult("01-echo", ["test_one"], 0, "failed", evil, [grading.Failure("test_one", evil)]),
+        grading.LessonResult("02-registration", ["test_one"], 0, "does not compile", evil, [], {"build": evil})])
+    page = reports._html([student], ["01-echo", "02-registration"], [evil])
+    assert "<img" not in page and page.count("&lt;img src=x onerror=alert(1)&gt;") >= 6
+    assert "<td class=failed title='failed'>0/1</td>" in page and "<details open><summary>build output" in page

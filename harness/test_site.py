@@ -1,27 +1,29 @@
 """The course's site (./kqlab docs): it builds with zero Doxygen warnings, has a page for every lesson, in order,
 linked to each other, and no internal link that leads nowhere; the code the lessons quote is the code that
-compiles; and a real browser renders its pages.
+compiles; every lesson shows a diagram of its own, whose committed SVG is the picture of its .dot; and a real
+browser renders every page, at a desktop's width and a phone's, without errors, with the course's navigation,
+its pictures loaded, its code blocks fitting and nothing sticking out.
 
 The site is built once, into a temporary directory, by the same code as ./kqlab docs (kqlab/site.py).
 """
 from __future__ import annotations
 
+import functools
 import html.parser
+import http.server
 import os
 import re
 import shutil
-import subprocess
-import tempfile
+import threading
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from kqlab import course, mutants, site, snippets
+from kqlab import browser, course, diagrams, mutants, site, snippets, theme
 
 LESSONS = course.lessons()
-CHROMIUM = next((path for path in ("/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium") or "")
-                 if path and os.access(path, os.X_OK)), None)
 NO_DOXYGEN = shutil.which("doxygen") is None or shutil.which("dot") is None
 needs_doxygen = pytest.mark.skipif(NO_DOXYGEN, reason="Doxygen or Graphviz is not installed (./kqlab test installs "
                                    "them as root on Debian and Ubuntu: apt-get install doxygen graphviz)")
@@ -131,8 +133,9 @@ def test_the_other_pages(built: Path) -> None:
         assert test.split()[0] in portability, f"the Portability page lacks the macOS difference '{test}'"
     diagrams = (built / "diagrams.html").read_text(encoding="utf-8")
     for name in sorted(site.DIAGRAMS.glob("*.dot")):
-        assert f"dot_{name.stem}.svg" in diagrams, f"the Diagrams page does not show {name.name}"
-        assert (built / f"dot_{name.stem}.svg").stat().st_size > 1000, f"{name.name} made an empty picture"
+        shown = f"docs-diagrams-{name.stem}.svg"
+        assert shown in diagrams, f"the Diagrams page does not show {name.name}"
+        assert (built / shown).stat().st_size > 1000, f"{name.name} made an empty picture"
 
 
 @needs_doxygen
@@ -167,6 +170,37 @@ def test_a_drifted_quote_is_caught_and_refreshed(tmp_path: Path) -> None:
         snippets.refresh(text, tmp_path)
 
 
+@needs_doxygen
+def test_a_diagram_without_its_picture_is_caught_and_refreshed(tmp_path: Path) -> None:
+    pictures = tmp_path / "diagrams"
+    pictures.mkdir()
+    (pictures / "loop.dot").write_text("// The loop: wait, dispatch\ndigraph loop { wait -> dispatch -> wait; }\n")
+    text = tmp_path / "README.md"
+    text.write_text("# A lesson\n\n<!-- diagram: loop -->\n\nText.\n\n<!-- diagram: nowhere -->\n")
+    problems = diagrams.problems([text], pictures)
+    assert any("needs the image line" in problem for problem in problems), problems
+    assert any("there is no" in problem and "nowhere.dot" in problem for problem in problems), problems
+    assert any("has no picture" in problem for problem in problems), problems
+    changed = diagrams.refresh([text], pictures)
+    assert set(changed) == {pictures / "loop.svg", text}
+    assert "<!-- diagram: loop -->\n![The loop: wait, dispatch](diagrams/loop.svg)\n" in text.read_text()
+    assert [problem for problem in diagrams.problems([text], pictures) if "nowhere" not in problem] == []
+    (pictures / "loop.dot").write_text("// The loop: wait, dispatch\ndigraph loop { wait -> dispatch; }\n")
+    assert any("not the picture of" in problem for problem in diagrams.problems([text], pictures))
+    assert diagrams.refresh([text], pictures) == [pictures / "loop.svg"]
+
+
+def test_every_lesson_shows_a_diagram_of_its_own() -> None:
+    shown_by: dict[str, list[str]] = {}
+    for lesson in LESSONS:
+        names = [marker.name for marker in diagrams.markers(lesson.readme)]
+        assert names, f"{lesson.readme.relative_to(course.ROOT)} shows no diagram (<!-- diagram: NAME -->)"
+        for name in names:
+            shown_by.setdefault(name, []).append(lesson.name)
+    assert all(any(shown_by.get(name) == [lesson.name] for name in shown_by) for lesson in LESSONS), \
+        f"a lesson whose only diagrams are another's too: {shown_by}"
+
+
 # A course with a second lesson -------------------------------------------------------------------------------------
 
 @needs_doxygen
@@ -174,6 +208,7 @@ def test_a_new_lesson_and_a_bench_report_appear_without_edits(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     lessons = tmp_path / "lessons"
     shutil.copytree(course.LESSONS / LESSONS[0].name, lessons / LESSONS[0].name)
+    (tmp_path / "docs").symlink_to(site.DOCS)  # where the lesson's pictures are, as seen from its README
     fixture = lessons / "99-fixture"
     fixture.mkdir()
     (fixture / "README.md").write_text(
@@ -217,38 +252,105 @@ def test_a_broken_link_fails_the_build(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 # A real browser ---------------------------------------------------------------------------------------------------
+# Every page of the course, at a desktop's width and a phone's, in a headless Chromium (kqlab/browser.py), served over
+# HTTP as a web server would. KQLAB_SCREENSHOTS=DIR keeps a screenshot of each.
 
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium to render the pages with (Debian: "
-                                    "apt-get install chromium; ./kqlab test does not install it)")
+needs_chromium = pytest.mark.skipif(browser.executable() is None, reason="no Chromium to render the pages with: "
+                                    + browser.INSTALL)
+WIDTHS = {"desktop": 1280, "phone": 390}
+PAGES = ["index", *(site.page_label(lesson) for lesson in LESSONS), "mistakes", "portability", "diagrams",
+         *(["inside"] if (site.DOCS / "inside.md").exists() else []), "files"]
 
-
-def screenshot(url: str, png: Path) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-             "--window-size=1280,900", "--virtual-time-budget=3000", f"--screenshot={png}", url],
-            capture_output=True, text=True, timeout=60)
+# What the page looks like to its reader, measured in the page.
+INSPECT = """(() => {
+  const width = document.documentElement.clientWidth;
+  const scrolls = el => { for (let e = el.parentElement; e; e = e.parentElement) {
+      const style = getComputedStyle(e);
+      if (['auto', 'scroll', 'hidden'].includes(style.overflowX) && e !== document.body &&
+          e !== document.documentElement) return true; }
+    return false; };
+  const name = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
+    (el.className && typeof el.className === 'string' ? '.' + el.className.trim().split(/\\s+/).join('.') : '');
+  const visible = el => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== 'hidden';
+  const sticking_out = [...document.querySelectorAll('body *')].filter(el => visible(el) && !scrolls(el) &&
+      el.getBoundingClientRect().right > width + 1).slice(0, 5).map(el =>
+      `${name(el)} reaches ${Math.round(el.getBoundingClientRect().right)} px`);
+  const code = [...document.querySelectorAll('div.contents div.fragment, div.contents pre')].filter(visible);
+  return {
+    theme: {toggle: !!document.querySelector('doxygen-awesome-dark-mode-toggle'),
+            copy_buttons: document.querySelectorAll('doxygen-awesome-fragment-copy-button').length,
+            fragments: document.querySelectorAll('div.contents div.fragment').length},
+    width, page_width: document.documentElement.scrollWidth, sticking_out,
+    navigation: [...document.querySelectorAll('#nav-tree a')].map(a => a.getAttribute('href')),
+    diagrams: [...document.querySelectorAll('div.contents object, div.contents img')].map(el => ({
+      source: el.getAttribute('data') || el.getAttribute('src'),
+      loaded: el.tagName === 'IMG' ? el.complete && el.naturalWidth > 0
+        : !!(el.contentDocument && el.contentDocument.documentElement.nodeName === 'svg'),
+      shown: el.getBoundingClientRect().width > 40 && el.getBoundingClientRect().height > 20,
+      inside: el.getBoundingClientRect().right <= width + 1})),
+    code: code.map(el => ({first: el.textContent.trim().split('\\n')[0].slice(0, 60),
+      cut: el.scrollWidth > el.clientWidth + 1, inside: el.getBoundingClientRect().right <= width + 1})),
+  };
+})()"""
 
 
 @pytest.fixture(scope="session")
-def blank_size(tmp_path_factory: pytest.TempPathFactory) -> int:
-    """How big a screenshot of an empty page is: what a page that failed to render looks like."""
-    where = tmp_path_factory.mktemp("blank")
-    (where / "blank.html").write_text("<html><body></body></html>")
-    screenshot((where / "blank.html").as_uri(), where / "blank.png")
-    return (where / "blank.png").stat().st_size
+def served(built: Path) -> Iterator[str]:
+    """The built site on an HTTP server of its own, on a free port of loopback: its base URL."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *arguments: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(built)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[browser.Browser]:
+    try:
+        with browser.Browser.start() as started:
+            yield started
+    except browser.BrowserError as error:
+        pytest.fail(f"Chromium is installed but could not be driven: {error}", pytrace=False)
 
 
 @needs_chromium
 @needs_doxygen
-@pytest.mark.parametrize("page", ["index", "lesson", "diagrams"])
-def test_pages_render_in_a_browser(built: Path, page: str, blank_size: int, tmp_path: Path) -> None:
-    name = {"index": "index", "lesson": site.page_label(LESSONS[0]), "diagrams": "diagrams"}[page]
-    png = tmp_path / f"{name}.png"
-    shot = screenshot((built / f"{name}.html").as_uri(), png)
-    assert png.exists(), f"chromium wrote no screenshot of {name}.html: {shot.stderr[-2000:]}"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # Text, code and pictures compress far worse than an empty page: a page that did not render looks empty.
-    assert png.stat().st_size > 5 * blank_size, \
-        f"the screenshot of {name}.html looks empty ({png.stat().st_size} bytes; an empty page: {blank_size})"
+@pytest.mark.parametrize("width", WIDTHS, ids=list(WIDTHS))
+@pytest.mark.parametrize("page", PAGES)
+def test_page_in_a_browser(served: str, chromium: browser.Browser, page: str, width: str, tmp_path: Path) -> None:
+    visit = chromium.visit(f"{served}/{page}.html", WIDTHS[width])
+    kept = Path(os.environ.get("KQLAB_SCREENSHOTS") or tmp_path)
+    kept.mkdir(parents=True, exist_ok=True)
+    png = visit.screenshot(kept / f"{page}-{width}.png")
+    seen = visit.evaluate(INSPECT)
+    problems = [f"while loading: {problem}" for problem in visit.problems]
+    wanted = [f"{site.page_label(lesson)}.html" for lesson in LESSONS] + ["mistakes.html", "portability.html",
+                                                                          "diagrams.html"]
+    missing = [href for href in wanted if href not in seen["navigation"]]
+    if missing and page != "files":  # the API reference is outside the course: its tree stays folded
+        problems.append(f"the side navigation lacks {', '.join(missing)}")
+    for diagram in seen["diagrams"]:
+        if not (diagram["loaded"] and diagram["shown"]):
+            problems.append(f"the picture {diagram['source']} did not load or shows as nothing")
+        elif not diagram["inside"]:
+            problems.append(f"the picture {diagram['source']} is wider than the window")
+    if page.startswith("lesson-") and not any("diagrams" in (diagram["source"] or "") for diagram in seen["diagrams"]):
+        problems.append("the lesson shows no diagram")
+    for block in seen["code"]:
+        if not block["inside"]:
+            problems.append(f"the code block '{block['first']}' is wider than the window")
+        elif width == "desktop" and block["cut"]:
+            problems.append(f"the code block '{block['first']}' needs scrolling sideways at {WIDTHS[width]} px")
+    if theme.theme_dir() is not None:  # the theme's dark-mode toggle, and a copy button on every code block
+        if not seen["theme"]["toggle"]:
+            problems.append("no dark-mode toggle: is doxygen-awesome-css's script loaded?")
+        if seen["theme"]["copy_buttons"] < seen["theme"]["fragments"]:
+            problems.append(f"{seen['theme']['fragments']} code blocks, {seen['theme']['copy_buttons']} copy buttons")
+    if seen["page_width"] > seen["width"] + 1:
+        problems.append(f"the page is {seen['page_width']} px wide in a {seen['width']} px window: "
+                        f"{'; '.join(seen['sticking_out']) or 'something sticks out'}")
+    assert not problems, f"{page}.html at {WIDTHS[width]} px (screenshot: {png}):\n" + "\n".join(problems)

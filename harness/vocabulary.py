@@ -156,12 +156,15 @@ class Story:
         self.readme = readme
         self.section = section
         self.steps: list[str] = []
+        self.step_times: list[float] = []  # when each step was written down, for the timeline of a failed run
+        self.draws_timeline = True  # a failure's report names a drawing of the run (kqlab/timeline.py)
         self.servers: list[Server] = []
         self._summaries: list[str] = []  # the summarized blocks under way, outermost first
 
     def step(self, text: str) -> None:
         if not self._summaries:
             self.steps.append(text)
+            self.step_times.append(time.monotonic())
 
     @contextlib.contextmanager
     def summarized(self, summary: str) -> Iterator[None]:
@@ -184,8 +187,21 @@ class Story:
         lines += [f"Expected: {expected}", f"Got:      {got}"]
         for server in self.servers:
             lines += server.report()
+        drawn = self._timeline() if self.draws_timeline else None
+        if drawn:
+            lines.append(f"Its event loop during this test, drawn: {drawn} (open it in a browser)")
         lines.append(f'See {self.readme}, section "{self.section}".')
         return "\n".join(lines)
+
+
+    def _timeline(self) -> Path | None:
+        """The page drawing this run's kevent() calls between the test's steps (kqlab/timeline.py), if it has any."""
+        try:
+            from kqlab import timeline  # needs jinja2; without it, no drawing
+        except ImportError:
+            return None
+        return timeline.write_for_test(self.test, self.section, list(zip(self.step_times, self.steps)),
+                                       [(server.label, server.timed_trace()) for server in self.servers])
 
 
 def _unacknowledged(sock: socket.socket) -> int:
@@ -289,6 +305,7 @@ class Server:
         self.clients: list[Client] = []
         self._stderr: collections.deque[str] = collections.deque(maxlen=400)
         self._trace: list[str] = []  # the KQLAB_TRACE lines
+        self._trace_times: list[float] = []  # when each was read
         self._messages: list[str] = []  # every other line on stderr: what the program itself says
         self._sanitizer: list[str] = []
         self._messages: list[str] = []  # stderr without KQLAB_TRACE's lines: what the program itself said
@@ -341,6 +358,7 @@ class Server:
                     self._messages.append(line)
             elif len(self._trace) < self.TRACE_KEPT:
                 self._trace.append(line)
+                self._trace_times.append(time.monotonic())
             if (self._sanitizer and len(self._sanitizer) < 80) or self.SANITIZER_REPORT.search(line):
                 self._sanitizer.append(line)
 
@@ -400,6 +418,10 @@ class Server:
                     calls.append(KeventCall([], []))
                 calls[-1].results.append(f"{kind} {text}")
         return calls
+
+    def timed_trace(self) -> list[tuple[float, str]]:
+        """The KQLAB_TRACE lines so far, each with when it was read."""
+        return list(zip(list(self._trace_times), list(self._trace)))
 
     def cpu_seconds(self) -> float:
         return _cpu_seconds(self.pid)

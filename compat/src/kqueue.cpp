@@ -674,6 +674,7 @@ extern "C" int kevent(int kq, const struct kevent* changelist, int nchanges, str
                       const struct timespec* timeout) {
   Kqueue* queue = resolve_queue(kq);
   if (!queue) return -1;
+  trace_call(kq, nchanges, nevents, timeout);
   queue->callers_.fetch_add(1);
   struct Leave {
     Kqueue* queue;

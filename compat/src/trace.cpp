@@ -1,8 +1,10 @@
 #include "trace.hpp"
 
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -29,7 +31,24 @@ bool tracing_asked() {
 
 const bool tracing = tracing_asked();
 
-// Each line is "kevent(kq=N) WHAT  TEXT", WHAT one of change, event, receipt, returns, fails, padded to one width.
+// Each line is "kevent(kq=N) WHAT  TEXT", WHAT one of call, change, event, receipt, returns, fails, padded to one
+// width.
+//
+// "call    changes=2 events=64 timeout=none at=5321.104233": how many changes and event slots the call brings, how
+// long it may wait, and when it began, in seconds of CLOCK_MONOTONIC. Without it, two calls that bring no changes
+// could not be told apart in the trace, nor the time a program slept in a call from the time it spent elsewhere.
+void print_call(int kq, int nchanges, int nevents, const struct timespec* timeout) {
+  struct timespec now {};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  char waits[48] = "none";
+  if (timeout) std::snprintf(waits, sizeof waits, "%lld.%06lds", static_cast<long long>(timeout->tv_sec),
+                             timeout->tv_nsec / 1000);
+  char text[160];
+  std::snprintf(text, sizeof text, "changes=%d events=%d timeout=%s at=%lld.%06ld", nchanges, nevents, waits,
+                static_cast<long long>(now.tv_sec), now.tv_nsec / 1000);
+  emit(kq, "call   ", text);
+}
+
 void print_change(int kq, const struct kevent& change) { emit(kq, "change ", format::event(change)); }
 
 int print_result(int kq, const struct kevent* events, int count) {

@@ -11,10 +11,15 @@ namespace kqcompat {
 // Whether KQLAB_TRACE asks for it, read once at load time.
 extern const bool tracing;
 
+void print_call(int kq, int nchanges, int nevents, const struct timespec* timeout);
 void print_change(int kq, const struct kevent& change);
 int print_result(int kq, const struct kevent* events, int count);
 int print_failure(int kq, int error);
 
+// A call's first line, before its changes: what it brings and when it began (./kqlab trace draws from it).
+inline void trace_call(int kq, int nchanges, int nevents, const struct timespec* timeout) {
+  if (tracing) print_call(kq, nchanges, nevents, timeout);
+}
 inline void trace_change(int kq, const struct kevent& change) {
   if (tracing) print_change(kq, change);
 }

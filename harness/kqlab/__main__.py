@@ -13,7 +13,7 @@ import signal
 import sys
 import textwrap
 
-from . import site, student, suite, watch
+from . import site, student, suite, trace, watch
 from .commands import Command
 
 COMMANDS: list[Command] = [
@@ -24,6 +24,7 @@ COMMANDS: list[Command] = [
     student.HINT,
     student.RESET,
     student.SOLUTION,
+    trace.COMMAND,
     site.COMMAND,
     suite.COMMAND,
 ]

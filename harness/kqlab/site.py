@@ -11,7 +11,8 @@ tree, one page per lesson in course order, and pages made from what the project 
   section of the lesson that teaches the mistake (the @see of the test that catches it);
 - "Portability" (docs/portability.md): sections of compat/README.md, included, and the FreeBSD-only behaviours
   that compat's tests skip on macOS, read from the tests;
-- "Diagrams": every docs/diagrams/*.dot (a lesson shows one with `<!-- diagram: NAME -->`);
+- "Diagrams": every docs/diagrams/*.dot, as its committed SVG (diagrams.py: a page shows one with
+  `<!-- diagram: NAME -->` and the image line after it, the same picture on GitHub and here);
 - the benchmark report, build/release/bench/*.md, when `./kqlab bench` has written one;
 - the API reference of compat/include, compat/src and lessons/common, from the headers' own comments
   (doxyfilter.py).
@@ -30,12 +31,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import course, mutants, snippets, ui
+from . import course, diagrams, mutants, snippets, theme, ui
 from .commands import Command
 from .course import ROOT, Lesson
 
 DOCS = ROOT / "docs"
-DIAGRAMS = DOCS / "diagrams"
+DIAGRAMS = diagrams.DIAGRAMS
 DEFAULT_OUTPUT = ROOT / "build" / "docs"
 BENCH_REPORTS = ROOT / "build" / "release" / "bench"
 API_SOURCES = [ROOT / "compat" / "include" / "sys", ROOT / "compat" / "src", ROOT / "lessons" / "common"]
@@ -84,7 +85,9 @@ class Site:
         self.pages: dict[Path, Page] = {}  # by source file, for links between pages
         for lesson in self.lessons:
             self._register(lesson.readme, page_label(lesson))
-        for name in ("index", "mistakes", "portability", "diagrams"):
+        # docs/inside.md, "How kqueue works inside", is shown once it is written.
+        self.inside = DOCS / "inside.md" if (DOCS / "inside.md").exists() else None
+        for name in ("index", "mistakes", "portability", "diagrams") + (("inside",) if self.inside else ()):
             self._register(DOCS / f"{name}.md", "index" if name == "index" else name)
         self.bench = bench_report()
         if self.bench is not None:
@@ -123,7 +126,7 @@ class Site:
             following = self.lessons[number + 1] if number + 1 < len(self.lessons) else None
             written.append(self._write(lesson.readme, self._lesson_header(lesson, previous, following),
                                        self._navigation(previous, following)))
-        for name in ("mistakes", "portability"):
+        for name in ("mistakes", "portability") + (("inside",) if self.inside else ()):
             written.append(self._write(DOCS / f"{name}.md", "[TOC]\n", ""))
         if self.bench is not None:
             written.append(self._write(self.bench, "", "", strict=False))
@@ -177,6 +180,8 @@ class Site:
                  "- \\subpage portability — FreeBSD, macOS, and kqlab's kqueue for Linux",
                  "- \\subpage diagrams — the event loop, a connection's life, kqueue and epoll side by side, and "
                  "more"]
+        if self.inside is not None:
+            lines.append("- \\subpage inside — how kqueue works inside, and how kqlab builds it on Linux")
         if self.bench is not None:
             lines.append("- \\subpage bench-report — how the lessons' servers perform")
         lines.append("- <a href=\"files.html\">The API reference</a>: compat/ (kqueue for Linux) and "
@@ -209,11 +214,17 @@ class Site:
     def diagram_list(self) -> str:
         parts = []
         for name, path in self.diagrams.items():
-            caption = diagram_caption(path)
+            caption = diagrams.caption(path)
             used = self.diagrams_used.get(name, [])
             where = ("Shown in " + ", ".join(f"\\ref {label}" for label in used) + ".") if used else ""
             heading = caption.split(": ", 1)[0]
-            parts.append(f"## {heading} {{#diagram-{name}}}\n\n\\dotfile {path.name} \"{caption}\"\n\n{where}\n")
+            try:
+                shown = self.images(path, diagrams.svg_of(path).name)
+                image = f"![{escape_text(caption)}]({shown})\n\n{_full_size_link(shown)}"
+            except SiteError as error:
+                self.problems.append(str(error))
+                image = ""
+            parts.append(f"## {escape_text(heading)} {{#diagram-{name}}}\n\n{image}\n\n{where}\n")
         return "\n".join(parts)
 
     def include(self, argument: str) -> str:
@@ -228,6 +239,19 @@ class Site:
         if section is None:
             raise SiteError(f"include: {found.group(1)} has no section \"{found.group(2)}\"")
         return section
+
+    def navigation(self) -> list[tuple[str, str]]:
+        """The side navigation: (title, page label), the index first, then the course in order."""
+        entries = [("The course", "index")]
+        for lesson in self.lessons:  # "Lesson 02: Registration: EV_SET, ..." -> "02 Registration"
+            title = re.sub(r"^Lesson [0-9]+: ", "", self.pages[lesson.readme.resolve()].title).split(": ")[0]
+            entries.append((f"{lesson.number:02d} {title}", page_label(lesson)))
+        names = ("mistakes", "portability", "diagrams") + (("inside",) if self.inside else ())
+        for page in (self.pages[(DOCS / f"{name}.md").resolve()] for name in names):
+            entries.append((page.title, page.label))
+        if self.bench is not None:
+            entries.append(("Benchmarks", "bench-report"))
+        return entries
 
     def images(self, source: Path, target: str) -> str:
         """Copies an image a page shows next to the site's other images; returns the name Doxygen finds it by."""
@@ -249,12 +273,11 @@ class Site:
             "PAGES_DIR": str(self.pages_dir),
             "MAINPAGE": str(self.pages_dir / "index.md"),
             "FILTER": f"{sys.executable} {Path(__file__).with_name('doxyfilter.py')}",
-            "DIAGRAMS": str(DIAGRAMS),
             "IMAGES": str(self.images_dir),
-            "STYLESHEET": str(DOCS / "kqlab.css"),
             "WARNINGS": str(self.output / "warnings.log"),
+            **theme.doxyfile_values(self.output, self.navigation()),
         }
-        text = re.sub(r"@([A-Z]+)@", lambda m: values.get(m.group(1), m.group(0)), template)
+        text = re.sub(r"@([A-Z_]+)@", lambda m: values.get(m.group(1), m.group(0)), template)
         path = self.output / "Doxyfile"
         path.write_text(text, encoding="utf-8")
         return path
@@ -322,10 +345,9 @@ def freebsd_only_tests() -> list[tuple[str, str, str]]:
     return found
 
 
-def diagram_caption(path: Path) -> str:
-    """A diagram's caption: the first line of its file, a comment (`// The event loop`)."""
-    first = path.read_text(encoding="utf-8").splitlines()[0] if path.stat().st_size else ""
-    return first.removeprefix("//").strip() or path.stem
+def _full_size_link(image: str) -> str:
+    """Under a diagram: a link to it alone, at its own size (a phone shrinks it to the screen's width)."""
+    return f"<div class=\"diagram-link\"><a href=\"{image}\">the picture at full size</a></div>"
 
 
 def bench_report() -> Path | None:
@@ -428,14 +450,13 @@ class Converter:
         name, _, argument = text.partition(":")
         name, argument = name.strip(), argument.strip()
         try:
-            if name == "diagram":
+            if name == "diagram":  # the image line after it shows the picture (diagrams.py checks it is there)
                 if argument not in self.site.diagrams:
                     self.problem(number, f"no diagram docs/diagrams/{argument}.dot (there are: "
                                  f"{', '.join(self.site.diagrams)})")
-                    return []
-                self.site.diagrams_used.setdefault(argument, []).append(self.page.label)
-                caption = diagram_caption(self.site.diagrams[argument])
-                return ["", f"\\dotfile {argument}.dot \"{caption}\"", ""]
+                else:
+                    self.site.diagrams_used.setdefault(argument, []).append(self.page.label)
+                return []
             if name == "course-map":
                 return [self.site.course_map()]
             if name == "pages":
@@ -486,10 +507,14 @@ class Converter:
             return f"{image}[{shown}]({target})"
         if image:
             try:
-                return f"![{shown}]({self.site.images(self.page.source, target)})"
+                name = self.site.images(self.page.source, target)
             except SiteError as error:
                 self.problem(number, str(error))
                 return shown
+            if (self.page.source.parent / target).resolve().parent == DIAGRAMS.resolve():
+                # A diagram shrinks to a phone's width: a link opens it at its own size.
+                return f"![{shown}]({name})\n\n{_full_size_link(name)}"
+            return f"![{shown}]({name})"
         path_part, _, fragment = target.partition("#")
         if path_part:
             resolved = (self.page.source.parent / path_part).resolve()
@@ -515,10 +540,11 @@ class Converter:
 # Running Doxygen ---------------------------------------------------------------------------------------------------
 
 def check_snippets() -> list[str]:
+    """What is wrong with the quoted code and the diagrams of the lessons and docs/ (both fixed by --refresh)."""
     problems = []
     for markdown in markdown_files():
         problems += snippets.problems(markdown)
-    return problems
+    return problems + diagrams.problems(markdown_files())
 
 
 def markdown_files() -> list[Path]:
@@ -526,7 +552,10 @@ def markdown_files() -> list[Path]:
 
 
 def refresh_snippets() -> list[Path]:
-    return [markdown for markdown in markdown_files() if snippets.refresh(markdown)]
+    """Copies each quoted region from its source, renders each stale diagram and writes each marker's image line;
+    returns the files changed."""
+    changed = [markdown for markdown in markdown_files() if snippets.refresh(markdown)]
+    return changed + [path for path in diagrams.refresh(markdown_files()) if path not in changed]
 
 
 def build(output: Path = DEFAULT_OUTPUT) -> Path:
@@ -560,27 +589,29 @@ def docs(args: argparse.Namespace) -> int:
     if args.refresh:
         try:
             changed = refresh_snippets()
-        except snippets.SnippetError as error:
+        except (snippets.SnippetError, diagrams.DiagramError) as error:
             ui.problem(str(error), "Fix the marker or the quote, then run ./kqlab docs --refresh again.",
                        title="Snippet error")
             return 1
         for path in changed:
-            print(f"refreshed the quoted code in {path.relative_to(ROOT)}")
+            print(f"refreshed {path.relative_to(ROOT)}")
         if not changed:
-            print("every quoted code block already matches its source")
+            print("every quoted code block already matches its source, and every diagram its .dot")
     if args.check:
         problems = check_snippets()
         for problem in problems:
             print(problem)
         if not problems:
-            print("Every quoted code block matches its source.")
+            print("Every quoted code block matches its source, and every diagram its .dot.")
         return 1 if problems else 0
-    if shutil.which("doxygen") is None or shutil.which("dot") is None:
-        ui.problem("The site needs Doxygen and Graphviz (dot), and this machine lacks "
-                   f"{' and '.join(name for name in ('doxygen', 'dot') if shutil.which(name) is None)}.",
-                   "Run ./kqlab docs as root on Debian or Ubuntu to install them, or: sudo apt-get install "
-                   "doxygen graphviz (macOS: brew install doxygen graphviz).", title="Missing tools")
+    # The diagrams are committed SVGs: only --refresh needs Graphviz, to draw one whose .dot changed.
+    if shutil.which("doxygen") is None:
+        ui.problem("The site needs Doxygen, and this machine lacks it.",
+                   "Run ./kqlab docs as root on Debian or Ubuntu to install it, or: sudo apt-get install doxygen "
+                   "doxygen-awesome-css (macOS: brew install doxygen).", title="Missing tools")
         return 1
+    if theme.theme_dir() is None:
+        print(f"(Without doxygen-awesome-css the site keeps Doxygen's own look: {theme.INSTALL}.)")
     output = Path(args.output) if args.output else DEFAULT_OUTPUT
     print(f"Building the course's site with Doxygen into {_shown(output)}/html/ ...", flush=True)
     try:
@@ -601,9 +632,11 @@ def _shown(path: Path) -> str:
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refresh", action="store_true",
-                        help="first copy each quoted code region from its source into the lessons' README.md")
+                        help="first copy each quoted code region from its source into the lessons' README.md, "
+                        "and render each diagram whose .dot changed to its committed SVG")
     parser.add_argument("--check", action="store_true",
-                        help="only check that every quoted code block matches its source (no site)")
+                        help="only check that every quoted code block matches its source and every diagram's SVG "
+                        "its .dot (no site)")
     parser.add_argument("--output", metavar="DIR", help=f"where to build (default: {_shown(DEFAULT_OUTPUT)})")
 
 

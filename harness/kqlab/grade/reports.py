@@ -13,7 +13,6 @@ text to show: escaped in HTML and XML, kept from being read as a formula by spre
 from __future__ import annotations
 
 import csv
-import html
 import re
 import shutil
 import time
@@ -150,56 +149,42 @@ def _tests_of(result: LessonResult) -> list[str]:
 
 # The page ----------------------------------------------------------------------------------------------------------
 
-STYLE = """
-body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: left; vertical-align: top; }
-td.passed { background: #dfd; } td.failed { background: #fec; } td.bad { background: #fcc; } td.missing { color: #888; }
-pre { background: #f6f6f6; padding: .6em; overflow-x: auto; white-space: pre-wrap; font-size: 13px; }
-details { margin: .3em 0; } summary { cursor: pointer; } .note { color: #555; font-size: 90%; }
-"""
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 def _html(students: list[StudentResult], lessons: list[str], isolation: list[str]) -> str:
-    e = html.escape
-    parts = [f"<!doctype html><html lang=en><meta charset=utf-8><title>kqlab grade</title><style>{STYLE}</style>",
-             f"<h1>kqlab grade</h1><p class=note>{e(time.strftime('%Y-%m-%d %H:%M'))}; {len(students)} "
-             f"submissions; lessons {e(', '.join(lessons))}.</p>",
-             "<details><summary>How submissions were isolated</summary><ul>" +
-             "".join(f"<li>{e(line)}</li>" for line in isolation) + "</ul></details>",
-             "<table><tr><th>student</th>" + "".join(f"<th>{e(l)}</th>" for l in lessons) +
-             "<th>first problem</th></tr>"]
-    for student in students:
-        row = f"<tr><td><a href='#{e(_anchor(student.name))}'>{e(student.name)}</a></td>"
-        if student.problem:
-            row += f"<td class=bad colspan={len(lessons)}>not graded</td>"
-        for result in student.lessons:
-            kind = {"passed": "passed", "failed": "failed", "missing": "missing"}.get(result.status, "bad")
-            row += f"<td class={kind} title='{e(result.status)}'>{e(result.cell)}</td>"
-        parts.append(row + f"<td>{e(student.first_problem() or '-')}</td></tr>")
-    parts.append("</table>")
-    for student in students:
-        parts.append(f"<h2 id='{e(_anchor(student.name))}'>{e(student.name)}</h2>"
-                     f"<p class=note>{e(student.origin)} &middot; <a href='logs/{e(student.name)}/'>logs</a></p>")
-        if student.problem:
-            parts.append(f"<p>Not graded: {e(student.problem)}</p>")
-        if student.notes:
-            parts.append("<ul class=note>" + "".join(f"<li>{e(n)}</li>" for n in student.notes) + "</ul>")
-        for result in student.lessons:
-            parts.append(f"<h3>{e(result.lesson)}: {e(result.status)}, {result.passed} of {result.total} tests "
-                         f"passed</h3>")
-            if result.status != "passed" and result.reason:
-                parts.append(f"<p>{e(result.reason)}</p>")
-            if hints := hint_use.summary(student.origin, result.lesson):
-                parts.append(f"<p class=note>Hints used (highest rung per gap, from the submitted progress file): "
-                             f"{e(hints)}</p>")
-            for failure in result.failures:
-                parts.append(f"<details><summary>{e(failure.test)}</summary><pre>{e(_cut(failure.message))}"
-                             f"</pre></details>")
-            if result.status == "does not compile" and "build" in result.logs:
-                parts.append(f"<details open><summary>build output</summary><pre>"
-                             f"{e(_cut(result.logs['build']))}</pre></details>")
-    return "\n".join(parts) + "\n</html>\n"
+    """index.html, from templates/grade.html. Jinja2 escapes every value it is given (autoescape), so nothing a
+    submission wrote can become markup."""
+    import jinja2  # Debian's python3-jinja2, which ./kqlab installs for grade
+
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True,
+                                     lstrip_blocks=True, finalize=_shown)
+    return environment.get_template("grade.html").render(
+        when=time.strftime("%Y-%m-%d %H:%M"), lessons=lessons, isolation=isolation,
+        students=[_student_view(student) for student in students])
+
+
+def _shown(value):
+    """Every value the page shows passes here first (Jinja2's finalize), before it is escaped."""
+    return value
+
+
+def _student_view(student: StudentResult) -> dict:
+    """What the page shows of one student."""
+    return {
+        "name": student.name, "anchor": _anchor(student.name), "origin": student.origin, "problem": student.problem,
+        "notes": student.notes, "first_problem": student.first_problem() or "-",
+        "lessons": [{
+            "lesson": result.lesson, "status": result.status, "cell": result.cell, "passed": result.passed,
+            "total": result.total,
+            "kind": {"passed": "passed", "failed": "failed", "missing": "missing"}.get(result.status, "bad"),
+            "reason": result.reason if result.status != "passed" else "",
+            "hints": hint_use.summary(student.origin, result.lesson),
+            "failures": [(failure.test, _cut(failure.message)) for failure in result.failures],
+            "build": _cut(result.logs["build"]) if result.status == "does not compile" and "build" in result.logs
+            else "",
+        } for result in student.lessons],
+    }
 
 
 def _anchor(name: str) -> str:
