@@ -18,6 +18,7 @@
 #include <new>
 
 #include "fd_table.hpp"
+#include "fd_filter.hpp"
 #include "file_watch.hpp"
 #include "readable_queries.hpp"
 #include "timer_queue.hpp"
@@ -133,9 +134,10 @@ class Call {
   void set_enabled(Knote& knote, bool enabled);
 
   int take_pending();
-  void ask_readable(const epoll_event* events, int n);
-  void dispatch(const epoll_event& event, int64_t readable);
-  bool deliver(Knote& knote, uint32_t hint);
+  void take_batch(const epoll_event* events, int n);
+  void dispatch(WatchedFd& record, uint32_t events, int64_t readable);
+  void dispatch_fd_knote(Knote* knote, const FilterOps& ops, uint32_t events, bool* stale_interest);
+  bool deliver(Knote& knote, const FilterOps& ops, uint32_t hint);
 
   static constexpr int kBatch = 64;  // epoll events per wait
   Kqueue& queue_;
@@ -145,7 +147,6 @@ class Call {
   // This call's number among the queue's scans: a knote is returned at most once per call. Each concurrent call
   // has its own, so a knote one thread took is not mistaken for "already returned" by another thread's call.
   uint32_t serial_ = 0;
-  int64_t readable_[kBatch];  // per event of the batch: bytes readable if asked already (ask_readable), else -1
 };
 
 Knote* Call::find(short filter, uintptr_t ident) {
@@ -265,23 +266,26 @@ void Call::settle(WatchedFd& record) {
   queue_.drop_fd_record_if_empty(record);
 }
 
-bool Call::deliver(Knote& knote, uint32_t hint) {
+// `ops` is the knote's filter's (knote.ops()), passed by callers that know it already.
+bool Call::deliver(Knote& knote, const FilterOps& ops, uint32_t hint) {
   if (knote.disabled_ || knote.delivered_in_scan_ == serial_) return false;
   struct kevent& out = out_[count_];
   EV_SET(&out, knote.ident_, knote.filter_, knote.flags_, 0, 0, knote.udata_);
-  if (!knote.ops().evaluate(queue_, knote, hint, out)) return false;
+  if (!ops.evaluate(queue_, knote, hint, out)) return false;
   ++count_;
   knote.delivered_in_scan_ = serial_;
+  if (!(knote.flags_ & (EV_ONESHOT | EV_DISPATCH | EV_CLEAR))) {
+    // Level-triggered: BSD re-queues the knote at the tail, to look again at the next call, unless the source
+    // itself reports again (a level epoll entry).
+    if (!(knote.hangs_on_record() ? fd_source_is_level(knote) : ops.source_is_level(knote))) queue_.queue_pending(knote);
+    return true;
+  }
   if (knote.flags_ & EV_ONESHOT) {
     destroy(knote, false);  // epoll's entry is trimmed lazily, if it ever reports again
     return true;
   }
   if (knote.flags_ & EV_DISPATCH) knote.disabled_ = true;  // likewise lazy: no epoll_ctl per event
-  if (knote.flags_ & EV_CLEAR) {
-    if (knote.ops().clear) knote.ops().clear(knote);
-  } else if (!(knote.flags_ & EV_DISPATCH) && !knote.ops().source_is_level(knote)) {
-    queue_.queue_pending(knote);  // BSD re-queues a level knote at the tail; look again next call
-  }
+  if ((knote.flags_ & EV_CLEAR) && ops.clear) ops.clear(knote);
   return true;
 }
 
@@ -306,74 +310,75 @@ int Call::take_pending() {
       queue_.drop_knote(knote);
       continue;
     }
-    deliver(knote, 0);
+    deliver(knote, knote.ops(), 0);
     if (record && record->lost_) queue_.purge_stale(*record);
   }
   return count_ - before;
 }
 
-// When the batch brings many readable sockets, their byte counts (BSD's `data`) in one io_uring submission
-// instead of a FIONREAD each: see readable_queries.hpp.
-void Call::ask_readable(const epoll_event* events, int n) {
-  std::fill(readable_, readable_ + n, -1);
-  if (n < kWorthBatching) return;
-  int fds[kBatch];
-  int index[kBatch];
+// One epoll batch: each event's record decoded once; when the batch brings many readable sockets, their byte
+// counts (BSD's `data`) in one io_uring submission instead of a FIONREAD each (readable_queries.hpp); then each
+// event dispatched in order.
+void Call::take_batch(const epoll_event* events, int n) {
   WatchedFd* records[kBatch];
-  int count = 0;
+  int64_t readable[kBatch];
+  int fds[kBatch];
+  int asked_for[kBatch];  // the event index of each of fds
+  int asking = 0;
   for (int i = 0; i < n; ++i) {
-    if (!(events[i].events & EPOLLIN)) continue;
-    WatchedFd* record = record_from_epoll_data(queue_, events[i].data.u64);
-    if (!record || record->ring_refused_) continue;
+    WatchedFd* record = record_from_epoll_data(events[i].data.u64);
+    records[i] = record;
+    readable[i] = -1;
+    if (!record || !(events[i].events & EPOLLIN) || record->ring_refused_) continue;
     if (record->kind_ != WatchedFd::Kind::stream && record->kind_ != WatchedFd::Kind::datagram) continue;
     const Knote* read = record->read();
     if (!read || read->disabled_) continue;
-    fds[count] = record->fd();
-    index[count] = i;
-    records[count++] = record;
+    fds[asking] = record->fd();
+    asked_for[asking++] = i;
   }
   int results[kBatch];
-  if (count < kWorthBatching || !ask_readable_counts(fds, count, results)) return;
-  for (int j = 0; j < count; ++j) {
-    if (results[j] >= 0) readable_[index[j]] = results[j];
-    if (results[j] == -EOPNOTSUPP) records[j]->ring_refused_ = true;  // a Unix-domain socket, say
+  if (asking >= kWorthBatching && ask_readable_counts(fds, asking, results)) {
+    for (int j = 0; j < asking; ++j) {
+      if (results[j] >= 0) readable[asked_for[j]] = results[j];
+      if (results[j] == -EOPNOTSUPP) records[asked_for[j]]->ring_refused_ = true;  // a Unix-domain socket, say
+    }
+  }
+  for (int i = 0; i < n; ++i) {
+    if (records[i]) {
+      dispatch(*records[i], events[i].events, readable[i]);
+    } else if (InternalSource* source = source_from_epoll_data(events[i].data.u64)) {
+      source->on_ready(queue_, *source);
+    }  // else a notification for a record dropped since
   }
 }
 
-void Call::dispatch(const epoll_event& event, int64_t readable) {
-  if (InternalSource* source = source_from_epoll_data(event.data.u64)) {
-    source->on_ready(queue_, *source);
-    return;
-  }
-  WatchedFd* record = record_from_epoll_data(queue_, event.data.u64);
-  if (!record) return;  // a notification for a record dropped since
-  if (record->generation_ != fd_generation(record->fd())) {
-    queue_.purge_stale(*record);
+void Call::dispatch(WatchedFd& record, uint32_t events, int64_t readable) {
+  if (record.generation_ != fd_generation(record.fd())) {
+    queue_.purge_stale(record);
     return;
   }
   bool stale_interest = false;
-  Knote* const knotes[] = {record->read(), record->write()};
-  const uint32_t interests[] = {kReadInterest, kWriteInterest};
-  for (int i = 0; i < 2; ++i) {
-    Knote* knote = knotes[i];
-    if (!(event.events & interests[i])) continue;
-    if (!knote || knote->disabled_) {
-      stale_interest = true;  // left in epoll by a one-shot or dispatch delivery
-      continue;
-    }
-    if (count_ == room_) {
-      queue_.queue_pending(*knote);  // no room this time; an edge would otherwise be lost
-      continue;
-    }
-    queue_.readable_known_ = i == 0 ? readable : -1;
-    deliver(*knote, event.events);
+  if (events & kReadInterest) {
+    queue_.readable_known_ = readable;
+    dispatch_fd_knote(record.read(), read_filter, events, &stale_interest);
     queue_.readable_known_ = -1;
   }
-  if (record->lost_) {
-    queue_.purge_stale(*record);  // the safety net: closed by a raw system call the layer could not see
+  if (events & kWriteInterest) dispatch_fd_knote(record.write(), write_filter, events, &stale_interest);
+  if (record.lost_) {
+    queue_.purge_stale(record);  // the safety net: closed by a raw system call the layer could not see
     return;
   }
-  if (stale_interest && (record->registered_ & EPOLLET)) settle(*record);
+  if (stale_interest && (record.registered_ & EPOLLET)) settle(record);
+}
+
+void Call::dispatch_fd_knote(Knote* knote, const FilterOps& ops, uint32_t events, bool* stale_interest) {
+  if (!knote || knote->disabled_) {
+    *stale_interest = true;  // left in epoll by a one-shot or dispatch delivery
+  } else if (count_ == room_) {
+    queue_.queue_pending(*knote);  // no room this time; an edge would otherwise be lost
+  } else {
+    deliver(*knote, ops, events);
+  }
 }
 
 int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
@@ -413,9 +418,8 @@ int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
       queue_.update_wake();
       return -1;  // EINTR included: a signal the program catches ends the wait, as on BSD
     }
-    ask_readable(events, n);
     const int before = count_;
-    for (int i = 0; i < n; ++i) dispatch(events[i], readable_[i]);
+    take_batch(events, n);
     if (queue_.pending_head_ && count_ < room_) take_pending();
     // A full batch may not be all that epoll holds ready: fill the event list (BSD returns up to nevents), with
     // more batches polled without waiting, as long as each brings something new (a level entry comes back).
@@ -502,7 +506,7 @@ int64_t Kqueue::collect_pending() {
         source->on_ready(*this, *source);
         continue;
       }
-      WatchedFd* record = record_from_epoll_data(*this, events[i].data.u64);
+      WatchedFd* record = record_from_epoll_data(events[i].data.u64);
       if (!record) continue;
       if (record->generation_ != fd_generation(record->fd())) {
         purge_stale(*record);

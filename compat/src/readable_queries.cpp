@@ -121,6 +121,15 @@ bool ReadableQueries::open_ring() {
   cq_tail_ = at<unsigned>(rings_, params.cq_off.tail);
   cq_mask_ = at<unsigned>(rings_, params.cq_off.ring_mask);
   cqes_ = at<io_uring_cqe>(rings_, params.cq_off.cqes);
+  // Every entry asks the same question of a different socket, and the kernel only reads the entries: write what
+  // never changes once (each slot's entry, the command), so a batch writes only each socket's number and tag.
+  for (unsigned slot = 0; slot < params.sq_entries; ++slot) {
+    io_uring_sqe& entry = sqes_[slot];
+    std::memset(&entry, 0, sizeof entry);
+    entry.opcode = IORING_OP_URING_CMD;
+    entry.cmd_op = kSocketUringOpSiocinq;
+    sq_array_[slot] = slot;
+  }
   return true;
 }
 
@@ -149,17 +158,13 @@ void ReadableQueries::release_copies() {
 
 bool ReadableQueries::ask(const int* fds, int count, int* results) {
   count = std::min(count, kCapacity);
-  ++batch_;
-  unsigned tail = *sq_tail_;  // only this thread (under the queue's lock) writes it
+  const uint64_t batch = ++batch_;
+  unsigned tail = *sq_tail_;  // only this thread (under the ring's lock) writes it
+  const unsigned mask = *sq_mask_;
   for (int i = 0; i < count; ++i) {
-    const unsigned slot = tail & *sq_mask_;
-    io_uring_sqe& entry = sqes_[slot];
-    std::memset(&entry, 0, sizeof entry);
-    entry.opcode = IORING_OP_URING_CMD;
+    io_uring_sqe& entry = sqes_[tail & mask];  // the rest of it was written by open_ring
     entry.fd = fds[i];
-    entry.cmd_op = kSocketUringOpSiocinq;
-    entry.user_data = (uint64_t{batch_} << 32) | static_cast<uint32_t>(i);
-    sq_array_[slot] = slot;
+    entry.user_data = (batch << 32) | static_cast<uint32_t>(i);
     results[i] = -EIO;  // until its completion says otherwise
     ++tail;
   }
@@ -172,10 +177,11 @@ bool ReadableQueries::ask(const int* fds, int count, int* results) {
   // this batch's number and are skipped then; their sockets fall back to FIONREAD now.
   unsigned head = *cq_head_;
   const unsigned end = __atomic_load_n(cq_tail_, __ATOMIC_ACQUIRE);
+  const unsigned cq_mask = *cq_mask_;
   for (; head != end; ++head) {
-    const io_uring_cqe& done = cqes_[head & *cq_mask_];
+    const io_uring_cqe& done = cqes_[head & cq_mask];
     const auto index = static_cast<uint32_t>(done.user_data);
-    if (done.user_data >> 32 != batch_ || index >= static_cast<uint32_t>(count)) continue;  // an earlier batch's
+    if (done.user_data >> 32 != batch || index >= static_cast<uint32_t>(count)) continue;  // an earlier batch's
     results[index] = done.res;
   }
   __atomic_store_n(cq_head_, head, __ATOMIC_RELEASE);
