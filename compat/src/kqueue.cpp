@@ -137,9 +137,12 @@ class Call {
   void take_batch(const epoll_event* events, int n);
   void dispatch(WatchedFd& record, uint32_t events, int64_t readable);
   void dispatch_fd_knote(Knote* knote, const FilterOps& ops, uint32_t events, bool* stale_interest);
+  // kOnRecord: the caller knows the knote is a read or write knote (epoll reported its record).
+  template <bool kOnRecord = false>
   bool deliver(Knote& knote, const FilterOps& ops, uint32_t hint);
 
   static constexpr int kBatch = 64;  // epoll events per wait
+  static_assert(kBatch <= ReadableQueries::kCapacity, "an event's index names its slot in a ring query");
   Kqueue& queue_;
   struct kevent* out_;
   int room_;
@@ -147,6 +150,7 @@ class Call {
   // This call's number among the queue's scans: a knote is returned at most once per call. Each concurrent call
   // has its own, so a knote one thread took is not mistaken for "already returned" by another thread's call.
   uint32_t serial_ = 0;
+  uint32_t closes_before_wait_ = 0;  // closes_so_far() before the latest epoll wait
 };
 
 Knote* Call::find(short filter, uintptr_t ident) {
@@ -267,7 +271,8 @@ void Call::settle(WatchedFd& record) {
 }
 
 // `ops` is the knote's filter's (knote.ops()), passed by callers that know it already.
-bool Call::deliver(Knote& knote, const FilterOps& ops, uint32_t hint) {
+template <bool kOnRecord>
+inline bool Call::deliver(Knote& knote, const FilterOps& ops, uint32_t hint) {
   if (knote.disabled_ || knote.delivered_in_scan_ == serial_) return false;
   struct kevent& out = out_[count_];
   EV_SET(&out, knote.ident_, knote.filter_, knote.flags_, 0, 0, knote.udata_);
@@ -277,7 +282,8 @@ bool Call::deliver(Knote& knote, const FilterOps& ops, uint32_t hint) {
   if (!(knote.flags_ & (EV_ONESHOT | EV_DISPATCH | EV_CLEAR))) {
     // Level-triggered: BSD re-queues the knote at the tail, to look again at the next call, unless the source
     // itself reports again (a level epoll entry).
-    if (!(knote.hangs_on_record() ? fd_source_is_level(knote) : ops.source_is_level(knote))) queue_.queue_pending(knote);
+    const bool on_record = kOnRecord || knote.hangs_on_record();
+    if (!(on_record ? fd_source_is_level(knote) : ops.source_is_level(knote))) queue_.queue_pending(knote);
     return true;
   }
   if (knote.flags_ & EV_ONESHOT) {
@@ -321,7 +327,7 @@ int Call::take_pending() {
 // event dispatched in order.
 void Call::take_batch(const epoll_event* events, int n) {
   WatchedFd* records[kBatch];
-  int64_t readable[kBatch];
+  int readable[kBatch];  // per event: its socket's byte count if asked already, else negative
   int fds[kBatch];
   int asked_for[kBatch];  // the event index of each of fds
   int asking = 0;
@@ -336,15 +342,10 @@ void Call::take_batch(const epoll_event* events, int n) {
     fds[asking] = record->fd();
     asked_for[asking++] = i;
   }
-  int results[kBatch];
-  if (asking >= kWorthBatching && ask_readable_counts(fds, asking, results)) {
-    for (int j = 0; j < asking; ++j) {
-      if (results[j] >= 0) readable[asked_for[j]] = results[j];
-      if (results[j] == -EOPNOTSUPP) records[asked_for[j]]->ring_refused_ = true;  // a Unix-domain socket, say
-    }
-  }
+  if (asking >= kWorthBatching) ask_readable_counts(fds, asked_for, asking, readable);
   for (int i = 0; i < n; ++i) {
     if (records[i]) {
+      if (readable[i] == -EOPNOTSUPP) records[i]->ring_refused_ = true;  // a Unix-domain socket, say
       dispatch(*records[i], events[i].events, readable[i]);
     } else if (InternalSource* source = source_from_epoll_data(events[i].data.u64)) {
       source->on_ready(queue_, *source);
@@ -353,7 +354,8 @@ void Call::take_batch(const epoll_event* events, int n) {
 }
 
 void Call::dispatch(WatchedFd& record, uint32_t events, int64_t readable) {
-  if (record.generation_ != fd_generation(record.fd())) {
+  // Closed since it was registered? Only a close since the wait began can say yes (see closes_so_far()).
+  if (closes_so_far() != closes_before_wait_ && record.generation_ != fd_generation(record.fd())) {
     queue_.purge_stale(record);
     return;
   }
@@ -377,7 +379,7 @@ void Call::dispatch_fd_knote(Knote* knote, const FilterOps& ops, uint32_t events
   } else if (count_ == room_) {
     queue_.queue_pending(*knote);  // no room this time; an edge would otherwise be lost
   } else {
-    deliver(*knote, ops, events);
+    deliver<true>(*knote, ops, events);
   }
 }
 
@@ -387,7 +389,7 @@ int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
   serial_ = queue_.scan_serial_;
   epoll_event events[kBatch];
   for (;;) {
-    take_pending();
+    if (queue_.pending_head_) take_pending();
     if (count_ == room_) break;
     timespec left;
     const timespec zero{0, 0};
@@ -395,6 +397,7 @@ int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
     const int room = std::min(room_ - count_, kBatch);
     int n;
     const SignalMarks marks_before = signal_marks();
+    closes_before_wait_ = closes_so_far();
     if (wait && wait->tv_sec == 0 && wait->tv_nsec == 0) {
       n = epoll_wait(queue_.epoll_fd_, events, room, 0);  // no need to let go of the lock for a poll
     } else {
@@ -532,10 +535,8 @@ void Kqueue::unqueue_pending(Knote& knote) {
   knote.pending_prev_ = knote.pending_next_ = nullptr;
 }
 
-void Kqueue::update_wake() {
-  const bool want = pending_head_ != nullptr;
-  if (want == wake_signalled_) return;
-  if (want) {
+void Kqueue::signal_wake() {
+  if (pending_head_) {
     const uint64_t one = 1;
     if (write(wake_.fd_, &one, sizeof one) == sizeof one) wake_signalled_ = true;
   } else {

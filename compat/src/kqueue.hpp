@@ -230,8 +230,12 @@ struct Kqueue {
 
   void queue_pending(Knote& knote);
   void unqueue_pending(Knote& knote);
-  // Makes the wake-up eventfd match the pending list (called where the lock is about to be released).
-  void update_wake();
+  // Makes the wake-up eventfd match the pending list (called where the lock is about to be released). Inline:
+  // every kevent() call asks, and it rarely has anything to do.
+  void update_wake() {
+    if ((pending_head_ != nullptr) != wake_signalled_) signal_wake();
+  }
+  void signal_wake();
 
   // FreeBSD's kq_count, for EVFILT_READ on this queue's descriptor from another queue: moves what epoll holds
   // ready onto the pending list (internal sources run their callbacks; nothing is delivered) and returns the
