@@ -428,7 +428,8 @@ int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
     // more batches polled without waiting, as long as each brings something new (a level entry comes back).
     if (n == room && count_ > before && count_ < room_) continue;
     if (count_ > 0 || deadline.poll_only) break;
-    if (wait && wait->tv_sec == 0 && wait->tv_nsec == 0) break;  // the timeout ran out
+    if (n == 0 && wait) break;  // the timeout ran out (epoll returns 0 for nothing else)
+    if (wait && wait->tv_sec == 0 && wait->tv_nsec == 0) break;  // it had run out already
   }
   queue_.update_wake();
   return count_;
