@@ -52,7 +52,7 @@ struct Knote {
   short filter_ = 0;
   unsigned short flags_ = 0;
   unsigned int sfflags_ = 0;
-  uint32_t delivered_in_scan_ = 0;  // a knote is returned at most once per kevent call (Kqueue::scan_serial_)
+  uint32_t delivered_in_scan_ = 0;  // the number of the kevent call that returned it last (Kqueue::scan_serial_)
   bool disabled_ = false;
   bool pending_ = false;
 
