@@ -338,7 +338,7 @@ void Call::take_batch(const epoll_event* events, int n) {
     if (!record || !(events[i].events & EPOLLIN) || record->ring_refused_) continue;
     if (record->kind_ != WatchedFd::Kind::stream && record->kind_ != WatchedFd::Kind::datagram) continue;
     const Knote* read = record->read();
-    if (!read || read->disabled_) continue;
+    if (!read || read->disabled_ || read->delivered_in_scan_ == serial_) continue;  // (a level entry, again)
     fds[asking] = record->fd();
     asked_for[asking++] = i;
   }
