@@ -280,11 +280,13 @@ class Server:
     TRACE_KEPT = 200_000  # trace lines kept for kevent_calls(), enough for any one test
 
     def __init__(self, program: Path, story: Story, label: str, arguments: tuple[str, ...] = (),
-                 descriptor_limit: int | None = None) -> None:
+                 descriptor_limit: int | None = None, environment: dict[str, str] | None = None) -> None:
         """`arguments` are the lesson's own options (e.g. "--idle-ms", "500"); `descriptor_limit` caps the server's
-        open descriptors (RLIMIT_NOFILE), as a busy machine or a stingy administrator would."""
+        open descriptors (RLIMIT_NOFILE), as a busy machine or a stingy administrator would; `environment` adds
+        variables to its environment (e.g. KQLAB_FAULT, see compat/src/fault.hpp)."""
         self.story = story
         self.label = label
+        extra = dict(environment or {})
         self.clients: list[Client] = []
         self._stderr: collections.deque[str] = collections.deque(maxlen=400)
         self._trace: list[str] = []  # the KQLAB_TRACE lines
@@ -294,7 +296,7 @@ class Server:
         self._listening = threading.Event()
         self.exit_expected = False  # set by expect_exit(): the test asked the server to end
         self.host, self.port = "", 0
-        environment = dict(os.environ, KQLAB_TRACE="1", UBSAN_OPTIONS="print_stacktrace=1")
+        environment = dict(os.environ, KQLAB_TRACE="1", UBSAN_OPTIONS="print_stacktrace=1", **extra)
         limit = None
         if descriptor_limit is not None:
             def limit() -> None:  # runs in the child, between fork and exec: one system call, nothing else
@@ -313,6 +315,7 @@ class Server:
         how = [" ".join(arguments)] if arguments else []
         if descriptor_limit is not None:
             how.append(f"a limit of {descriptor_limit} open descriptors")
+        how += [f"{name}={value}" for name, value in extra.items()]
         story.step(f"started {label} (pid {self.pid}){' with ' + ' and '.join(how) if how else ''}")
         deadline = time.monotonic() + seconds(10)
         while not self._listening.wait(0.05):
@@ -335,7 +338,7 @@ class Server:
         for raw in self.process.stderr:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self._stderr.append(line)
-            if not line.startswith("kevent("):
+            if not line.startswith("kevent(kq="):  # KQLAB_TRACE's lines; kqlab::fail() says "kevent(<change>): ..."
                 if len(self._messages) < 10000:
                     self._messages.append(line)
             elif len(self._trace) < self.TRACE_KEPT:
@@ -773,6 +776,12 @@ class Client:
             self.story.fail(f"the server to close {self.name}'s connection within {within:g} s",
                             f"it stayed open (and the server {self.server.state()})")
         self.story.step(f"the server {self.closed_by_server} {self.name}'s connection")
+
+    def closed_within(self, within: float) -> bool:
+        """Reads (keeping what comes in the inbox) until the server closes the connection or `within` seconds
+        pass; True if it closed it. Not a check: for a test that accepts more than one outcome."""
+        self._wait_for(lambda: False, within)
+        return bool(self.closed_by_server)
 
     def expect_silence(self, duration: float) -> None:
         """Nothing arrives for `duration` seconds, and the connection stays open."""

@@ -1,4 +1,4 @@
-"""Lesson 01's mutants: the solution with one classic mistake put back (../shared/reference/common-mistakes.md).
+"""Lesson 01's mutants: the solution with one classic mistake put back (see docs/mistakes.md).
 `./kqlab test` builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py)."""
 from kqlab.mutants import Mutant
 
@@ -60,5 +60,24 @@ MUTANTS = [
         replacements=(("#include <unistd.h>\n", "#include <fcntl.h>\n#include <unistd.h>\n"),
                       ("    kqlab::set_nonblocking(fd);",
                        "    fcntl(fd, F_SETFL, 0);  // MUTANT: blocking (BSD's accept() copies O_NONBLOCK: undo it)\n   ")),
+    ),
+    Mutant(
+        name="closes-at-end-of-stream-owing-output",
+        mistake="The end of the client's stream taken as the end of the conversation: the server closes while it "
+                "still owes the client the echo of what it sent before half-closing.",
+        caught_by="test_half_close_with_much_still_owed",
+        file="echo_server.cpp",
+        replacements=(("    client.peer_done_ = true;\n    if (client.unsent_.empty()) {\n",
+                       "    client.peer_done_ = true;\n"
+                       "    if (true) {  // MUTANT: closes at once, whatever is still owed\n"),),
+    ),
+    Mutant(
+        name="ignores-failed-registration",
+        mistake="The receipt never read: a registration that failed goes unnoticed, and its client waits for ever "
+                "for a server that will never hear it.",
+        caught_by="test_failed_registration_is_not_ignored",
+        file="echo_server.cpp",
+        replacements=(("  if ((receipt.flags & EV_ERROR) && receipt.data != 0) {\n",
+                       "  if (false) {  // MUTANT: the receipt is never looked at\n"),),
     ),
 ]

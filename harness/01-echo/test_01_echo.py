@@ -2,7 +2,9 @@
 there are, however slowly they read, and whatever the others do."""
 import subprocess
 
-from vocabulary import SMALL_BUFFER, overflowing_payload, see, seconds
+import pytest
+
+from vocabulary import SMALL_BUFFER, TRACED, eventually, overflowing_payload, patterned, see, seconds
 
 
 @see("The program you are finishing")
@@ -66,6 +68,46 @@ def test_eof_with_pending_data(server):
         client.shut_write()
     client.expect(b"the last words\n")
     client.expect_close()
+
+
+@see("Step 3: read, and what EV_EOF means")
+def test_half_close_with_much_still_owed(server):
+    """A client that sends a lot, then half-closes, still reads: the end of its stream (read() returning 0, or
+    EV_EOF with nothing left to read) is not the end of what the server owes it. With a small receive buffer the
+    client, reading nothing until it has sent all, holds back most of the echo: when the server meets the end of the
+    stream, megabytes are still owed."""
+    client = server.connect(receive_buffer=SMALL_BUFFER)
+    sent = client.send_until_stuck(patterned(10 << 20))
+    client.shut_write()
+    client.expect(sent, within=seconds(30))
+    client.expect_close(within=seconds(5))
+
+
+@see("Step 1: register, and read the receipt")
+def test_failed_registration_is_not_ignored(start_server, story):
+    """A registration that fails must stop the server (saying which change failed) or be handled (here: the client
+    closed); ignored, the client waits forever for a server that will never hear it.
+
+    On a working machine no registration fails, so no other test can tell a server that reads its receipts from one
+    that does not. This one makes a registration fail with the fault switch of kqlab's Linux layer, KQLAB_FAULT
+    (compat/src/fault.hpp): the second EVFILT_READ added (the first client's; the first is the listening socket's)
+    fails with ENOMEM, as it does on a kernel out of memory for knotes. FreeBSD and macOS have no such switch."""
+    if not TRACED:
+        pytest.skip("needs kqlab's Linux layer: KQLAB_FAULT makes a chosen registration fail, and native kqueue "
+                    "has no way to make one fail from outside")
+    server = start_server(environment={"KQLAB_FAULT": "EVFILT_READ:ENOMEM:2"})
+    client = server.connect()
+    client.send(b"is anybody listening?\n")
+    if not client.closed_within(seconds(3)):
+        story.fail("the server to stop, naming the registration that failed with ENOMEM, or to close the client "
+                   "it could not register",
+                   "the connection stayed open and silent for 3 s: the failed receipt was ignored")
+    eventually(lambda: not server.running(), within=seconds(1))
+    if not server.running():
+        server.exit_expected = True  # stopping is one right answer; it must say why
+        server.expect_message(r"kevent.*(Cannot allocate memory|ENOMEM)",
+                              "naming the kevent() change that failed, and why", within=seconds(1))
+    story.step("the failed registration was not ignored")
 
 
 @see("Step 4: write back, and partial writes")

@@ -1,4 +1,4 @@
-"""Lesson 03's mutants: the solution with one classic mistake put back (../shared/reference/common-mistakes.md).
+"""Lesson 03's mutants: the solution with one classic mistake put back (see docs/mistakes.md).
 `./kqlab test` builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py)."""
 from kqlab.mutants import Mutant
 
@@ -51,5 +51,14 @@ MUTANTS = [
         replacements=(("  std::erase_if(changes_, [&connection](const struct kevent& change) { return change.udata == "
                        "&connection; });\n",
                        "  // MUTANT: the changes queued for it stay queued\n"),),
+    ),
+    Mutant(
+        name="dispatch-without-stale-check",
+        mistake="No check for a connection closed earlier in the batch: its stale event is handled as its own, on a "
+                "descriptor number that accept() may already have given to someone else.",
+        caught_by="test_stale_event_for_a_reused_descriptor",
+        file="chat_server.cpp",
+        replacements=(("  if (connection.closed_) return;  // a stale event\n",
+                       "  // MUTANT: no check for a connection closed earlier in this batch\n"),),
     ),
 ]

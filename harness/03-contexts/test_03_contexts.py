@@ -146,3 +146,23 @@ def test_hundred_clients_send_and_close_at_once(server, story):
                    f"{len(lines)} lines, {len(lines) - len(set(lines))} of them repeated"
                    f"{', such as the stray ' + show(strays[0]) if strays else ''}")
     story.step(f"{observer.name} had received {len(lines)} of the goodbyes, intact")
+
+
+@see("The stale event")
+def test_stale_event_for_a_reused_descriptor(start_server, story):
+    """One batch: the talker's line makes the server close the victim (it is owed more than --max-backlog), accept()
+    then hands the victim's descriptor number to a newcomer, and the victim's own event, later in the same batch,
+    still points at the victim. Handled as an event of the victim, it reads the newcomer's socket: the newcomer's
+    words would go out under the victim's name."""
+    server = start_server("--max-backlog", "100")
+    talker, victim = server.connect(), server.connect()
+    everyone_hears_hello([talker, victim], story)
+    with server.frozen():
+        talker.send(b"a line too long for the victim's backlog limit: " + b"." * 100 + b"\n")
+        talker.expect_delivered()
+        newcomer = server.connect()
+        newcomer.send(b"hello from the newcomer\n")
+        newcomer.expect_delivered()
+        victim.send(b"hi\n")
+        victim.expect_delivered()
+    talker.expect(said(newcomer, b"hello from the newcomer\n"), within=seconds(5))
