@@ -559,6 +559,42 @@ def _kill_remaining_process_groups() -> None:
         _kill_process_group(group)
 
 
+def flood_past_descriptor_limit(start_server, story: Story, limit: int = 64, flood: int = 200) -> None:
+    """Lesson 05's rule, for every server after it: at its descriptor limit a server turns away the connections it
+    has no descriptor for (a spare descriptor frees one to accept and close them with), and goes on serving. The
+    server runs with RLIMIT_NOFILE `limit`; `flood` clients connect at once, more than it has descriptors for, and
+    each sends a line. Meanwhile a client connected before keeps being served, and the server does not spin; once
+    the flood has gone, a newcomer is echoed within a second. A server that stops accepting at EMFILE (edge-
+    triggered: the report is spent) leaves the queue full for good; one that returns with a level-triggered
+    listener spins; one that takes EMFILE as fatal dies."""
+    server = start_server(descriptor_limit=limit)
+    steady = server.connect()
+    steady.send(b"before the flood\n")
+    steady.expect(b"before the flood\n")
+    connections: list[socket.socket] = []
+    try:
+        with story.summarized(f"{flood} more clients connected at once, and each sent a line"):
+            for _ in range(flood):
+                connection = socket.create_connection((server.host, server.port), timeout=seconds(5))
+                connection.setblocking(False)
+                connections.append(connection)
+            for connection in connections:
+                with contextlib.suppress(OSError):  # turned away already
+                    connection.send(b"one of the flood\n")
+        steady.send(b"during the flood\n")
+        steady.expect(b"during the flood\n", within=seconds(5))
+        server.wait_until_quiet()
+        server.expect_idle(window=seconds(1))
+    finally:
+        for connection in connections:
+            connection.close()
+    story.step(f"the {flood} clients of the flood closed their connections")
+    server.wait_until_quiet()
+    newcomer = server.connect()
+    newcomer.send(b"after the flood\n")
+    newcomer.expect(b"after the flood\n", within=seconds(1))
+
+
 class Stall:
     """Notices when a long transfer stops moving, so a test reports it after a few seconds of silence instead of
     waiting out a deadline sized for a slow machine moving megabytes."""

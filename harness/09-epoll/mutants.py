@@ -1,4 +1,4 @@
-"""Lesson 09's mutants: the solution with one classic mistake put back (../shared/reference/common-mistakes.md).
+"""Lesson 09's mutants: the solution with one classic mistake put back (see docs/mistakes.md).
 `./kqlab test` builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py).
 A mistake in the server, written once, is caught on the kqueue program, which every platform builds."""
 from kqlab.mutants import Mutant
@@ -69,5 +69,27 @@ MUTANTS = [
         replacements=(("  if (event.events & EPOLLERR) ready.error = socket_error(ready.fd);\n",
                        "  if (event.events & EPOLLERR) ready.error = socket_error(ready.fd);\n"
                        "  if (event.events & EPOLLRDHUP) ready.error = ECONNRESET;  // MUTANT: hang-up is broken\n"),),
+    ),
+    Mutant(
+        name="stops-accepting-at-the-limit",
+        mistake="EMFILE on accept() handled by returning: edge-triggered, the listener is not reported again for "
+                "the connections already waiting, and the server stops accepting for good.",
+        caught_by="test_descriptor_limit_flood[kqueue]",
+        file="echo_server.cpp",
+        replacements=(("      if (turn_away_one()) continue;\n      return;",
+                       "      std::perror(\"accept\");  // MUTANT: returns, and the waiting connections wait for good\n"
+                       "      return;"),),
+        program="kqueue",
+    ),
+    Mutant(
+        name="stops-accepting-at-the-limit-on-epoll",
+        mistake="EMFILE on accept() handled by returning, under EPOLLET: the listener is not reported again for the "
+                "connections already waiting, and the server stops accepting for good.",
+        caught_by="test_descriptor_limit_flood[epoll]",
+        file="echo_server.cpp",
+        replacements=(("      if (turn_away_one()) continue;\n      return;",
+                       "      std::perror(\"accept\");  // MUTANT: returns, and the waiting connections wait for good\n"
+                       "      return;"),),
+        program="epoll",
     ),
 ]
