@@ -13,6 +13,7 @@ They run lesson tests in a pytest of their own (a subprocess), against the progr
 from __future__ import annotations
 
 import difflib
+import platform
 import re
 from pathlib import Path
 
@@ -87,6 +88,9 @@ def test_mutant_is_caught(lesson: course.Lesson, mutant: mutants.Mutant, mutant_
     if test_file is None:
         pytest.fail(f"Mutant {mutant.name} names {mutant.caught_by}, but no test file in {lesson.tests} defines "
                     f"it.", pytrace=False)
+    if mutant.linux_only and platform.system() != "Linux":
+        pytest.skip(f"{mutant.caught_by} needs kqlab's Linux layer (its trace or its fault switch, KQLAB_FAULT), and "
+                    f"is skipped on native kqueue: so is this mutant")
     if mutant.program and not course.program(build_dir, "solution", lesson, mutant.program).exists():
         pytest.skip(f"lesson {lesson.name}'s {mutant.program} program is not built here (lessons/lessons.cmake "
                     f"leaves out what the platform cannot build), nor is its mutant")

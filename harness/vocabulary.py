@@ -20,6 +20,7 @@ import atexit
 import collections
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import importlib.util
 import os
@@ -557,6 +558,32 @@ def _kill_process_group(group: int) -> None:
 def _kill_remaining_process_groups() -> None:
     for group in list(_process_groups):
         _kill_process_group(group)
+
+
+def failed_registration_is_not_ignored(start_server, story: Story, fault: str, change: str) -> None:
+    """A registration that fails must stop the server, naming the change, or be handled (the client it was for
+    closed); ignored, a client waits for ever for a server that will never hear it.
+
+    On a working machine no registration fails, so no other test can tell a server that reads its receipts (or its
+    EV_ERROR entries) from one that does not. This one makes one fail with the fault switch of kqlab's Linux layer,
+    KQLAB_FAULT=`fault` (FILTER:ERRNO:N, compat/src/fault.hpp), as a kernel out of memory for knotes would (ENOMEM):
+    `change` says which change that is. Native kqueue has no such switch: the test is skipped there."""
+    if not TRACED:
+        pytest.skip("needs kqlab's Linux layer: KQLAB_FAULT makes a chosen registration fail, and native kqueue has "
+                    "no way to make one fail from outside")
+    errno_name = fault.split(":")[1]
+    server = start_server(environment={"KQLAB_FAULT": fault})
+    client = server.connect()
+    client.send(b"is anybody listening?\n")
+    if not client.closed_within(seconds(3)):
+        story.fail(f"the server to stop, naming {change}, which failed with {errno_name}, or to close the client it "
+                   f"was for", "the connection stayed open for 3 s: the failure was ignored")
+    eventually(lambda: not server.running(), within=seconds(1))
+    if not server.running():
+        server.exit_expected = True  # stopping is one right answer; it must say why
+        server.expect_message(rf"kevent.*({os.strerror(getattr(errno, errno_name))}|{errno_name})",
+                              "naming the kevent() change that failed, and why", within=seconds(1))
+    story.step(f"the failure of {change} was not ignored")
 
 
 def flood_past_descriptor_limit(start_server, story: Story, limit: int = 64, flood: int = 200) -> None:

@@ -79,5 +79,25 @@ MUTANTS = [
         file="echo_server.cpp",
         replacements=(("  if ((receipt.flags & EV_ERROR) && receipt.data != 0) {\n",
                        "  if (false) {  // MUTANT: the receipt is never looked at\n"),),
+
+        linux_only=True,  # the test needs KQLAB_FAULT, kqlab's Linux layer's fault switch
+    ),
+    Mutant(
+        name="never-registers-write-interest",
+        mistake="EVFILT_WRITE never registered: what the socket did not take waits for an event nobody asked for, "
+                "and the output is stuck.",
+        caught_by="test_partial_writes",
+        file="echo_server.cpp",
+        replacements=(("    watch(fd, EVFILT_WRITE, pending ? EV_ADD : EV_DELETE, client.serial_);\n",
+                       "    // MUTANT: never asks to hear when the socket has room again\n"),),
+    ),
+    Mutant(
+        name="write-error-is-fatal",
+        mistake="A write that fails because one client went away (EPIPE, ECONNRESET) taken as the server's own "
+                "failure: one vanishing client ends the server for everyone.",
+        caught_by="test_vanishing_client_disturbs_nobody",
+        file="echo_server.cpp",
+        replacements=(("      close_client(fd);  // EPIPE, ECONNRESET: the client went away\n",
+                       "      kqlab::fail(\"write\");  // MUTANT: one client's error ends the server\n"),),
     ),
 ]
