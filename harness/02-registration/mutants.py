@@ -73,4 +73,15 @@ MUTANTS = [
         file="echo_server.cpp",
         replacements=(("  changes_.clear();\n", "  // MUTANT: the changes stay in the list, for the next wait too\n"),),
     ),
+    Mutant(
+        name="receipts-in-the-wait",
+        mistake="EV_RECEIPT on the changes handed to the wait: the call returns their receipts instead of waiting, "
+                "so every change costs a kevent() call of its own after all.",
+        caught_by="test_registrations_ride_in_the_wait",
+        file="echo_server.cpp",
+        replacements=(("  if (events.size() < changes_.size()) events.resize(changes_.size());\n",
+                       "  if (events.size() < changes_.size()) events.resize(changes_.size());\n"
+                       "  for (struct kevent& change : changes_) change.flags |= EV_RECEIPT;  // MUTANT\n"),),
+        linux_only=True,  # the test reads the trace of kqlab's Linux layer; it is skipped elsewhere
+    ),
 ]

@@ -166,3 +166,25 @@ def test_stale_event_for_a_reused_descriptor(start_server, story):
         victim.send(b"hi\n")
         victim.expect_delivered()
     talker.expect(said(newcomer, b"hello from the newcomer\n"), within=seconds(5))
+
+
+@see("Step 5: close now, free later")
+def test_close_with_changes_still_queued(start_server, story):
+    """One batch: accept() takes a newcomer and queues its registrations for the next wait; then the talker's line
+    makes the server close the newcomer (it is owed more than --max-backlog) before that wait. The queued
+    registrations must go with it: handed to the kernel, they name a closed descriptor (EBADF), or the connection
+    that accept() gives the same number next."""
+    server = start_server("--max-backlog", "100")
+    talker = server.connect()
+    talker.send(b"hello\n")
+    server.wait_until_quiet()
+    with server.frozen():
+        newcomer = server.connect()
+        newcomer.expect_delivered()
+        talker.send(b"a line too long for the newcomer's backlog limit: " + b"." * 100 + b"\n")
+        talker.expect_delivered()
+    newcomer.expect_close(within=seconds(5))
+    witness = server.connect()
+    server.wait_until_quiet()
+    talker.send(b"is the server still here?\n")
+    witness.expect(said(talker, b"is the server still here?\n"), within=seconds(5))

@@ -71,4 +71,16 @@ MUTANTS = [
                        "  }\n"
                        "  return one;\n"),),
     ),
+    Mutant(
+        name="user-event-by-udata",
+        mistake="The user event recognised by its udata: a trigger is a change, and a change replaces udata, so "
+                "after the first trigger the event is not recognised, and the results it announces are never "
+                "delivered.",
+        caught_by="test_fifty_slow_requests_keep_echo_fast",
+        file="signal_server.cpp",
+        replacements=(("  watch(kResultsReady, EVFILT_USER, EV_ADD | EV_CLEAR);\n",
+                       "  watch(kResultsReady, EVFILT_USER, EV_ADD | EV_CLEAR, kResultsReady);  // MUTANT: a udata\n"),
+                      ("  } else if (event.filter == EVFILT_USER) {\n",
+                       "  } else if (event.filter == EVFILT_USER && event.udata == udata_of(kResultsReady)) {  // MUTANT\n")),
+    ),
 ]

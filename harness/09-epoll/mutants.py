@@ -92,4 +92,26 @@ MUTANTS = [
                        "      return;"),),
         program="epoll",
     ),
+    Mutant(
+        name="epoll-data-without-descriptor",
+        mistake="The descriptor left out of epoll's data: an epoll event carries nothing else, so every report "
+                "comes back about descriptor 0.",
+        caught_by="test_one_client[epoll]",
+        file="epoll/poller.cpp",
+        replacements=(("std::uint64_t data_of(int fd, std::uint64_t serial) { return serial << 32 | "
+                       "static_cast<std::uint32_t>(fd); }",
+                       "std::uint64_t data_of(int, std::uint64_t serial) { return serial << 32; }  // MUTANT: no fd"),),
+        program="epoll",
+    ),
+    Mutant(
+        name="keeps-changes-for-closed-descriptors",
+        mistake="Changes collected for a descriptor kept when it is closed: handed to the next wait, they name a "
+                "closed descriptor (EBADF), or the connection that accept() gave the same number.",
+        caught_by="test_half_close_with_much_still_owed[kqueue]",
+        file="kqueue/poller.cpp",
+        replacements=(("  std::erase_if(state_->changes, [fd](const struct kevent& change) { return change.ident == "
+                       "std::uintptr_t(fd); });\n",
+                       "  static_cast<void>(fd);  // MUTANT: the changes collected for it stay\n"),),
+        program="kqueue",
+    ),
 ]
