@@ -159,6 +159,10 @@ class Story:
         self.steps: list[str] = []
         self.servers: list[Server] = []
         self._summaries: list[str] = []  # the summarized blocks under way, outermost first
+        # The section that teaches closing a connection, when the lesson's test module names it (CLOSE_SECTION): a
+        # connection that stays open although the server was told of its end may have been forgotten unclosed, and
+        # the report names that section too, beside the test's own.
+        self.close_section = ""
 
     def step(self, text: str) -> None:
         if not self._summaries:
@@ -404,6 +408,35 @@ class Server:
                 calls[-1].results.append(f"{kind} {text}")
         return calls
 
+    def descriptor_of(self, client: Client) -> int | None:
+        """The server's descriptor for `client`'s connection, found through /proc (Linux only; None elsewhere, or if
+        the server has none open)."""
+        local_port = client.socket.getsockname()[1]
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError):
+                for row in Path(table).read_text().splitlines()[1:]:
+                    fields = row.split()
+                    ours, theirs = fields[1].rsplit(":", 1)[1], fields[2].rsplit(":", 1)[1]
+                    if int(ours, 16) == self.port and int(theirs, 16) == local_port:
+                        inodes.add(fields[9])
+        with contextlib.suppress(OSError):
+            for entry in Path(f"/proc/{self.pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(entry)
+                    if link.startswith("socket:[") and link[8:-1] in inodes:
+                        return int(entry.name)
+        return None
+
+    def saw_end_of(self, client: Client) -> int | None:
+        """The server's descriptor for `client`'s connection if its trace shows an EV_EOF event on it since the
+        client connected (the server knew the client was done); else None. TRACED platforms only."""
+        fd = self.descriptor_of(client) if TRACED else None
+        if fd is None:
+            return None
+        pattern = re.compile(rf"\bevent\s+EVFILT_READ fd={fd} \S*EV_EOF")
+        return fd if any(pattern.search(line) for line in self._trace[client.trace_mark:]) else None
+
     def cpu_seconds(self) -> float:
         return _cpu_seconds(self.pid)
 
@@ -642,7 +675,7 @@ class Stall:
         return max(0.0, self.limit - (time.monotonic() - self.last))
 
     def describe(self) -> str:
-        return f"then nothing moved for {time.monotonic() - self.last:.0f} s"
+        return f"then nothing for {time.monotonic() - self.last:.0f} s (stalled)"
 
 
 class Client:
@@ -656,6 +689,7 @@ class Client:
         self.name = name
         self.inbox = bytearray()
         self.closed_by_server = ""
+        self.trace_mark = len(server._trace)  # the server's trace lines from here on are about this client's time
         self.read_size = receive_buffer or 65536
         family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
@@ -757,11 +791,11 @@ class Client:
         got = bytes(self.inbox[:len(data)])
         if got != data:
             self.story.fail(f"{self.name} receives {show(data)} back within {within:g} s",
-                            self._describe_difference(data, got, ended, started))
+                            self._describe_difference(data, got, ended, started, within))
         del self.inbox[:len(data)]
         self.story.step(f"{self.name} got {show(data)} back")
 
-    def _describe_difference(self, expected: bytes, got: bytes, ended: str, started: float) -> str:
+    def _describe_difference(self, expected: bytes, got: bytes, ended: str, started: float, within: float) -> str:
         first = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), None)
         if first is not None:
             return (f"{show(got)}; the first difference is at byte {first}: expected "
@@ -772,7 +806,9 @@ class Client:
         elif self.closed_by_server:
             text = f"nothing: the server {self.closed_by_server} the connection"
         else:
-            text = f"nothing in {time.monotonic() - started:.0f} s"
+            waited = time.monotonic() - started
+            # A wait sized for a slow machine moving megabytes ends early once nothing comes for a while: say so.
+            text = f"nothing for {waited:.0f} s{' (stalled)' if waited + 0.5 < within else ''}"
         return text if self.server.running() else f"{text} (the server {self.server.state()})"
 
     def read_until(self, data: bytes, within: float | None = None) -> bytes:
@@ -836,6 +872,12 @@ class Client:
         if self.inbox:
             self.story.fail(f"the server to close {self.name}'s connection", f"more bytes: {show(bytes(self.inbox))}")
         if not self.closed_by_server:
+            seen = self.server.saw_end_of(self) if self.story.close_section else None
+            if seen is not None and self.story.close_section != self.story.section:
+                self.story.fail(f"the server to close {self.name}'s connection within {within:g} s",
+                                f"it stayed open, although the server was told of its end (EV_EOF on its "
+                                f"descriptor {seen}, in its trace): either it took no notice (this section), or "
+                                f"it forgot the client without close() (section \"{self.story.close_section}\")")
             self.story.fail(f"the server to close {self.name}'s connection within {within:g} s",
                             f"it stayed open (and the server {self.server.state()})")
         self.story.step(f"the server {self.closed_by_server} {self.name}'s connection")

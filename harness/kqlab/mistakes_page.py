@@ -11,6 +11,7 @@ writes it again.
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -52,7 +53,7 @@ def cell(text: str) -> str:
 def lesson_table(lesson: Lesson) -> list[str]:
     register = rules.of(lesson) or []
     by_name = {mutant.name: mutant for mutant in mutants.of(lesson)}
-    readme = f"../lessons/{lesson.name}/README.md"
+    readme = Path(os.path.relpath(lesson.readme, PAGE.parent)).as_posix()  # ../lessons/NN-topic/README.md
     lines = [f"## Lesson {lesson.number:02d}: {lesson.title}", "",
              "| Rule | Taught in | Proven by |", "|---|---|---|"]
     for rule in register:

@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import course, snippets, ui
+from . import course, mistakes_page, snippets, ui
 from .commands import Command
 from .course import ROOT, Lesson
 
@@ -132,7 +132,8 @@ class Site:
 
     def _write(self, source: Path, header: str, footer: str, strict: bool = True) -> Path:
         page = self.pages[source.resolve()]
-        text = source.read_text(encoding="utf-8")
+        # The mistakes page is made from the lessons' rule registers: made afresh, it lists the lessons being built.
+        text = mistakes_page.render() if source == mistakes_page.PAGE else source.read_text(encoding="utf-8")
         body = Converter(self, page, strict).convert(text)
         lines = body.split("\n")
         title_at = next((i for i, line in enumerate(lines) if line.startswith("# ")), None)
@@ -280,12 +281,6 @@ def summary(lesson: Lesson) -> str:
     paragraph = next((part for part in re.split(r"\n\s*\n", text) if part.strip() and not part.startswith("#")), "")
     sentence = re.split(r"(?<=[.!?])\s", " ".join(paragraph.split()), maxsplit=1)[0]
     return sentence
-
-
-def {re.escape(test)}\(", text)
-        if found:
-            return found.group(1)
-    return ""
 
 
 def freebsd_only_tests() -> list[tuple[str, str, str]]:

@@ -110,7 +110,8 @@ def build(lesson: Lesson, *, show_warnings: bool = True) -> Outcome | None:
     paragraph already printed."""
     if not (tools.build_dir("default") / "CMakeCache.txt").exists():
         print("(The first build also compiles the course's own libraries: a minute or so.)", flush=True)
-    status, output = tools.capture(["cmake", "--preset", "default"])
+    with tools.build_lock(tools.build_dir("default")):
+        status, output = tools.capture(["cmake", "--preset", "default"])
     if status == 127:
         return _no_toolchain("CMake is not installed, or not on PATH.", output)
     if status:
@@ -120,8 +121,9 @@ def build(lesson: Lesson, *, show_warnings: bool = True) -> Outcome | None:
                    "cause: delete build/default and try again.", output, title="Cannot build")
         return Outcome("no-build", summary="CMake could not set up the build", raw=output)
     target = f"{course.WORKSPACE_KIND}_{lesson.name}"
-    status, output = tools.capture(["cmake", "--build", tools.shown(tools.build_dir("default")),
-                                    "--parallel", str(tools.jobs()), "--target", target])
+    with tools.build_lock(tools.build_dir("default")):
+        status, output = tools.capture(["cmake", "--build", tools.shown(tools.build_dir("default")),
+                                        "--parallel", str(tools.jobs()), "--target", target])
     if status:
         first = _FIRST_ERROR.search(output)
         where = (f" The first error is at {_relative(Path(first.group('file')))}:{first.group('line')}: "
