@@ -26,6 +26,10 @@ import pytest
 from kqlab import __main__ as command
 from kqlab import course, mutants, student, tools, ui, watch
 
+# ./kqlab test runs the course's checks in parallel (pytest-xdist, --dist loadgroup): this file's tests share
+# state (a build, a site, fixture workspaces), so they all run in one worker, one after the other.
+pytestmark = pytest.mark.xdist_group("command")
+
 LESSON = course.lessons()[0]
 SOURCE = "echo_server.cpp"  # the file the fixtures break (lesson 01's only file)
 BUILD = tools.build_dir("default")

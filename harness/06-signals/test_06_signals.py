@@ -292,7 +292,7 @@ def test_results_that_pile_up_are_all_taken(start_server, blocking_config, story
     server.send_signal(signal.SIGHUP)
     held = blocking_config.open_when_read(seconds(5))
     story.step("the server's reload waits for the FIFO: the loop is held up")
-    time.sleep(seconds(0.5))  # the worker's five squares take 0.2 s; this is the time they are given, not a check
+    time.sleep(seconds(1))  # the worker's five squares take 0.2 s; this is the time they are given, not a check
     blocking_config.release(held, VERSION_2)
     story.step("the worker had the time to finish the five squares; the test let the reload finish")
     expect_squares(client, numbers, early[client], within=seconds(2))

@@ -104,6 +104,11 @@ class Tally:
     def total(self) -> int:
         return self.passed + self.failed + self.skipped
 
+    def merged(self, other: Tally) -> Tally:
+        """This tally and `other` together (two pytest runs of one suite)."""
+        return Tally(self.passed + other.passed, self.failed + other.failed, self.skipped + other.skipped,
+                     self.failures + other.failures, {**self.reports, **other.reports})
+
     def summary(self) -> str:
         parts = [f"{self.passed} passed", f"{self.failed} failed"]
         if self.skipped:
