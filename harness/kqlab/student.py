@@ -176,7 +176,9 @@ _CRASH_ADVICE = {
 }
 
 
-def crash_paragraph(lesson: Lesson, test: str, what: str, report: str) -> None:
+def crash_paragraph(lesson: Lesson, test: str, what: str, report: str, *, shown_above: bool = False) -> None:
+    """Says what the crash was and where in the student's code, then the report, unless the live test output
+    above showed it already (`shown_above`): a sanitizer report is printed once."""
     kind = next((k for k in _CRASH_ADVICE if k in what), "")
     # The first frame of the sanitizer's stack in one of the lesson's files ("#3 0x55d0 in Class::f(int)
     # /path/to/workspace/01-echo/echo_server.cpp:206:5"; macOS may print the file's name alone).
@@ -186,10 +188,11 @@ def crash_paragraph(lesson: Lesson, test: str, what: str, report: str) -> None:
     where = (f" The first line of your code in its report: {Path(frame.group(2)).name}:{frame.group(3)}, in "
              f"{frame.group(1)}." if frame else "")
     explained = f": {_CRASH_ADVICE[kind]}" if kind else ""
+    where_report = "in that test's failure above" if shown_above else "below"
     ui.problem(f"Your server crashed during {test}: {what}{explained}.{where}",
-               "A crash is a bug in your copy even when other tests pass: the report below says what happened and "
-               "where (read the stack from the top; for freed memory, 'freed by thread' says where it was freed).",
-               report, title="Crash")
+               f"A crash is a bug in your copy even when other tests pass: the report {where_report} says what "
+               f"happened and where (read the stack from the top; for freed memory, 'freed by thread' says where it "
+               f"was freed).", "" if shown_above else report, title="Crash")
 
 
 def run_tests(lesson: Lesson, *, live: bool, first_failure_only: bool = False) -> Outcome:
@@ -251,7 +254,7 @@ def check(args: argparse.Namespace) -> int:
             print(f"Next: lesson {following.number:02d}, {following.title}. Run ./kqlab to start it.")
         return 0
     if outcome.kind == "crashed":
-        crash_paragraph(lesson, outcome.test, outcome.crash, outcome.raw)
+        crash_paragraph(lesson, outcome.test, outcome.crash, outcome.raw, shown_above=True)
     ui.note(f"Lesson {lesson.number:02d}: {outcome.tally.passed} of {outcome.tally.total} tests pass. Each "
             f"failure above replays what the test did and names the section of {_relative(lesson.readme)} to "
             f"reread.")
