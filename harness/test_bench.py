@@ -19,7 +19,7 @@ from kqlab import bench
 from vocabulary import seconds
 
 # ./kqlab test runs the course's checks in parallel (pytest-xdist, --dist loadgroup): this file's tests share
-# state (a build, a site, fixture workspaces), so they all run in one worker, one after the other.
+# state (a build tree or a site), so they all run in one worker, one after the other.
 pytestmark = [pytest.mark.skipif(platform.system() != "Linux", reason="the bench measures kqlab's Linux layer"),
               pytest.mark.xdist_group("bench")]
 

@@ -26,8 +26,9 @@ import pytest
 from kqlab import __main__ as command
 from kqlab import course, mutants, student, tools, ui, watch
 
-# ./kqlab test runs the course's checks in parallel (pytest-xdist, --dist loadgroup): this file's tests share
-# state (a build, a site, fixture workspaces), so they all run in one worker, one after the other.
+# This file's tests share state (fixture workspaces in build/default): under pytest-xdist they all run in one worker,
+# one after the other. ./kqlab test runs this file with the lessons' tests, before the parallel checks: see
+# kqlab/suite.py, SERIAL_CHECKS.
 pytestmark = pytest.mark.xdist_group("command")
 
 LESSON = course.lessons()[0]

@@ -20,7 +20,7 @@ import pytest
 from kqlab import course, mutants, site, snippets
 
 # ./kqlab test runs the course's checks in parallel (pytest-xdist, --dist loadgroup): this file's tests share
-# state (a build, a site, fixture workspaces), so they all run in one worker, one after the other.
+# state (a build tree or a site), so they all run in one worker, one after the other.
 pytestmark = pytest.mark.xdist_group("site")
 
 LESSONS = course.lessons()

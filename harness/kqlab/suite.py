@@ -50,12 +50,15 @@ def run(args=None) -> int:
     if not _have_xdist():
         status, tally = tools.pytest([tools.shown(course.HARNESS), *build], junit / "pytest.xml")
     else:
-        # The lessons' tests first, one at a time: they measure time and CPU, and share the machine with nothing.
-        # Then the course's checks on itself, in parallel (pytest-xdist): mutants and exercises are independent
-        # runs, each needing only to fail; a file whose tests share state keeps them in one worker (xdist_group).
-        lessons = [tools.shown(lesson.tests) for lesson in course.lessons()]
-        status, tally = tools.pytest([*lessons, *build], junit / "pytest-lessons.xml")
-        checks = [tools.shown(path) for path in sorted(course.HARNESS.glob("test_*.py"))]
+        # The lessons' tests first, one at a time: they measure time and CPU, and share the machine with nothing;
+        # with them the checks that build in build/default beside the mutants (SERIAL_CHECKS). Then the course's
+        # other checks, in parallel (pytest-xdist): mutants and exercises are independent runs, each needing only
+        # to fail; a file whose tests share state keeps them in one worker (its xdist_group).
+        serial = [tools.shown(lesson.tests) for lesson in course.lessons()]
+        serial += [tools.shown(course.HARNESS / name) for name in SERIAL_CHECKS]
+        status, tally = tools.pytest([*serial, *build], junit / "pytest-lessons.xml")
+        checks = [tools.shown(path) for path in sorted(course.HARNESS.glob("test_*.py"))
+                  if path.name not in SERIAL_CHECKS]
         more, more_tally = tools.pytest([*checks, *build, "-n", str(tools.jobs()), "--dist", "loadgroup"],
                                         junit / "pytest-course.xml")
         status, tally = _combined(status, more), tally.merged(more_tally)
@@ -64,6 +67,11 @@ def run(args=None) -> int:
     else:
         results.append(("pytest", status == 0, tally.summary() + ("" if status in (0, 1) else f" (status {status})")))
     return _finish(results, started)
+
+
+# Checks that configure and build in build/default, creating and deleting fixture workspaces that CMake then looks
+# for: run beside test_course's mutant builds in the same tree, they would make its regeneration fail.
+SERIAL_CHECKS = ("test_command.py",)
 
 
 def _combined(first: int, second: int) -> int:
