@@ -98,9 +98,11 @@ def story(request: pytest.FixtureRequest, lesson: course.Lesson) -> Story:
                     f"does not have.", pytrace=False)
     story = Story(request.node.name, str(lesson.readme.relative_to(course.ROOT)), section)
     story.close_section = getattr(request.module, "CLOSE_SECTION", "")
-    if story.close_section and story.close_section not in lesson.sections():
-        pytest.fail(f"{request.path.name} names CLOSE_SECTION \"{story.close_section}\", which {lesson.readme} does "
-                    f"not have.", pytrace=False)
+    story.diagnoses = list(getattr(request.module, "DIAGNOSES", []))
+    for named in [story.close_section, *(section for _, section, _ in story.diagnoses)]:
+        if named and named not in lesson.sections():
+            pytest.fail(f"{request.path.name} names the section \"{named}\" (CLOSE_SECTION or DIAGNOSES), which "
+                        f"{lesson.readme} does not have.", pytrace=False)
     return story
 
 
