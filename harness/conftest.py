@@ -110,10 +110,10 @@ def story(request: pytest.FixtureRequest, lesson: course.Lesson) -> Story:
 def start_server(request: pytest.FixtureRequest, program: Path, story: Story, lesson: course.Lesson, impl: str,
                  program_name: str | None):
     """Starts the lesson's program for this test: start_server() as the `server` fixture does, or with options,
-    start_server("--idle-ms", "500") or start_server("--max-backlog", "65536"), under a descriptor limit, start_server(descriptor_limit=64), or with
-    more environment, start_server(environment={"KQLAB_FAULT": "EVFILT_READ:ENOMEM:2"}). Every server
-    started is stopped after the test, and one that ended on its own before the test was over fails the test (a
-    crash, a sanitizer report, or an exit nobody asked for)."""
+    start_server("--idle-ms", "500") or start_server("--max-backlog", "65536"), under a descriptor limit,
+    start_server(descriptor_limit=64), or with more environment, start_server(environment={"KQLAB_FAULT":
+    "EVFILT_READ:ENOMEM:2"}). Every server started is stopped after the test, and one that ended on its own before
+    the test was over fails the test (a crash, a sanitizer report, or an exit nobody asked for)."""
     started: list[Server] = []
 
     def start(*arguments: str, descriptor_limit: int | None = None, environment: dict[str, str] | None = None) \
