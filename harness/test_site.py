@@ -23,6 +23,10 @@ import pytest
 
 from kqlab import browser, course, diagrams, mutants, site, snippets, theme
 
+# ./kqlab test runs the course's checks in parallel (pytest-xdist, --dist loadgroup): this file's tests share
+# state (a build tree or a site), so they all run in one worker, one after the other.
+pytestmark = pytest.mark.xdist_group("site")
+
 LESSONS = course.lessons()
 NO_DOXYGEN = shutil.which("doxygen") is None or shutil.which("dot") is None
 needs_doxygen = pytest.mark.skipif(NO_DOXYGEN, reason="Doxygen or Graphviz is not installed (./kqlab test installs "
