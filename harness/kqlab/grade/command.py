@@ -27,7 +27,7 @@ from queue import Queue
 
 from .. import course
 from ..course import Lesson
-from . import grading, reports, sandbox, submissions
+from . import grading, reports, sandbox, submissions, text
 from .grading import Slot, StudentResult
 
 USAGE = "./kqlab grade [--lessons 01-05] [--out DIR] [--jobs N] [--timeout SECONDS] SUBMISSION..."
@@ -92,13 +92,14 @@ class Progress:
             self.doing.pop(student.name, None)
             if not self.live:
                 cells = " ".join(f"{r.lesson} {r.cell}" for r in student.lessons) or student.problem
-                print(f"grade: [{self.done}/{self.total}] {student.name}: {cells}", file=sys.stderr, flush=True)
+                print(text.clean(f"grade: [{self.done}/{self.total}] {student.name}: {cells}"), file=sys.stderr,
+                      flush=True)
             self._show()
 
     def _show(self) -> None:
         if self.live:
             doing = "; ".join(f"{name}: {what}" for name, what in self.doing.items())
-            line = f"grade: {self.done}/{self.total} done" + (f"; {doing}" if doing else "")
+            line = text.clean(f"grade: {self.done}/{self.total} done" + (f"; {doing}" if doing else ""))
             width = shutil.get_terminal_size().columns - 1
             print("\r" + line[:width].ljust(width), end="", file=sys.stderr, flush=True)
 
@@ -214,7 +215,7 @@ def _in_parallel(function, items: list, workers: int) -> list:
 def _read_all(origins: list[Path], lessons: list[str]) -> list[tuple[submissions.Submission, StudentResult]]:
     pairs, taken = [], set()
     for origin in origins:
-        submission = submissions.read(origin, lessons)
+        submission = submissions.read_confined(origin, lessons)
         name, number = submission.name, 2
         while name in taken:  # two alice.tar.gz from different folders
             name, number = f"{submission.name}-{number}", number + 1

@@ -37,14 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..course import HARNESS, ROOT
+from . import text, view
 
 CONFINE = Path(__file__).with_name("confine.py")
 KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
 
-# Folders a run must not read (the teacher's and other users' files; system sockets such as D-Bus's live in /run).
-HIDDEN = ("/home", "/root", "/run", "/var/tmp", "/mnt", "/media")
 
 
 @dataclass(frozen=True)
@@ -114,22 +113,6 @@ def _user_for_runs() -> tuple[int, int, str] | None:
     return entry.pw_uid, entry.pw_gid, entry.pw_name
 
 
-@functools.lru_cache(maxsize=None)
-def _exposed_under(hidden: str) -> list[str]:
-    """What a run needs that lives inside a hidden folder: this Python, pytest, the project, the build tools."""
-    needed = [sys.prefix, sys.base_prefix, str(ROOT)]
-    try:
-        import pytest  # noqa: F401  (only to find where it is installed)
-        needed.append(str(Path(pytest.__file__).resolve().parents[1]))
-    except ImportError:
-        pass
-    for tool in ("cmake", "make", "c++", "g++", "clang++", "ninja"):
-        found = shutil.which(tool)
-        if found:
-            needed.append(str(Path(found).resolve().parents[1]))
-    return sorted({path for path in needed if Path(path).is_relative_to(hidden)})
-
-
 class Sandbox:
     """Runs commands for a submission, under isolation (see the module's text), in one slot's scratch folders."""
 
@@ -142,32 +125,23 @@ class Sandbox:
     def environment(self) -> dict[str, str]:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(self.writable[0]),
                "TMPDIR": "/tmp" if self.isolation.bwrap else str(self.tmp), "PYTHONDONTWRITEBYTECODE": "1",
-               "PYTHONPATH": str(HARNESS), "MALLOC_ARENA_MAX": "2"}
+               "MALLOC_ARENA_MAX": "2"}
         for name in ("KQLAB_TIMEOUT_SCALE", "CC", "CXX"):
             if name in os.environ:
                 env[name] = os.environ[name]
         return env
 
-    def _bwrap(self, cwd: Path) -> list[str]:
-        # Every tmpfs gets a size: unsized, one could hold half the machine's memory.
-        command = [self.isolation.bwrap, "--unshare-all", "--unshare-user", *self.isolation.bwrap_options,
-                   "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--proc", "/proc",
-                   "--dev", "/dev", "--remount-ro", "/dev", "--size", str(16 * MiB), "--tmpfs", "/dev/shm",
-                   "--size", str(256 * MiB), "--tmpfs", "/tmp"]
-        for path in _exposed_under("/tmp"):  # a project cloned under /tmp must stay visible over the fresh /tmp
-            command += ["--ro-bind", path, path]
-        for hidden in HIDDEN:
-            if Path(hidden).is_dir() and not Path(hidden).is_symlink():
-                command += ["--size", str(1 * MiB), "--tmpfs", hidden]
-                for path in _exposed_under(hidden):
-                    command += ["--ro-bind", path, path]
-        for path in self.readable:
-            command += ["--ro-bind", str(path), str(path)]
-        for path in self.writable:
-            command += ["--bind", str(path), str(path)]
-        return command + ["--chdir", str(cwd), "--"]
+    def _bwrap(self, cwd: Path, *, share_network: bool = False) -> list[str]:
+        """bubblewrap's command line: namespaces of its own, and the file system view.py describes. A server the
+        tests start shares their network namespace (a loopback of their own, see trusted()), and nothing else."""
+        namespaces = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        if not share_network:
+            namespaces.append("--unshare-net")
+        return [self.isolation.bwrap, *namespaces, *self.isolation.bwrap_options, "--die-with-parent",
+                "--new-session", *view.system(), *view.project(), *view.scratch(self.readable, self.writable),
+                "--chdir", str(cwd), "--"]
 
-    def command(self, argv: list[str] | None, limits: Limits, cwd: Path) -> list[str]:
+    def command(self, argv: list[str] | None, limits: Limits, cwd: Path, *, share_network: bool = False) -> list[str]:
         """The command line that runs `argv` confined (None: confine.py's probe, to see what works)."""
         processes = limits.processes
         if not self.isolation.bwrap:
@@ -176,12 +150,47 @@ class Sandbox:
             processes += _tasks_of(os.getuid() if self.isolation.user is None else self.isolation.user[0])
         confined = [sys.executable, "-I", str(CONFINE), *limits.confine_arguments(processes),
                     *(["--", *argv] if argv is not None else ["--probe"])]
-        return (self._bwrap(cwd) if self.isolation.bwrap else []) + confined
+        if not self.isolation.bwrap:
+            return confined
+        return self._bwrap(cwd, share_network=share_network) + confined
+
+    def trusted(self, argv: list[str]) -> list[str]:
+        """The command line for the grader's own side of a test run (pytest): as the grader, outside the student's
+        sandbox, in a network namespace of its own whose loopback it shares with the servers it starts, and with
+        nothing else of theirs. Without bubblewrap, just `argv`."""
+        if not self.isolation.bwrap:
+            return argv
+        user = [] if os.geteuid() == 0 else ["--unshare-user"]  # root needs no user namespace for one of net
+        return [self.isolation.bwrap, *user, "--unshare-net", "--unshare-ipc", "--die-with-parent", "--dev-bind",
+                "/", "/", "--", *argv]
 
     def run(self, argv: list[str] | None, limits: Limits, cwd: Path) -> Outcome:
+        """Runs `argv` as the student's code: in the sandbox, under the limits, watched."""
         if _STOPPING.is_set():
             return Outcome(None, "", "the grader stopped")
-        return _Run(self, argv, limits, cwd).wait()
+        if self.isolation.bwrap:
+            view.make_private_folders(self.writable[0])
+        return _Run(self, self.command(argv, limits, cwd), self.isolation.user, self.environment(), limits,
+                    cwd).wait()
+
+    def run_trusted(self, argv: list[str], limits: Limits, cwd: Path, environment: dict[str, str]) -> Outcome:
+        """Runs the grader's own `argv` (the tests) outside the sandbox, as the grader (see trusted()), under the
+        same limits and watchdog: what the student's servers print reaches it, and must not take it down."""
+        if _STOPPING.is_set():
+            return Outcome(None, "", "the grader stopped")
+        if not self.isolation.bwrap:  # no second trust domain to be had: the tests run as the student's code does
+            return _Run(self, self.command(argv, limits, cwd), self.isolation.user,
+                        {**self.environment(), **environment}, limits, cwd).wait()
+        view.make_private_folders(self.writable[0])
+        confined = [sys.executable, "-I", str(CONFINE), "--trusted",
+                    *limits.confine_arguments(0), "--", *argv]
+        return _Run(self, self.trusted(confined), None, environment, limits, cwd).wait()
+
+    def server_launcher(self, limits: Limits) -> dict:
+        """What the tests need to start a server in this sandbox (launch.py): the command line to put before the
+        program's, and the user to start it as. It shares the tests' network namespace, and nothing else."""
+        return {"prefix": self.command([], limits, self.writable[0], share_network=True),
+                "user": list(self.isolation.user[:2]) if self.isolation.user else None}
 
     def disk_use(self) -> int:
         """Bytes in the folders a run may write (RLIMIT_FSIZE caps one file, not how many)."""
@@ -213,7 +222,8 @@ def stop_all() -> None:
 class _Run:
     """One run and its watchdog."""
 
-    def __init__(self, sandbox: Sandbox, argv: list[str] | None, limits: Limits, cwd: Path) -> None:
+    def __init__(self, sandbox: Sandbox, command: list[str], user: tuple[int, int, str] | None,
+                 environment: dict[str, str], limits: Limits, cwd: Path) -> None:
         self.sandbox = sandbox
         self.limits = limits
         self.started = time.monotonic()
@@ -224,10 +234,10 @@ class _Run:
         self.tail = bytearray()
         self.total = 0
         extra = {}
-        if sandbox.isolation.user:
-            uid, gid, _ = sandbox.isolation.user
+        if user:
+            uid, gid, _ = user
             extra = {"user": uid, "group": gid, "extra_groups": []}
-        self.process = subprocess.Popen(sandbox.command(argv, limits, cwd), cwd=cwd, env=sandbox.environment(),
+        self.process = subprocess.Popen(command, cwd=cwd, env=environment,
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, start_new_session=True, **extra)
         with _ACTIVE_LOCK:
@@ -313,7 +323,9 @@ class _Run:
             cut = self.total - len(self.head) - len(self.tail)
             output += (f"\n[... {cut} bytes cut ...]\n".encode() if cut > 0 else b"") + bytes(self.tail)
         status = None if self.stopped else self.process.returncode
-        return Outcome(status, output.decode("utf-8", "replace"), self.stopped, time.monotonic() - self.started)
+        # What the student's code printed reaches the terminal, the logs and the reports: no control characters.
+        return Outcome(status, text.clean(output.decode("utf-8", "replace")), self.stopped,
+                       time.monotonic() - self.started)
 
 
 # Processes ---------------------------------------------------------------------------------------------------------

@@ -7,15 +7,25 @@ folder, workspace/NN-topic/. Its build files, tests and anything else are never 
 what they are graded by.
 
 Nothing is extracted as it is. A folder is read without following links; an archive's members are read, never
-written under their own names. What is kept must be a regular file (no link, device or other special file), with
+written under their own names, by a child process of the grader's (read_confined) under limits of memory, CPU
+time, wall-clock time and file size, as `nobody` when the grader is root, given the archive as its standard input:
+a decompression bomb or a malformed header costs that child, never the grader. Every tar header that makes
+tarfile read a block into memory (a GNU long name or link, a PAX record) is refused above HEADER_LIMIT bytes
+before anything of it is read. What is kept must be a regular file (no link, device or other special file), with
 a plain name, under a plain path (no absolute path, no `..`), within the size limits below; whatever else looked
 like a source is listed in the submission's notes, with why it was left out.
 """
 from __future__ import annotations
 
+import base64
+import json
 import os
+import pwd
 import re
+import resource
 import stat
+import subprocess
+import sys
 import tarfile
 import zipfile
 from dataclasses import dataclass, field
@@ -27,6 +37,9 @@ MAX_FILES_PER_LESSON = 64
 MAX_MEMBERS = 100_000  # entries looked at in an archive
 MAX_ARCHIVE = 2 << 30  # bytes an archive's members may add up to, read or not
 MAX_DEPTH = 3  # folders above workspace/
+HEADER_LIMIT = 64 << 10  # bytes of one GNU long name or link, or of one PAX header's records
+CHILD_MEMORY = 512 << 20  # address space of the process that reads an archive
+CHILD_SECONDS = 60  # and its time, CPU and wall clock
 
 SOURCE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*\.(?:cpp|hpp|h)")
 LESSON = re.compile(r"\d\d-[A-Za-z0-9_-]+")
@@ -67,18 +80,75 @@ def is_archive(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def read(origin: Path, lessons: list[str]) -> Submission:
-    """The sources of `lessons` in the submission at `origin` (a folder or an archive)."""
+def read_confined(origin: Path, lessons: list[str]) -> Submission:
+    """read(), in a child process under limits for an archive (see the module's text); read() for a folder."""
+    if not is_archive(origin):
+        return read(origin, lessons)
     submission = Submission(student_name(origin), origin)
     try:
-        if origin.is_dir() and not origin.is_symlink():
+        archive = open(origin, "rb")
+    except OSError as problem:
+        submission.problem = f"could not be read: {problem.strerror}"
+        return submission
+    user = {}
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam("nobody")
+        user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+    harness = str(Path(__file__).resolve().parents[2])
+    code = (f"import sys; sys.path.insert(0, {harness!r}); from kqlab.grade import submissions; "
+            f"submissions.child({origin.name!r}, {json.dumps(lessons)!r})")
+    with archive:
+        child = subprocess.Popen([sys.executable, "-I", "-c", code], stdin=archive, stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, preexec_fn=_child_limits, cwd="/", env={}, **user)
+    try:
+        # Its answer is at most the sources' budget, in base64 and JSON: what is beyond is not read.
+        answer, _ = child.communicate(timeout=CHILD_SECONDS)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+        submission.problem = f"could not be read: reading it took more than {CHILD_SECONDS} s"
+        return submission
+    if child.returncode != 0 or len(answer) > 6 * MAX_TOTAL:
+        ended = f"killed by signal {-child.returncode}" if child.returncode < 0 else f"status {child.returncode}"
+        submission.problem = (f"could not be read: the archive reader ended abnormally ({ended}; limits: "
+                              f"{CHILD_MEMORY >> 20} MiB of memory, {CHILD_SECONDS} s)")
+        return submission
+    found = json.loads(answer)
+    submission.problem, submission.notes = found["problem"], found["notes"]
+    submission.lessons = {lesson: {name: base64.b64decode(contents) for name, contents in files.items()}
+                          for lesson, files in found["lessons"].items()}
+    return submission
+
+
+def _child_limits() -> None:
+    for limit, value in ((resource.RLIMIT_AS, CHILD_MEMORY), (resource.RLIMIT_CPU, CHILD_SECONDS),
+                         (resource.RLIMIT_FSIZE, 0), (resource.RLIMIT_NOFILE, 32), (resource.RLIMIT_CORE, 0)):
+        resource.setrlimit(limit, (value, value))
+
+
+def child(name: str, lessons: list[str]) -> None:
+    """The archive reader's side: the archive on standard input, its sources as JSON on standard output."""
+    submission = read(Path(name), lessons, sys.stdin.buffer)
+    sys.stdout.write(json.dumps({
+        "problem": submission.problem, "notes": submission.notes,
+        "lessons": {lesson: {file: base64.b64encode(contents).decode() for file, contents in files.items()}
+                    for lesson, files in submission.lessons.items()}}))
+
+
+def read(origin: Path, lessons: list[str], stream=None) -> Submission:
+    """The sources of `lessons` in the submission at `origin` (a folder or an archive; the archive's bytes are
+    `stream` when given, read from `origin` otherwise)."""
+    submission = Submission(student_name(origin), origin)
+    try:
+        if stream is None and origin.is_dir() and not origin.is_symlink():
             entries = list(_folder_entries(origin))
-        elif is_archive(origin):
-            entries = list(_zip_entries(origin) if origin.name.lower().endswith(".zip") else _tar_entries(origin))
+        elif stream is not None or is_archive(origin):
+            source = stream if stream is not None else origin
+            entries = list(_zip_entries(source) if origin.name.lower().endswith(".zip") else _tar_entries(source))
         else:
             submission.problem = "not a folder, nor an archive kqlab reads (" + ", ".join(ARCHIVE_SUFFIXES) + ")"
             return submission
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, _TooLarge, EOFError) as problem:
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, _TooLarge, EOFError, MemoryError) as problem:
         submission.problem = f"could not be read: {problem}"
         return submission
     _keep(submission, entries, lessons)
@@ -187,9 +257,23 @@ def _member_path(name: str) -> PurePosixPath | None:
     return PurePosixPath(name)
 
 
-def _tar_entries(origin: Path):
+class _CappedTarInfo(tarfile.TarInfo):
+    """A tar header whose extension blocks are refused, before tarfile reads them, when they are too large."""
+
+    EXTENSIONS = {tarfile.GNUTYPE_LONGNAME: "GNU long name", tarfile.GNUTYPE_LONGLINK: "GNU long link name",
+                  tarfile.XHDTYPE: "PAX header", tarfile.XGLTYPE: "PAX global header",
+                  tarfile.SOLARIS_XHDTYPE: "Solaris extended header"}
+
+    def _proc_member(self, tarfile_):
+        if self.type in self.EXTENSIONS and self.size > HEADER_LIMIT:
+            raise _TooLarge(f"a {self.EXTENSIONS[self.type]} of {self.size} bytes (at most {HEADER_LIMIT} are read)")
+        return super()._proc_member(tarfile_)
+
+
+def _tar_entries(origin):
     budget = _Budget()
-    with tarfile.open(origin, "r:*") as archive:
+    opened = {"fileobj": origin} if not isinstance(origin, Path) else {"name": origin}
+    with tarfile.open(mode="r:*", tarinfo=_CappedTarInfo, **opened) as archive:
         seen, size = 0, 0
         for member in archive:
             seen += 1
@@ -206,7 +290,7 @@ def _tar_entries(origin: Path):
             yield _Entry(*split, member.isreg(), member.size, contents)
 
 
-def _zip_entries(origin: Path):
+def _zip_entries(origin):
     budget = _Budget()
     with zipfile.ZipFile(origin) as archive:
         members = archive.infolist()
