@@ -28,7 +28,6 @@ The grade build is the `default` preset's Debug build with UndefinedBehaviorSani
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -279,7 +278,8 @@ class Slot:
         junit = self.private / f"{lesson.name}.xml"
         limits = Limits(seconds=seconds, cpu_seconds=int(seconds) + 1, memory=TEST_MEMORY)
         launcher = self.private / "launcher.json"
-        launcher.write_text(json.dumps(self.sandbox.server_launcher(limits)))
+        launch.write_spec(launcher, self.sandbox.program_prefix(limits),
+                          self.isolation.user[:2] if self.isolation.user else None)
         # python -I: neither the environment nor the working folder reaches the import path, which then holds
         # only the system's folders and the project's harness/ (pytest adds the conftest's): none the student's
         # code can write. The working folder is private/, which the student's sandbox does not show.

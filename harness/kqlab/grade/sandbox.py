@@ -139,7 +139,7 @@ class Sandbox:
             namespaces.append("--unshare-net")
         return [self.isolation.bwrap, *namespaces, *self.isolation.bwrap_options, "--die-with-parent",
                 "--new-session", *view.system(), *view.project(), *view.scratch(self.readable, self.writable),
-                "--chdir", str(cwd), "--"]
+                *view.sealed(), "--chdir", str(cwd), "--"]
 
     def command(self, argv: list[str] | None, limits: Limits, cwd: Path, *, share_network: bool = False) -> list[str]:
         """The command line that runs `argv` confined (None: confine.py's probe, to see what works)."""
@@ -186,11 +186,13 @@ class Sandbox:
                     *limits.confine_arguments(0), "--", *argv]
         return _Run(self, self.trusted(confined), None, environment, limits, cwd).wait()
 
-    def server_launcher(self, limits: Limits) -> dict:
-        """What the tests need to start a server in this sandbox (launch.py): the command line to put before the
-        program's, and the user to start it as. It shares the tests' network namespace, and nothing else."""
-        return {"prefix": self.command([], limits, self.writable[0], share_network=True),
-                "user": list(self.isolation.user[:2]) if self.isolation.user else None}
+    def program_prefix(self, limits: Limits) -> list[str]:
+        """The command line that puts a program the tests run in this sandbox (launch.py): it shares the tests'
+        network namespace, and nothing else; its HOME and TMPDIR are its own, nothing of the tests' environment
+        tells it where they are."""
+        command = self.command([], limits, self.writable[0], share_network=True)
+        return [command[0], "--setenv", "HOME", str(self.writable[0]), "--setenv", "TMPDIR", "/tmp", "--unsetenv",
+                "KQLAB_STUDENT_SANDBOX", *command[1:]]
 
     def disk_use(self) -> int:
         """Bytes in the folders a run may write (RLIMIT_FSIZE caps one file, not how many)."""

@@ -16,7 +16,8 @@ The sandbox starts from an empty root (bubblewrap's own tmpfs) and gets, read-on
                                                                                student writes is capped and
                                                                                goes when the submission is done
 
-Nothing else of the host is there: no /home, /root, /run, /var, /mnt, /media, no other slot and no report.
+Nothing else of the host is there: no /home, /root, /run, /var, /mnt, /media, no other slot and no report. The
+sandbox's own root and /dev are read-only (sealed()), so the slot's build/ is the only place it can write.
 Python itself, pytest and the tools are found where they are installed; one outside /usr is bound too.
 """
 from __future__ import annotations
@@ -82,6 +83,12 @@ def scratch(readable: list[Path], writable: list[Path]) -> list[str]:
         options += ["--bind", str(writable[0] / TMP_FOLDER), "/tmp", "--bind", str(writable[0] / SHM_FOLDER),
                     "/dev/shm"]
     return options
+
+
+def sealed() -> list[str]:
+    """Last: bubblewrap's own root and /dev made read-only, so that nothing but the slot's folders takes a byte
+    (unsized, the root tmpfs would take whatever memory a student writes into it)."""
+    return ["--remount-ro", "/dev", "--remount-ro", "/"]
 
 
 def make_private_folders(writable: Path) -> None:
