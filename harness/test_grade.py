@@ -4,6 +4,12 @@ its own row with the right reason, and that nothing it did escaped its limits.
 
 The hostile servers are in harness/grade_fixtures/; the other submissions are made from the lessons' solutions,
 so they follow the course as it changes. Only the first two lessons are graded, to keep this quick.
+
+Where bubblewrap works, the class also holds a red team: one submission per attack on the grader itself (reading
+another slot's sources or the teacher's file, by the program or by #include; terminal escapes; an inode flood;
+forging the report or leaving a FIFO in its place; planting Python files; tracing the test runner; a tar with a
+2 GiB GNU long-name header). Each must end in its own failed or ungraded row, and nothing of another submission
+or of the teacher may appear in anything the grader shows.
 """
 from __future__ import annotations
 
@@ -451,7 +457,7 @@ def test_the_sandbox_shows_only_what_a_build_needs(tmp_path):
         if not isolation.bwrap:
             pytest.skip(f"no bubblewrap here: {isolation.why_no_bwrap}")
         slot = grading.Slot(Path(probe) / "slot-0", isolation, 1)
-        for folder in (slot.build, slot.workspace, Path(probe) / "slot-1" / "workspace"):
+        for folder in (slot.build, slot.workspace, slot.testfiles, Path(probe) / "slot-1" / "workspace"):
             folder.mkdir(parents=True)
             grading.hand_over(folder, isolation)
         TEACHER_FILE.parent.mkdir(parents=True, exist_ok=True)
@@ -460,7 +466,8 @@ def test_the_sandbox_shows_only_what_a_build_needs(tmp_path):
             "ls / | tr '\\n' ' '; echo", f"test -e {course.ROOT / 'lessons'} && echo SEES-LESSONS",
             f"test -e {course.ROOT / 'build' / 'default'} && echo SEES-BUILD",
             f"test -e {Path(probe) / 'slot-1'} && echo SEES-OTHER-SLOT", f"test -e {TEACHER_FILE} && echo SEES-TEACHER",
-            f"test -e {course.ROOT / 'workspace'} && echo SEES-WORKSPACE", f"test -e {course.ROOT / '.git'} && echo SEES-GIT",
+            f"test -e {course.ROOT / 'workspace'} && echo SEES-WORKSPACE",
+            f"test -e {course.ROOT / '.git'} && echo SEES-GIT",
             "test -e /etc/shadow && echo SEES-SHADOW", "test -e /home && echo SEES-HOME",
             f"touch {slot.build}/mine && echo WROTE-BUILD", f"touch {slot.workspace}/mine && echo WROTE-WORKSPACE",
             "touch /tmp/mine && echo WROTE-TMP", f"touch {course.HARNESS}/mine && echo WROTE-HARNESS",
@@ -599,6 +606,22 @@ def test_unreadable_submissions_say_why(tmp_path):
     for twin in ("a", "b"):
         write_workspace(tmp_path / "twins" / twin, {FIRST.name: {"main.cpp": b"int main() {}\n"}})
     assert "more than one workspace/" in submissions.read(tmp_path / "twins", [FIRST.name]).problem
+
+
+def test_a_lesson_of_several_programs_keeps_its_folders(tmp_path):
+    several = next(lesson for lesson in course.lessons() if lesson.programs())
+    files = {str(path.relative_to(several.solution)): path.read_bytes()
+             for path in several.program_files(several.solution)}
+    write_workspace(tmp_path / "kim", {several.name: {}})
+    for name, contents in files.items():
+        (tmp_path / "kim" / "workspace" / several.name / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "kim" / "workspace" / several.name / name).write_bytes(contents)
+    with tarfile.open(tmp_path / "kim.tar.gz", "w:gz") as archive:
+        for name, contents in files.items():
+            add_file(archive, f"workspace/{several.name}/{name}", contents)
+    for origin in (tmp_path / "kim", tmp_path / "kim.tar.gz"):
+        kim = submissions.read_confined(origin, [several.name])
+        assert kim.lessons == {several.name: files}, (kim.problem, kim.notes)
 
 
 def test_folder_links_are_not_followed(tmp_path):

@@ -1,6 +1,7 @@
 """The last step before a student's build or tests run: set the resource limits, then become the command.
 
-    python3 -I confine.py [--trusted] --cpu S --memory BYTES --processes N --open-files N --file-size BYTES -- COMMAND...
+    python3 -I confine.py [--trusted] --cpu S --memory BYTES --processes N --open-files N --file-size BYTES \
+        -- COMMAND...
 
 Each limit is set with setrlimit(2), soft and hard alike, so nothing the command starts can raise it again; then
 this process execs COMMAND, which keeps the limits for itself and everything it starts. Refuses to run anything as

@@ -13,6 +13,8 @@ Work happens in slots, one per submission graded at a time, each a scratch folde
                        read-only to the student's code
     slot-N/private/    the grader's alone, never shown to the student's sandbox: the tests' JUnit XML, and how
                        the tests start a server in the sandbox (launch.py)
+    slot-N/testfiles/  the tests' own files (pytest's tmp_path: a configuration file, a log to follow), which the
+                       tests write and the sandbox shows read-only
 
 A CMake build tree must stay where it was configured, so each slot keeps its own pristine build and copies it back
 in place: a submission never sees the one before it, and its program cannot leave anything for the next. Once a
@@ -135,12 +137,12 @@ class Slot:
     def __init__(self, root: Path, isolation: Isolation, build_jobs: int) -> None:
         self.root = root
         self.pristine, self.build = root / "pristine", root / "build"
-        self.workspace, self.private = root / "workspace", root / "private"
+        self.workspace, self.private, self.testfiles = root / "workspace", root / "private", root / "testfiles"
         self.isolation = isolation
         self.build_jobs = build_jobs
         # Without bubblewrap there is no second trust domain: the tests run as the student's code, in private/.
         writable = [self.build] if isolation.bwrap else [self.build, self.private]
-        self.sandbox = Sandbox(isolation, writable=writable, readable=[self.workspace], tmp=self.build)
+        self.sandbox = Sandbox(isolation, writable=writable, readable=[self.workspace, self.testfiles], tmp=self.build)
         self._lock = None
 
     def lock(self) -> bool:
@@ -167,12 +169,15 @@ class Slot:
             hand_over(folder, self.isolation)
 
     def _fresh_private(self) -> None:
-        remove(self.private)
-        self.private.mkdir(parents=True)
+        for folder in (self.private, self.testfiles):
+            remove(folder)
+            folder.mkdir(parents=True)
+        self.testfiles.chmod(0o755)
         if self.isolation.bwrap:
             self.private.chmod(0o700)
         else:
             hand_over(self.private, self.isolation)
+            hand_over(self.testfiles, self.isolation)
 
     def _build_from_pristine(self) -> None:
         self._clear_build()
@@ -197,6 +202,7 @@ class Slot:
         self._clear_build()
         remove(self.workspace)
         remove(self.private)
+        remove(self.testfiles)
 
     def prepare(self) -> Outcome:
         """Brings pristine/ up to date: the project configured for grading, with what every lesson links built.
@@ -238,6 +244,9 @@ class Slot:
             folder.mkdir()
             folder.chmod(0o755)
             for name, contents in files.items():
+                if "/" in name:  # a program's folder, in a lesson of several
+                    (folder / name).parent.mkdir(exist_ok=True)
+                    (folder / name).parent.chmod(0o755)
                 (folder / name).write_bytes(contents)
                 (folder / name).chmod(0o644)
         progress(submission.name, "configuring")
@@ -293,7 +302,8 @@ class Slot:
         outcome = self.sandbox.run_trusted(
             [sys.executable, "-I", "-m", "pytest", "-p", "no:cacheprovider", "-c", str(HARNESS / "pytest.ini"),
              "--rootdir", str(HARNESS), str(lesson.tests), "--impl", "workspace", "--build-dir", str(self.build),
-             "-v", "--no-header", "-rN", f"--junitxml={junit}"], limits, self.private, environment)
+             "-v", "--no-header", "-rN", f"--junitxml={junit}", f"--basetemp={self.testfiles / 'pytest'}"],
+            limits, self.private, environment)
         result.logs["tests"] = outcome.output
         reported = _read_junit(junit) if outcome.status in (0, 1) else None
         if reported is None:

@@ -10,12 +10,13 @@ Every run gets three layers, and each says what it could not do:
    many (a fork bomb) or hold too much memory together; its output, of which the head and tail are kept, stopped
    when it passes the flood limit; its writable folders, stopped when they grow too much. Stopping kills the
    whole run, never anything else.
-3. bubblewrap (Linux, where `bwrap` works): new user, PID, network, IPC and UTS namespaces, so the run sees only
-   its own processes and a network of its own with loopback alone; the file system read-only but for the run's
-   scratch folders; /tmp and /dev/shm private and small; /home, /root and /run hidden (but for this Python, pytest
-   and the project, where they live there); no further user namespaces; it all dies with the run.
+3. bubblewrap (Linux, where `bwrap` works): new user, PID, IPC and UTS namespaces, so the run sees only its own
+   processes; a build has no network, a server shares its tests' loopback and nothing else; the file system of
+   view.py (/usr, a few /etc files, the project's sources read-only, the slot's own folders); no further user
+   namespaces; it all dies with the run. The tests themselves run outside it, as the grader (run_trusted), and
+   start each program in it (launch.py): the student's code cannot reach them.
    Without it (macOS, or no bwrap), the file system, the network and the teacher's files are open to the code,
-   and a process that leaves its process group escapes the watchdog: describe() says so.
+   the tests share its user, and a process that leaves its process group escapes the watchdog: describe() says so.
 
 When the grader runs as root, every run runs as `nobody` instead: root ignores RLIMIT_NPROC. Under bubblewrap, a
 user namespace of its own makes that count per run (kernel ucounts), so parallel runs do not share one budget.
@@ -56,6 +57,7 @@ class Limits:
     file_size: int = 64 * MiB  # the largest file a run may write
     output: int = 8 * MiB  # a run that prints more is stopped: a flood
     disk: int = 1 * GiB  # a run whose writable folders grow by more is stopped
+    files: int = 20_000  # or that makes more files there (empty files take no bytes: an inode flood)
     kept: int = 64 * KiB  # bytes kept of the output's head, and as many of its tail
 
     def confine_arguments(self, processes: int) -> list[str]:
@@ -92,9 +94,12 @@ class Isolation:
                  "watchdog: wall-clock deadline, process count (fork bombs), total memory, output size (floods), "
                  "disk use"]
         if self.bwrap:
-            lines.append("bubblewrap: own user, PID, network (loopback only) and IPC namespaces; file system "
-                         "read-only except the run's scratch folders; /tmp and /dev/shm private and small; "
-                         "/home, /root, /run hidden")
+            lines.append("bubblewrap: own user, PID, IPC and UTS namespaces, and for builds no network; servers "
+                         "share only the loopback of their tests, which run outside the sandbox as the grader; "
+                         "the file system shows /usr, a few /etc files, the project's sources read-only and the "
+                         "submission's own scratch folder" + (", a tmpfs capped in size and inodes" if
+                                                              os.geteuid() == 0 else "") +
+                         "; no home folders, no other submission, no report")
         else:
             lines.append(f"NO bubblewrap ({self.why_no_bwrap}): submissions' code can read and write your files, "
                          "reach the network, and a process that leaves its process group can outlive its run; "
@@ -138,7 +143,8 @@ class Sandbox:
         if not share_network:
             namespaces.append("--unshare-net")
         return [self.isolation.bwrap, *namespaces, *self.isolation.bwrap_options, "--die-with-parent",
-                "--new-session", *view.system(), *view.project(), *view.scratch(self.readable, self.writable),
+                "--new-session", *view.system(), *view.private_tmp(self.writable), *view.project(),
+                *view.scratch(self.readable, self.writable),
                 *view.sealed(), "--chdir", str(cwd), "--"]
 
     def command(self, argv: list[str] | None, limits: Limits, cwd: Path, *, share_network: bool = False) -> list[str]:
@@ -194,17 +200,18 @@ class Sandbox:
         return [command[0], "--setenv", "HOME", str(self.writable[0]), "--setenv", "TMPDIR", "/tmp", "--unsetenv",
                 "KQLAB_STUDENT_SANDBOX", *command[1:]]
 
-    def disk_use(self) -> int:
-        """Bytes in the folders a run may write (RLIMIT_FSIZE caps one file, not how many)."""
-        total = 0
+    def disk_use(self) -> tuple[int, int]:
+        """Bytes and files in the folders a run may write (RLIMIT_FSIZE caps one file, not how many)."""
+        total = count = 0
         for folder in self.writable:
             for parent, _, files in os.walk(folder):
+                count += len(files)
                 for name in files:
                     try:
                         total += os.lstat(os.path.join(parent, name)).st_blocks * 512
                     except OSError:
                         pass
-        return total
+        return total, count
 
 
 _ACTIVE: set[_Run] = set()
@@ -294,11 +301,15 @@ class _Run:
                 break
 
     def _watch(self) -> None:
-        disk_at_start, rounds = self.sandbox.disk_use(), 0
+        (bytes_at_start, files_at_start), rounds = self.sandbox.disk_use(), 0
         while self.process.poll() is None:
             rounds += 1
-            if rounds % 5 == 0 and self.sandbox.disk_use() - disk_at_start > self.limits.disk:
-                self.stop(f"wrote more than {self.limits.disk // MiB} MiB into its folders")
+            if rounds % 5 == 0:
+                written, files = self.sandbox.disk_use()
+                if written - bytes_at_start > self.limits.disk:
+                    self.stop(f"wrote more than {self.limits.disk // MiB} MiB into its folders")
+                elif files - files_at_start > self.limits.files:
+                    self.stop(f"made more than {self.limits.files} files in its folders: an inode flood")
             tree = _descendants(self.process.pid)
             self.seen |= set(tree)
             resident = sum(tree.values())

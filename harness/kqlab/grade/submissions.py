@@ -43,6 +43,7 @@ CHILD_SECONDS = 60  # and its time, CPU and wall clock
 
 SOURCE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*\.(?:cpp|hpp|h)")
 LESSON = re.compile(r"\d\d-[A-Za-z0-9_-]+")
+PROGRAM = re.compile(r"[a-z][a-z0-9_-]*")  # a program's folder inside a lesson of several (see course.programs())
 PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+ -]*")  # a folder name above workspace/
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip")
 
@@ -205,12 +206,15 @@ def _keep(submission: Submission, entries: list[_Entry], lessons: list[str]) -> 
 
 
 def _split(path: PurePosixPath) -> tuple[tuple[str, ...], str, str] | None:
-    """(folders above workspace/, lesson, file name) if `path` is where a lesson source sits, else None."""
+    """(folders above workspace/, lesson, file name) if `path` is where a lesson source sits, else None. A lesson
+    of several programs has a folder for each (09-epoll/epoll/): there the name is "epoll/poller.cpp"."""
     parts = path.parts
+    if len(parts) >= 4 and parts[-4] == "workspace" and PROGRAM.fullmatch(parts[-2]):
+        parts = (*parts[:-2], f"{parts[-2]}/{parts[-1]}")
     if len(parts) < 3 or len(parts) > MAX_DEPTH + 3 or parts[-3] != "workspace":
         return None
     prefix, lesson, name = parts[:-3], parts[-2], parts[-1]
-    if not LESSON.fullmatch(lesson) or not SOURCE.fullmatch(name):
+    if not LESSON.fullmatch(lesson) or not SOURCE.fullmatch(name.rpartition("/")[2]):
         return None
     if not all(PLAIN.fullmatch(part) and part != "__MACOSX" for part in prefix):
         return None  # also rules out "..", "." and absolute paths
@@ -231,8 +235,11 @@ def _folder_entries(root: Path):
         for lesson in sorted(workspace.iterdir()):
             if lesson.is_symlink() or not lesson.is_dir():
                 continue
-            for path in sorted(lesson.iterdir()):
-                split = _split(PurePosixPath(*relative.parts, lesson.name, path.name))
+            inside = [path for path in sorted(lesson.iterdir())]
+            inside += [path for folder in inside if folder.is_dir() and not folder.is_symlink()
+                       for path in sorted(folder.iterdir())]
+            for path in inside:
+                split = _split(PurePosixPath(*relative.parts, *path.relative_to(workspace).parts))
                 if split is None:
                     continue
                 info = path.lstat()

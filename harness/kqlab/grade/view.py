@@ -72,16 +72,21 @@ def project() -> list[str]:
     return options
 
 
+def private_tmp(writable: list[Path]) -> list[str]:
+    """/tmp and /dev/shm, from folders inside the first writable one; before anything is bound under them (a
+    project cloned under /tmp stays visible over the private /tmp)."""
+    if not writable:
+        return ["--size", str(16 << 20), "--tmpfs", "/tmp"]
+    return ["--bind", str(writable[0] / TMP_FOLDER), "/tmp", "--bind", str(writable[0] / SHM_FOLDER), "/dev/shm"]
+
+
 def scratch(readable: list[Path], writable: list[Path]) -> list[str]:
-    """The slot's folders; the first writable one holds the run's /tmp and /dev/shm."""
+    """The slot's folders."""
     options = []
     for path in readable:
         options += ["--ro-bind", str(path), str(path)]
     for path in writable:
         options += ["--bind", str(path), str(path)]
-    if writable:
-        options += ["--bind", str(writable[0] / TMP_FOLDER), "/tmp", "--bind", str(writable[0] / SHM_FOLDER),
-                    "/dev/shm"]
     return options
 
 
