@@ -17,6 +17,7 @@ import csv
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -539,13 +540,21 @@ def test_plain_pytest_for_teachers(graded, tmp_path):
     """pytest harness/ --impl workspace --workspace DIR: one student's lessons built and tested, JUnit out."""
     workspace = tmp_path / "alice" / "workspace"
     write_workspace(tmp_path / "alice", {FIRST.name: solution_files(FIRST)})
-    # A build tree the grade run left, already configured and with compat/ built: only the lesson is built.
-    build = graded.scratch / "slot-0" / "build"
-    done = subprocess.run([sys.executable, "-m", "pytest", "-c", str(course.HARNESS / "pytest.ini"), "--rootdir",
-                           str(course.HARNESS), str(course.HARNESS), "--impl", "workspace", "--workspace",
-                           str(workspace), "--build-dir", str(build), f"--junitxml={tmp_path / 'alice.xml'}", "-q"],
-                          cwd=course.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(course.HARNESS)))
+    # A build tree already configured and with compat/ built, where it was configured (a slot's pristine build,
+    # copied to the slot's build/ as the grader does, once the grade run is over): only the lesson is built.
+    slot = graded.scratch / "slot-0"
+    build = slot / "build"
+    grading.remove(build)
+    shutil.copytree(slot / "pristine", build, symlinks=True)
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-c", str(course.HARNESS / "pytest.ini"),
+                               "--rootdir", str(course.HARNESS), str(course.HARNESS), "--impl", "workspace",
+                               "--workspace", str(workspace), "--build-dir", str(build),
+                               f"--junitxml={tmp_path / 'alice.xml'}", "-q"], cwd=course.ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=300,
+                              env=dict(os.environ, PYTHONPATH=str(course.HARNESS)))
+    finally:
+        grading.remove(build)
     cases = list(ElementTree.parse(tmp_path / "alice.xml").iter("testcase"))
     first = [case for case in cases if FIRST.name in (case.get("classname") or "")]
     others = [case for case in cases if FIRST.name not in (case.get("classname") or "")]

@@ -287,8 +287,9 @@ class Slot:
         junit = self.private / f"{lesson.name}.xml"
         limits = Limits(seconds=seconds, cpu_seconds=int(seconds) + 1, memory=TEST_MEMORY)
         launcher = self.private / "launcher.json"
-        launch.write_spec(launcher, self.sandbox.program_prefix(limits),
-                          self.isolation.user[:2] if self.isolation.user else None)
+        if self.isolation.bwrap:
+            launch.write_spec(launcher, self.sandbox.program_prefix(limits),
+                              self.isolation.user[:2] if self.isolation.user else None)
         # python -I: neither the environment nor the working folder reaches the import path, which then holds
         # only the system's folders and the project's harness/ (pytest adds the conftest's): none the student's
         # code can write. The working folder is private/, which the student's sandbox does not show.

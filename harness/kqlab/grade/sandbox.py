@@ -23,7 +23,6 @@ user namespace of its own makes that count per run (kernel ucounts), so parallel
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import platform
@@ -37,8 +36,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..course import HARNESS, ROOT
-from . import text, view
+from ..course import ROOT
+from . import launch, text, view
 
 CONFINE = Path(__file__).with_name("confine.py")
 KiB = 1 << 10
@@ -198,7 +197,7 @@ class Sandbox:
         tells it where they are."""
         command = self.command([], limits, self.writable[0], share_network=True)
         return [command[0], "--setenv", "HOME", str(self.writable[0]), "--setenv", "TMPDIR", "/tmp", "--unsetenv",
-                "KQLAB_STUDENT_SANDBOX", *command[1:]]
+                launch.VARIABLE, *command[1:]]
 
     def disk_use(self) -> tuple[int, int]:
         """Bytes and files in the folders a run may write (RLIMIT_FSIZE caps one file, not how many)."""
