@@ -6,9 +6,11 @@ Work happens in slots, one per submission graded at a time, each a scratch folde
     slot-N/pristine/   the project configured for grading, with what every lesson links (compat/, lessons/common)
                        built: brought up to date at the start of each run, never written by a submission
     slot-N/build/      a fresh copy of pristine/ for each submission, where its lessons are built and its servers
-                       run: the one folder the student's code may write (with its /tmp and /dev/shm inside). When
-                       the grader is root, a tmpfs of its own with a size and an inode cap (SCRATCH_SIZE,
-                       SCRATCH_INODES), unmounted once the submission is graded
+                       run: the one folder the student's code may write, with /tmp and /dev/shm. When the grader
+                       is root, a tmpfs of its own with a size and an inode cap (SCRATCH_SIZE, SCRATCH_INODES),
+                       unmounted once the submission is graded
+    slot-N/sandbox-tmp/  where the sandbox's /tmp and /dev/shm come from: never shown as itself, so the student
+                       cannot swap them for a link (a tmpfs with caps too, when root)
     slot-N/workspace/  the submission's sources, laid out like workspace/ (the build's KQLAB_WORKSPACE_DIR),
                        read-only to the student's code
     slot-N/private/    the grader's alone, never shown to the student's sandbox: the tests' JUnit XML, and how
@@ -51,6 +53,7 @@ BUILD_LIMITS = Limits(seconds=300, cpu_seconds=300, memory=2 * GiB)
 TEST_MEMORY = 2 * GiB
 SCRATCH_SIZE = 1 * GiB  # the tmpfs of a submission's build/, when the grader is root
 SCRATCH_INODES = 20_000  # files and folders in it (a build of every lesson makes about 1,500)
+TMP_SIZE, TMP_INODES = 256 * MiB, 10_000  # the tmpfs of its /tmp and /dev/shm, when the grader is root
 REPORT_LIMIT = 8 * MiB  # bytes of JUnit XML read from one test run
 
 
@@ -138,11 +141,12 @@ class Slot:
         self.root = root
         self.pristine, self.build = root / "pristine", root / "build"
         self.workspace, self.private, self.testfiles = root / "workspace", root / "private", root / "testfiles"
+        self.tmp = root / "sandbox-tmp"
         self.isolation = isolation
         self.build_jobs = build_jobs
         # Without bubblewrap there is no second trust domain: the tests run as the student's code, in private/.
         writable = [self.build] if isolation.bwrap else [self.build, self.private]
-        self.sandbox = Sandbox(isolation, writable=writable, readable=[self.workspace, self.testfiles], tmp=self.build)
+        self.sandbox = Sandbox(isolation, writable=writable, readable=[self.workspace, self.testfiles], tmp=self.tmp)
         self._lock = None
 
     def lock(self) -> bool:
@@ -179,27 +183,36 @@ class Slot:
             hand_over(self.private, self.isolation)
             hand_over(self.testfiles, self.isolation)
 
-    def _build_from_pristine(self) -> None:
-        self._clear_build()
-        self.build.mkdir(parents=True)
+    def _mount_scratch(self, folder: Path, size: int, inodes: int) -> None:
+        """A tmpfs of its own at `folder`, when the grader is root: an inode flood or a full disk ends at its caps,
+        and unmounting takes it all away. Elsewhere a plain folder, which the watchdog measures."""
+        self._unmount(folder)
+        remove(folder)
+        folder.mkdir(parents=True)
         if self.isolation.bwrap and os.geteuid() == 0:
-            # A tmpfs of its own: an inode flood or a full disk ends at its caps, and unmounting takes it all away.
-            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SCRATCH_SIZE},nr_inodes={SCRATCH_INODES},"
-                            "mode=0755,nosuid,nodev", "kqlab-grade", str(self.build)], check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},nr_inodes={inodes},mode=0755,nosuid,nodev",
+                            "kqlab-grade", str(folder)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    @staticmethod
+    def _unmount(folder: Path) -> None:
+        if os.path.ismount(folder):
+            subprocess.run(["umount", "--lazy", str(folder)], check=False, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+
+    def _build_from_pristine(self) -> None:
+        self._mount_scratch(self.build, SCRATCH_SIZE, SCRATCH_INODES)
+        self._mount_scratch(self.tmp, TMP_SIZE, TMP_INODES)
+        if not self.isolation.bwrap:
+            hand_over(self.tmp, self.isolation)
         if self.pristine.is_dir():
             shutil.copytree(self.pristine, self.build, symlinks=True, dirs_exist_ok=True)
         hand_over(self.build, self.isolation, recursive=True)
 
-    def _clear_build(self) -> None:
-        if os.path.ismount(self.build):
-            subprocess.run(["umount", "--lazy", str(self.build)], check=False, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-        remove(self.build)
-
     def clear(self) -> None:
-        """Removes what a submission left: its build, its sources, its reports."""
-        self._clear_build()
+        """Removes what a submission left: its build, its /tmp, its sources, its reports."""
+        for folder in (self.build, self.tmp):
+            self._unmount(folder)
+            remove(folder)
         remove(self.workspace)
         remove(self.private)
         remove(self.testfiles)
@@ -221,7 +234,7 @@ class Slot:
                                   str(self.build_jobs)], BASE_LIMITS, self.build)
         if built.ok:
             remove(self.pristine)
-            shutil.copytree(self.build, self.pristine, symlinks=True, ignore=shutil.ignore_patterns(".sandbox-*"))
+            shutil.copytree(self.build, self.pristine, symlinks=True)
         self.clear()
         built.output = configure.output + built.output
         return built

@@ -124,7 +124,7 @@ class Sandbox:
         self.isolation = isolation
         self.writable = writable
         self.readable = readable
-        self.tmp = tmp  # TMPDIR without bubblewrap (with it, /tmp is private)
+        self.tmp = tmp  # TMPDIR without bubblewrap; with it, the folder /tmp and /dev/shm come from (view.py)
 
     def environment(self) -> dict[str, str]:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(self.writable[0]),
@@ -142,7 +142,7 @@ class Sandbox:
         if not share_network:
             namespaces.append("--unshare-net")
         return [self.isolation.bwrap, *namespaces, *self.isolation.bwrap_options, "--die-with-parent",
-                "--new-session", *view.system(), *view.private_tmp(self.writable), *view.project(),
+                "--new-session", *view.system(), *view.private_tmp(self.tmp), *view.project(),
                 *view.scratch(self.readable, self.writable),
                 *view.sealed(), "--chdir", str(cwd), "--"]
 
@@ -174,7 +174,7 @@ class Sandbox:
         if _STOPPING.is_set():
             return Outcome(None, "", "the grader stopped")
         if self.isolation.bwrap:
-            view.make_private_folders(self.writable[0])
+            view.make_private_folders(self.tmp)
         return _Run(self, self.command(argv, limits, cwd), self.isolation.user, self.environment(), limits,
                     cwd).wait()
 
@@ -186,7 +186,7 @@ class Sandbox:
         if not self.isolation.bwrap:  # no second trust domain to be had: the tests run as the student's code does
             return _Run(self, self.command(argv, limits, cwd), self.isolation.user,
                         {**self.environment(), **environment}, limits, cwd).wait()
-        view.make_private_folders(self.writable[0])
+        view.make_private_folders(self.tmp)
         confined = [sys.executable, "-I", str(CONFINE), "--trusted",
                     *limits.confine_arguments(0), "--", *argv]
         return _Run(self, self.trusted(confined), None, environment, limits, cwd).wait()
@@ -202,7 +202,7 @@ class Sandbox:
     def disk_use(self) -> tuple[int, int]:
         """Bytes and files in the folders a run may write (RLIMIT_FSIZE caps one file, not how many)."""
         total = count = 0
-        for folder in self.writable:
+        for folder in {*self.writable, self.tmp}:
             for parent, _, files in os.walk(folder):
                 count += len(files)
                 for name in files:
@@ -277,7 +277,7 @@ class _Run:
         # without a PID namespace they live on, reparented to init. They still run a program from this slot's
         # folders, which is how they are found; kill until none is left (bounded: each round kills what it saw).
         for _ in range(50):
-            strays = _running_from(self.sandbox.writable)
+            strays = _running_from([*self.sandbox.writable, self.sandbox.tmp])
             if not strays:
                 break
             for pid in strays:

@@ -7,13 +7,13 @@ The sandbox starts from an empty root (bubblewrap's own tmpfs) and gets, read-on
     /etc: only ld.so.cache, ld.so.conf(.d), alternatives/ (where /usr/bin/c++ points), passwd, group,
           nsswitch.conf, hosts, host.conf, localtime                          no shadow, no keys, no secrets
     /proc of its own PID namespace, a minimal /dev
-    the project's CMakeLists.txt, CMakePresets.json, compat/, lessons/, solutions/, harness/, bench/, docs/
+    the project's CMakeLists.txt, CMakePresets.json, compat/, lessons/, harness/, bench/, docs/
                                                                                never build/ (other slots, other
-                                                                               runs), workspace/ or .git/
+                                                                               runs), workspace/, solutions/, .git/
     this slot's workspace/ (the submission's sources)                          read-only
-    this slot's build/ (a tmpfs with a size and an inode cap when the grader is root), read-write,
-          with /tmp and /dev/shm bound to folders inside it                   so every byte and inode the
-                                                                               student writes is capped and
+    this slot's build/ (a tmpfs with a size and an inode cap when the grader is root), read-write
+    /tmp and /dev/shm: folders of this slot's sandbox-tmp/ (another capped   so every byte and inode the
+          tmpfs when root), which is not itself in the sandbox                 student writes is capped and
                                                                                goes when the submission is done
 
 Nothing else of the host is there: no /home, /root, /run, /var, /mnt, /media, no other slot and no report. The
@@ -29,13 +29,13 @@ from pathlib import Path
 
 from ..course import ROOT
 
-# The project's files a build reads (CMakeLists.txt adds these folders when they exist).
-PROJECT_ENTRIES = ("CMakeLists.txt", "CMakePresets.json", "compat", "lessons", "solutions", "harness", "bench",
-                   "docs")
+# The project's files a build reads (CMakeLists.txt adds these folders when they exist). Not solutions/: grading
+# builds only the student's copies, and a teacher's own reference stays out of the student's reach.
+PROJECT_ENTRIES = ("CMakeLists.txt", "CMakePresets.json", "compat", "lessons", "harness", "bench", "docs")
 SYSTEM_LINKS = ("/bin", "/lib", "/lib32", "/lib64", "/libx32", "/sbin")
 ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "passwd", "group", "nsswitch.conf",
                "hosts", "host.conf", "localtime")
-TMP_FOLDER, SHM_FOLDER = ".sandbox-tmp", ".sandbox-shm"  # inside the writable build/, made before each run
+TMP_FOLDER, SHM_FOLDER = "tmp", "shm"  # inside the slot's sandbox-tmp/, made before each run
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,12 +72,11 @@ def project() -> list[str]:
     return options
 
 
-def private_tmp(writable: list[Path]) -> list[str]:
-    """/tmp and /dev/shm, from folders inside the first writable one; before anything is bound under them (a
-    project cloned under /tmp stays visible over the private /tmp)."""
-    if not writable:
-        return ["--size", str(16 << 20), "--tmpfs", "/tmp"]
-    return ["--bind", str(writable[0] / TMP_FOLDER), "/tmp", "--bind", str(writable[0] / SHM_FOLDER), "/dev/shm"]
+def private_tmp(tmp: Path) -> list[str]:
+    """/tmp and /dev/shm, from folders inside `tmp` (the slot's sandbox-tmp/, which the sandbox never shows as
+    itself: the student can fill them, but never swap them for a link to somewhere else); bound before anything
+    else under /tmp, so that a project cloned under /tmp stays visible over the private /tmp."""
+    return ["--bind", str(tmp / TMP_FOLDER), "/tmp", "--bind", str(tmp / SHM_FOLDER), "/dev/shm"]
 
 
 def scratch(readable: list[Path], writable: list[Path]) -> list[str]:
@@ -96,7 +95,7 @@ def sealed() -> list[str]:
     return ["--remount-ro", "/dev", "--remount-ro", "/"]
 
 
-def make_private_folders(writable: Path) -> None:
+def make_private_folders(tmp: Path) -> None:
     for name in (TMP_FOLDER, SHM_FOLDER):
-        (writable / name).mkdir(exist_ok=True)
-        (writable / name).chmod(0o1777)
+        (tmp / name).mkdir(parents=True, exist_ok=True)
+        (tmp / name).chmod(0o1777)
