@@ -636,6 +636,25 @@ def test_a_lesson_of_several_programs_keeps_its_folders(tmp_path):
         assert kim.lessons == {several.name: files}, (kim.problem, kim.notes)
 
 
+def test_the_progress_file_is_read_with_the_sources(tmp_path):
+    """workspace/.progress (the hints the student asked for) comes with the sources, read the same careful way, for
+    the reports to quote: never through a link, never more than its limit."""
+    progress = b"01-echo failing: 3 of 9 tests pass | hints: TODO(1) rung 2\n"
+    write_workspace(tmp_path / "lea", {FIRST.name: {"main.cpp": b"int main() {}\n"}})
+    (tmp_path / "lea" / "workspace" / ".progress").write_bytes(progress)
+    with tarfile.open(tmp_path / "lea.tar.gz", "w:gz") as archive:
+        add_file(archive, f"workspace/{FIRST.name}/main.cpp", b"int main() {}\n")
+        add_file(archive, "workspace/.progress", progress)
+    for origin in (tmp_path / "lea", tmp_path / "lea.tar.gz"):
+        assert submissions.read_confined(origin, [FIRST.name]).progress == progress
+    (tmp_path / "lea" / "workspace" / ".progress").unlink()
+    (tmp_path / "lea" / "workspace" / ".progress").symlink_to("/etc/passwd")
+    assert submissions.read_confined(tmp_path / "lea", [FIRST.name]).progress is None
+    (tmp_path / "lea" / "workspace" / ".progress").unlink()
+    (tmp_path / "lea" / "workspace" / ".progress").write_bytes(b"x" * (submissions.PROGRESS_LIMIT + 1))
+    assert submissions.read_confined(tmp_path / "lea", [FIRST.name]).progress is None
+
+
 def test_folder_links_are_not_followed(tmp_path):
     write_workspace(tmp_path / "sam", {FIRST.name: {"main.cpp": b"int main() {}\n"}})
     (tmp_path / "sam" / "workspace" / FIRST.name / "secret.cpp").symlink_to("/etc/passwd")

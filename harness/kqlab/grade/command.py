@@ -258,5 +258,7 @@ def _read_all(origins: list[Path], lessons: list[str]) -> list[tuple[submissions
             name, number = f"{submission.name}-{number}", number + 1
         taken.add(name)
         submission.name = name
-        pairs.append((submission, StudentResult(name, str(origin), submission.problem, submission.notes)))
+        progress = submission.progress.decode("utf-8", "replace") if submission.progress is not None else None
+        pairs.append((submission, StudentResult(name, str(origin), submission.problem, submission.notes,
+                                                progress=progress)))
     return pairs

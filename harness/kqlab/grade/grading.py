@@ -92,6 +92,7 @@ class StudentResult:
     notes: list[str] = field(default_factory=list)
     lessons: list[LessonResult] = field(default_factory=list)
     seconds: float = 0.0
+    progress: str | None = None  # the submission's workspace/.progress (the hints asked for), as read with it
 
     @property
     def graded(self) -> bool:

@@ -3,7 +3,8 @@
 A submission is a folder or an archive (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz, .zip) holding a student's
 `workspace/` folder: at its top, or up to three folders down (a clone of kqlab, say, or a folder named after the
 student). Only the lessons' sources are taken from it: the *.cpp, *.hpp and *.h files directly inside a lesson
-folder, workspace/NN-topic/. Its build files, tests and anything else are never looked at: a student cannot change
+folder, workspace/NN-topic/ (or one of its program folders, for a lesson of several), and the progress file
+./kqlab writes, workspace/.progress (at most PROGRESS_LIMIT bytes), which the reports may quote. Its build files, tests and anything else are never looked at: a student cannot change
 what they are graded by.
 
 Nothing is extracted as it is. A folder is read without following links; an archive's members are read, never
@@ -38,6 +39,8 @@ MAX_MEMBERS = 100_000  # entries looked at in an archive
 MAX_ARCHIVE = 2 << 30  # bytes an archive's members may add up to, read or not
 MAX_DEPTH = 3  # folders above workspace/
 HEADER_LIMIT = 64 << 10  # bytes of one GNU long name or link, or of one PAX header's records
+PROGRESS_LIMIT = 64 << 10  # bytes of workspace/.progress, the hints the student asked for (course.py), kept
+PROGRESS = ".progress"
 CHILD_MEMORY = 512 << 20  # address space of the process that reads an archive
 CHILD_SECONDS = 60  # and its time, CPU and wall clock
 
@@ -55,6 +58,7 @@ class Submission:
     lessons: dict[str, dict[str, bytes]] = field(default_factory=dict)  # lesson -> file name -> contents
     problem: str = ""  # why nothing could be graded, if so
     notes: list[str] = field(default_factory=list)  # what was left out, and why
+    progress: bytes | None = None  # its workspace/.progress, read like its sources: for the reports to quote
 
 
 @dataclass
@@ -116,6 +120,8 @@ def read_confined(origin: Path, lessons: list[str]) -> Submission:
         return submission
     found = json.loads(answer)
     submission.problem, submission.notes = found["problem"], found["notes"]
+    if found.get("progress") is not None:
+        submission.progress = base64.b64decode(found["progress"])[:PROGRESS_LIMIT]
     submission.lessons = {lesson: {name: base64.b64decode(contents) for name, contents in files.items()}
                           for lesson, files in found["lessons"].items()}
     return submission
@@ -130,8 +136,9 @@ def _child_limits() -> None:
 def child(name: str, lessons: list[str]) -> None:
     """The archive reader's side: the archive on standard input, its sources as JSON on standard output."""
     submission = read(Path(name), lessons, sys.stdin.buffer)
+    progress = base64.b64encode(submission.progress).decode() if submission.progress is not None else None
     sys.stdout.write(json.dumps({
-        "problem": submission.problem, "notes": submission.notes,
+        "problem": submission.problem, "notes": submission.notes, "progress": progress,
         "lessons": {lesson: {file: base64.b64encode(contents).decode() for file, contents in files.items()}
                     for lesson, files in submission.lessons.items()}}))
 
@@ -174,6 +181,8 @@ class _Budget:
 
 
 def _keep(submission: Submission, entries: list[_Entry], lessons: list[str]) -> None:
+    progress = {entry.prefix: entry for entry in entries if entry.lesson == PROGRESS}
+    entries = [entry for entry in entries if entry.lesson != PROGRESS]
     prefixes = sorted({entry.prefix for entry in entries}, key=lambda prefix: (len(prefix), prefix))
     if not prefixes:
         submission.problem = (f"no workspace/ folder with lesson folders (workspace/NN-topic/) in it, at most "
@@ -185,6 +194,9 @@ def _keep(submission: Submission, entries: list[_Entry], lessons: list[str]) -> 
         submission.problem = f"more than one workspace/ folder, which one is the student's? {shown}"
         return
     chosen, total = shallowest[0], 0
+    kept = progress.get(chosen)
+    if kept and kept.regular and kept.contents is not None and len(kept.contents) <= PROGRESS_LIMIT:
+        submission.progress = kept.contents
     for entry in sorted(entries, key=lambda entry: (entry.lesson, entry.name)):
         where = "/".join((*entry.prefix, "workspace", entry.lesson, entry.name))
         if entry.prefix != chosen or entry.lesson not in lessons:
@@ -209,12 +221,15 @@ def _split(path: PurePosixPath) -> tuple[tuple[str, ...], str, str] | None:
     """(folders above workspace/, lesson, file name) if `path` is where a lesson source sits, else None. A lesson
     of several programs has a folder for each (09-epoll/epoll/): there the name is "epoll/poller.cpp"."""
     parts = path.parts
-    if len(parts) >= 4 and parts[-4] == "workspace" and PROGRAM.fullmatch(parts[-2]):
+    if len(parts) >= 2 and parts[-2:] == ("workspace", PROGRESS):  # filed as a lesson of its own name
+        parts = (*parts[:-1], PROGRESS, PROGRESS)
+    elif len(parts) >= 4 and parts[-4] == "workspace" and PROGRAM.fullmatch(parts[-2]):
         parts = (*parts[:-2], f"{parts[-2]}/{parts[-1]}")
     if len(parts) < 3 or len(parts) > MAX_DEPTH + 3 or parts[-3] != "workspace":
         return None
     prefix, lesson, name = parts[:-3], parts[-2], parts[-1]
-    if not LESSON.fullmatch(lesson) or not SOURCE.fullmatch(name.rpartition("/")[2]):
+    if (lesson, name) != (PROGRESS, PROGRESS) and (not LESSON.fullmatch(lesson) or
+                                                  not SOURCE.fullmatch(name.rpartition("/")[2])):
         return None
     if not all(PLAIN.fullmatch(part) and part != "__MACOSX" for part in prefix):
         return None  # also rules out "..", "." and absolute paths
@@ -232,6 +247,12 @@ def _folder_entries(root: Path):
             continue
         if not workspace.is_dir():
             continue
+        progress = workspace / PROGRESS
+        if progress.exists() or progress.is_symlink():
+            info = progress.lstat()
+            regular = stat.S_ISREG(info.st_mode) and info.st_size <= PROGRESS_LIMIT
+            yield _Entry(*_split(PurePosixPath(*relative.parts, PROGRESS)), regular, info.st_size,
+                         _read_file(progress) if regular else None)
         for lesson in sorted(workspace.iterdir()):
             if lesson.is_symlink() or not lesson.is_dir():
                 continue
@@ -292,7 +313,8 @@ def _tar_entries(origin):
             if split is None:
                 continue
             contents = None
-            if member.isreg() and budget.allows(member.size):
+            if member.isreg() and (member.size <= PROGRESS_LIMIT if split[1] == PROGRESS else
+                                   budget.allows(member.size)):
                 contents = archive.extractfile(member).read(MAX_FILE + 1)
             yield _Entry(*split, member.isreg(), member.size, contents)
 
@@ -312,7 +334,8 @@ def _zip_entries(origin):
             # The file type bits are often left out (zips made on Windows, Python's writestr): then a file is a file.
             regular = not stat.S_IFMT(mode) or stat.S_ISREG(mode)
             contents = None
-            if regular and budget.allows(member.file_size):
+            if regular and (member.file_size <= PROGRESS_LIMIT if split[1] == PROGRESS else
+                            budget.allows(member.file_size)):
                 with archive.open(member) as file:  # file_size is the archive's word: read no more than the limit
                     contents = file.read(MAX_FILE + 1)
             yield _Entry(*split, regular, member.file_size, contents)
