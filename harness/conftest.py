@@ -5,12 +5,13 @@ about from where it is.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from kqlab import course
-from kqlab.grade import plain_pytest
+from kqlab.grade import launch, plain_pytest
 from vocabulary import Server, Story
 
 DEFAULT_BUILD_DIR = course.ROOT / "build" / "default"
@@ -42,6 +43,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"report_{report.when}", report)
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path) -> Path:
+    """pytest's tmp_path; under ./kqlab grade, readable by the student's program, which runs in a sandbox as
+    another user (grade/launch.py) and is given files from here (a configuration, a log to follow)."""
+    if os.environ.get(launch.VARIABLE):
+        for folder in [tmp_path, *tmp_path.parents][:3]:  # the test's folder, pytest's numbered one, basetemp
+            folder.chmod(0o755)
+    return tmp_path
 
 
 @pytest.fixture

@@ -42,6 +42,8 @@ from typing import Callable, Iterator
 
 import pytest
 
+from kqlab.grade import launch
+
 SCALE = float(os.environ.get("KQLAB_TIMEOUT_SCALE") or 1)
 
 # A receive buffer small enough that a client which reads slowly fills it at once.
@@ -304,6 +306,11 @@ class KeventCall:
     results: list[str]
 
 
+def _lines(stream) -> Iterator[bytes]:
+    """A program's output, line by line, a line cut at 64 KiB: one that never ends must not take all memory."""
+    return iter(lambda: stream.readline(64 * 1024), b"")
+
+
 class Server:
     """A lesson program, started on port 0, with the harness reading its stdout and stderr."""
 
@@ -333,10 +340,11 @@ class Server:
         if descriptor_limit is not None:
             def limit() -> None:  # runs in the child, between fork and exec: one system call, nothing else
                 resource.setrlimit(resource.RLIMIT_NOFILE, (descriptor_limit, descriptor_limit))
-        self.process = subprocess.Popen([str(program), "--host", "127.0.0.1", "--port", "0", *arguments],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, env=environment, preexec_fn=limit,
-                                        start_new_session=True)  # a process group of its own: see stop()
+        # launch.start is subprocess.Popen, or, under ./kqlab grade, the same in the student's sandbox.
+        self.process = launch.start([str(program), "--host", "127.0.0.1", "--port", "0", *arguments],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=environment, preexec_fn=limit,
+                                    start_new_session=True)  # a process group of its own: see stop()
         self.pid = self.process.pid
         _process_groups.add(self.pid)
         self._readers = [threading.Thread(target=self._read_stdout, daemon=True),
@@ -360,14 +368,14 @@ class Server:
                     pytest.fail(report, pytrace=False)
 
     def _read_stdout(self) -> None:
-        for raw in self.process.stdout:
+        for raw in _lines(self.process.stdout):
             match = re.fullmatch(r"listening on \[?([^\]]+)\]?:(\d+)", raw.decode("utf-8", "replace").strip())
             if match and not self._listening.is_set():
                 self.host, self.port = match.group(1), int(match.group(2))
                 self._listening.set()
 
     def _read_stderr(self) -> None:
-        for raw in self.process.stderr:
+        for raw in _lines(self.process.stderr):
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self._stderr.append(line)
             if not line.startswith("kevent(kq="):  # KQLAB_TRACE's lines; kqlab::fail() says "kevent(<change>): ..."
@@ -568,6 +576,24 @@ class Server:
     def children(self) -> dict[int, str]:
         """The server's child processes, each with its one-letter state (Z: not reaped)."""
         return children_of(self.pid)
+
+    def pid_of(self, reported: int) -> int:
+        """The pid the tests know for one of the server's processes that the server reports by its own getpid().
+        They differ where the server runs in a PID namespace of its own (./kqlab grade's sandbox): the tests then
+        find the process among the server's, by the pid it has in there (NSpid in /proc/PID/status)."""
+        def numbers(pid: int) -> list[int]:
+            try:
+                found = re.search(r"^NSpid:\s+(.*)$", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
+            except OSError:
+                return []
+            return [int(number) for number in found.group(1).split()] if found else []
+
+        if len(numbers(self.pid)) < 2:  # no PID namespace of its own: the same numbers
+            return reported
+        for pid in [self.pid, *children_of(self.pid)]:
+            if numbers(pid)[-1:] == [reported]:
+                return pid
+        return -1  # none of its processes: never a pid of the tests' that a test could signal by mistake
 
     def send_signal(self, number: signal.Signals) -> None:
         """Sends the server a signal, as `kill -TERM pid` would."""
