@@ -89,8 +89,9 @@ def run(args=None) -> int:
 
 
 # Checks that configure and build in build/default, creating and deleting fixture workspaces that CMake then looks
-# for: run beside test_course's mutant builds in the same tree, they would make its regeneration fail.
-SERIAL_CHECKS = ("test_command.py",)
+# for (test_grade_platforms.py: its Classroom run of ./kqlab check): run beside test_course's mutant builds in the
+# same tree, they would make its regeneration fail.
+SERIAL_CHECKS = ("test_command.py", "test_grade_platforms.py")
 
 
 def _combined(first: int, second: int) -> int:
