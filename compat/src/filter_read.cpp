@@ -89,7 +89,7 @@ bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
   out.data = readable_bytes(queue, record);
   if (record.lost_) return false;
   if (eof) out.flags |= EV_EOF;
-  if (error && record.kind_ != WatchedFd::Kind::pipe) out.fflags = socket_error(record.fd());
+  if ((eof || error) && record.kind_ != WatchedFd::Kind::pipe) out.fflags = socket_error(record.fd(), hint);
   const int64_t low_water = (knote.sfflags_ & NOTE_LOWAT) && knote.sdata_ > 0 ? knote.sdata_ : 1;
   if (record.kind_ == WatchedFd::Kind::datagram && (hint & EPOLLIN)) return true;  // empty datagrams count
   return out.data >= low_water || eof || error;
