@@ -284,6 +284,7 @@ void proc_events_descriptor_closing(int fd) {
 
 void proc_events_fork_prepare() {
   registry_lock.lock();
+  pump_all();  // reports nobody asked for yet: children that exited are forgotten here, not left in the socket
   if (any_live_queue()) make_own_pair();
   forking_pid = getpid();
 }
