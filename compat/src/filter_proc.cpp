@@ -32,6 +32,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "fd_table.hpp"
 #include "kqueue.hpp"
 #include "proc_events.hpp"
 
@@ -61,6 +62,7 @@ struct ProcKnote : FilterState {
   // While following forks and execs: the registry's descriptor for the process (not owned), and what this knote
   // has seen of it.
   ProcSource reports;
+  uint32_t reports_generation = 0;  // its close generation: another means it is not the registry's any more
   bool follows = false;
   uint32_t forks_seen = 0;
   bool exec_seen = false;
@@ -100,12 +102,17 @@ void track_child(Kqueue& queue, Knote& parent, pid_t child) {
   queue.queue_pending(made);
 }
 
+bool has_exited(Knote& knote) {
+  pollfd probe{source_of(knote).fd_, POLLIN, 0};
+  return poll(&probe, 1, 0) == 1;
+}
+
 // Takes what the process's reports say that this knote has not seen: NOTE_FORK and NOTE_EXEC as asked for,
 // children to track. Queues the knote when something is to be told.
 void take_reports(Kqueue& queue, Knote& knote) {
   ProcKnote& state = state_of(knote);
   ProcNews news;
-  if (!following(knote) || !proc_events_news(pid_of(knote), state.children_seen, news)) return;
+  if (!following(knote) || !proc_events_news(pid_of(knote), state.children_seen, has_exited(knote), news)) return;
   unsigned int& fired = source_knote(knote).fired_fflags_;
   if (news.forks != state.forks_seen) fired |= knote.sfflags_ & NOTE_FORK;
   state.forks_seen = news.forks;
@@ -148,11 +155,12 @@ int follow(Kqueue& queue, Knote& knote, ProcKnote& state, bool since_fork) {
       return error;
     }
     state.reports.fd_ = fd;
+    state.reports_generation = fd_generation(fd);
   }
   state.follows = true;
   if (since_fork) return 0;
   ProcNews news;
-  proc_events_news(pid_of(knote), 0, news);  // only what happens from now on counts
+  proc_events_news(pid_of(knote), 0, false, news);  // only what happens from now on counts
   state.forks_seen = news.forks;
   state.exec_seen = news.exec;
   state.children_seen = news.children.size();
@@ -162,7 +170,8 @@ int follow(Kqueue& queue, Knote& knote, ProcKnote& state, bool since_fork) {
 void unfollow(Kqueue& queue, Knote& knote) {
   ProcKnote& state = state_of(knote);
   if (!state.follows) return;
-  if (state.reports.fd_ >= 0 && !queue.closed_.load())
+  // Before the registry may close it; and only while the number is still its (else epoll dropped it at close).
+  if (state.reports.fd_ >= 0 && !queue.closed_.load() && fd_generation(state.reports.fd_) == state.reports_generation)
     epoll_ctl(queue.epoll_fd_, EPOLL_CTL_DEL, state.reports.fd_, nullptr);
   proc_events_unfollow(pid_of(knote));
   state.reports.fd_ = -1;
@@ -273,8 +282,7 @@ bool evaluate(Kqueue& queue, Knote& knote, uint32_t, struct kevent& out) {
   }
   take_reports(queue, knote);
   ProcSource& source = source_of(knote);
-  pollfd probe{source.fd_, POLLIN, 0};
-  if (poll(&probe, 1, 0) != 1) {  // still running
+  if (!has_exited(knote)) {  // still running
     if (!fired) return false;
     out.fflags = state.reported = fired;
     return true;

@@ -140,11 +140,17 @@ bool exec_not_exit(const Entry& entry) {
 
 bool lost(const Entry& entry) { return entry.fd < 0 || fd_generation(entry.fd) != entry.generation; }
 
-// Nothing more can arrive: the descriptor goes at once (a followed parent may fork many short-lived children).
-void end(Entry& entry) {
-  entry.ended = true;
+void release(Entry& entry) {
   if (!lost(entry)) ::close(entry.fd);
   entry.fd = -1;
+}
+
+// Nothing more can arrive. The descriptor goes at once unless knotes have it in their epoll sets (they remove it
+// when they stop following): a followed parent may fork many short-lived children.
+void end(Entry& entry) {
+  entry.ended = true;
+  if (entry.pid == getpid() && entry.parent == 0) have_own_pair = false;  // the program closed our own end
+  if (entry.followers == 0) release(entry);
 }
 
 // Reads what arrived for registry[index]. Children adopted on the way are appended (read by the caller's loop).
@@ -202,6 +208,7 @@ void pump_all() {
   for (size_t i = registry.size(); i-- > 0;) {
     Entry& entry = registry[i];
     if (entry.followers > 0 || !entry.ended) continue;
+    release(entry);
     if (entry.parent != 0 && followed(entry.parent) && kept++ < kKeptEnded) continue;
     entry.pid = -1;  // marked for removal
   }
@@ -259,12 +266,21 @@ void proc_events_unfollow(pid_t pid) {
   pump_all();
 }
 
-bool proc_events_news(pid_t pid, size_t children_seen, ProcNews& news) {
+bool proc_events_news(pid_t pid, size_t children_seen, bool exited, ProcNews& news) {
   std::lock_guard guard(registry_lock);
   pump_all();
-  const Entry* entry = nullptr;
-  for (const Entry& candidate : registry)
-    if (candidate.pid == pid && candidate.followers > 0) entry = &candidate;
+  const auto followed_entry = [pid]() -> const Entry* {
+    for (const Entry& candidate : registry)
+      if (candidate.pid == pid && candidate.followers > 0) return &candidate;
+    return nullptr;
+  };
+  const Entry* entry = followed_entry();
+  for (int waited = 0; exited && entry && !entry->ended && !lost(*entry) && waited < 50; ++waited) {
+    pollfd ready{entry->fd, POLLIN | POLLRDHUP, 0};
+    poll(&ready, 1, 1);
+    pump_all();
+    entry = followed_entry();
+  }
   if (!entry) return false;
   news.forks = entry->forks;
   news.exec = entry->exec;

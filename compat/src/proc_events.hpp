@@ -37,13 +37,15 @@ int proc_events_follow(pid_t pid, bool since_fork, int* fd);
 void proc_events_unfollow(pid_t pid);
 
 // What is known of `pid` after reading everything that arrived: its forks so far, whether it exec'd, and the
-// children it forked from the `children_seen`-th on (in order). False when `pid` is not followed.
+// children it forked from the `children_seen`-th on (in order). False when `pid` is not followed. When the
+// process has `exited`, waits up to 50 ms for its end of file: a child it forked a moment ago may still hold a
+// copy of its end, between reporting the fork and closing that copy, and an exec must be told before the exit.
 struct ProcNews {
   uint32_t forks = 0;
   bool exec = false;
   std::vector<pid_t> children;
 };
-bool proc_events_news(pid_t pid, size_t children_seen, ProcNews& news);
+bool proc_events_news(pid_t pid, size_t children_seen, bool exited, ProcNews& news);
 
 // The close wrapper, before any close of a number the layer knows: a child side the program closes on purpose
 // says "abandoned" first. Async-signal-safe.
