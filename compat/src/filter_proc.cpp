@@ -34,6 +34,7 @@
 
 #include "fd_table.hpp"
 #include "kqueue.hpp"
+#include "proc_connector.hpp"
 #include "proc_events.hpp"
 
 namespace kqcompat {
@@ -64,12 +65,16 @@ struct ProcKnote : FilterState {
   ProcSource reports;
   uint32_t reports_generation = 0;  // its close generation: another means it is not the registry's any more
   bool follows = false;
+  bool via_connector = false;  // `reports` is this knote's own process-events connector socket (owned)
   uint32_t forks_seen = 0;
   bool exec_seen = false;
   size_t children_seen = 0;
   pid_t child_of = 0;       // a knote NOTE_TRACK made for a child: its NOTE_CHILD event is still to come
   unsigned int reported = 0;  // the fflags the last event carried: EV_CLEAR forgets them
-  ~ProcKnote() override { ::close(source.fd_); }
+  ~ProcKnote() override {
+    ::close(source.fd_);
+    if (via_connector && reports.fd_ >= 0) ::close(reports.fd_);
+  }
 };
 
 ProcKnote& state_of(Knote& knote) { return static_cast<ProcKnote&>(*source_knote(knote).state_); }
@@ -112,7 +117,18 @@ bool has_exited(Knote& knote) {
 void take_reports(Kqueue& queue, Knote& knote) {
   ProcKnote& state = state_of(knote);
   ProcNews news;
-  if (!following(knote) || !proc_events_news(pid_of(knote), state.children_seen, has_exited(knote), news)) return;
+  if (!following(knote)) return;
+  if (state.via_connector) {
+    // What the connector heard since the last look: all of it is news.
+    ConnectorNews heard;
+    proc_connector_read(state.reports.fd_, pid_of(knote), heard);
+    news.forks = state.forks_seen + heard.forks;
+    news.exec = state.exec_seen || heard.exec;
+    state.children_seen = 0;
+    news.children = std::move(heard.children);
+  } else if (!proc_events_news(pid_of(knote), state.children_seen, has_exited(knote), news)) {
+    return;
+  }
   unsigned int& fired = source_knote(knote).fired_fflags_;
   if (news.forks != state.forks_seen) fired |= knote.sfflags_ & NOTE_FORK;
   state.forks_seen = news.forks;
@@ -142,7 +158,12 @@ void exited(Kqueue& queue, InternalSource& source) {
 // now on, or (a NOTE_TRACK child) from its fork on.
 int follow(Kqueue& queue, Knote& knote, ProcKnote& state, bool since_fork) {
   int fd = -1;
-  if (const int error = proc_events_follow(pid_of(knote), since_fork, &fd)) return error;
+  if (const int error = proc_events_follow(pid_of(knote), since_fork, &fd)) {
+    // Not a process that reports to this one: the kernel's connector hears of every process, with CAP_NET_ADMIN.
+    fd = proc_connector_open();
+    if (fd < 0) return error;
+    state.via_connector = true;
+  }
   state.reports.on_ready = reports_arrived;
   state.reports.knote = &knote;
   if (fd >= 0) {
@@ -151,14 +172,18 @@ int follow(Kqueue& queue, Knote& knote, ProcKnote& state, bool since_fork) {
     event.data.u64 = epoll_data_for(state.reports);
     if (epoll_ctl(queue.epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0) {
       const int error = errno;
-      proc_events_unfollow(pid_of(knote));
+      if (state.via_connector)
+        ::close(fd);
+      else
+        proc_events_unfollow(pid_of(knote));
+      state.via_connector = false;
       return error;
     }
     state.reports.fd_ = fd;
     state.reports_generation = fd_generation(fd);
   }
   state.follows = true;
-  if (since_fork) return 0;
+  if (since_fork || state.via_connector) return 0;
   ProcNews news;
   proc_events_news(pid_of(knote), 0, false, news);  // only what happens from now on counts
   state.forks_seen = news.forks;
@@ -173,9 +198,12 @@ void unfollow(Kqueue& queue, Knote& knote) {
   // Before the registry may close it; and only while the number is still its (else epoll dropped it at close).
   if (state.reports.fd_ >= 0 && !queue.closed_.load() && fd_generation(state.reports.fd_) == state.reports_generation)
     epoll_ctl(queue.epoll_fd_, EPOLL_CTL_DEL, state.reports.fd_, nullptr);
-  proc_events_unfollow(pid_of(knote));
+  if (state.via_connector)
+    ::close(state.reports.fd_);
+  else
+    proc_events_unfollow(pid_of(knote));
   state.reports.fd_ = -1;
-  state.follows = false;
+  state.via_connector = state.follows = false;
 }
 
 // The wait status as waitpid(2) would give it, from waitid's siginfo.
