@@ -3,10 +3,13 @@
 //
 // FreeBSD keeps a socket's error (so_error) until one of three things clears it, and each gets it:
 // getsockopt(SO_ERROR) returns it; soreceive() returns it once no data is left to read (instead of end of file
-// or EWOULDBLOCK; MSG_PEEK leaves it); sosend() returns it at once. The wrappers below do the same with the
-// error the layer kept, then forward to the next definition in the link order (dlsym(RTLD_NEXT), which keeps
-// the sanitizers' interceptors in the chain), as the close wrappers do. Until the layer has kept an error, each
-// wrapper costs one relaxed load. Nothing here locks or allocates, and errno is changed only to report the error.
+// or EWOULDBLOCK; MSG_PEEK leaves it); sosend() returns it while the socket can still send (a datagram socket
+// after an ICMP error, say). Once a connection is down (a reset, a refused connect: SBS_CANTSENDMORE), sosend()
+// fails with EPIPE first, raising SIGPIPE, and leaves the error; Linux's write does the same then. The wrappers
+// below do this with the error the layer kept, then forward to the next definition in the link order
+// (dlsym(RTLD_NEXT), which keeps the sanitizers' interceptors in the chain), as the close wrappers do. Until the
+// layer has kept an error, each wrapper costs one relaxed load. Nothing here locks or allocates, and errno is
+// changed only to report the error.
 //
 // Not covered (compat/README.md): recvmmsg/sendmmsg, sendfile/splice, and glibc's internal reads (a socket
 // wrapped in a FILE*), which reach the kernel without these symbols.
@@ -98,9 +101,13 @@ ssize_t read_side(int fd, bool peek, Read read) {
   return -1;
 }
 
-// A write on a socket with a kept error fails with it, once (sosend).
+// A write on a socket with a kept error fails with it, once, while the socket can still send; on a connection
+// that is down (hung up) the kernel's own EPIPE and SIGPIPE are FreeBSD's answer too, and the error stays.
 template <typename Write>
 ssize_t write_side(int fd, Write write) {
+  if (kqcompat::kept_socket_error(fd) == 0) return write();
+  pollfd probe{fd, POLLOUT, 0};
+  if (poll(&probe, 1, 0) == 1 && (probe.revents & POLLHUP)) return write();
   if (const int taken = kqcompat::take_socket_error(fd)) {
     errno = taken;
     return -1;
