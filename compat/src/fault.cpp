@@ -7,7 +7,7 @@
 #include <cstring>
 #include <string>
 
-#include "kevent_format.hpp"
+#include "trace_format.hpp"
 
 namespace kqcompat {
 namespace {
@@ -36,7 +36,7 @@ int errno_from(const std::string& name) {
 
 short filter_from(const std::string& name) {
   for (short filter = -1; filter >= -15; --filter) {
-    if (kqlab::filter_name(filter) == name) return filter;
+    if (format::filter_name(filter) == name) return filter;
   }
   return 0;
 }
