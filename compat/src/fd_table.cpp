@@ -8,6 +8,7 @@
 #include "kqueue.hpp"
 #include "readable_queries.hpp"
 #include "signal_hooks.hpp"
+#include "socket_errors.hpp"
 
 namespace kqcompat {
 
@@ -85,6 +86,7 @@ void forget_descriptor(int fd) {
   FdFacts* facts = fd_facts_find(fd);
   if (!facts) return;  // never watched, never a queue: the common case costs one load
   const int saved_errno = errno;
+  forget_socket_error(fd);  // an error the layer kept for the program (only watched numbers have one)
   signal_descriptor_closing(fd);  // the layer's own signal wake-up descriptor: its handler must stop writing there
   readable_queries_descriptor_closing(fd);  // the layer's io_uring ring: it must never submit to a reused number
   facts->generation.fetch_add(1, std::memory_order_acq_rel);

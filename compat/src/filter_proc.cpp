@@ -145,11 +145,17 @@ void detach(Kqueue& queue, Knote& knote) {
   if (!queue.closed_.load()) epoll_ctl(queue.epoll_fd_, EPOLL_CTL_DEL, source_of(knote).fd_, nullptr);
 }
 
-bool evaluate(Kqueue&, Knote& knote, uint32_t, struct kevent& out) {
+bool evaluate(Kqueue& queue, Knote& knote, uint32_t, struct kevent& out) {
   ProcSource& source = source_of(knote);
   pollfd probe{source.fd_, POLLIN, 0};
   if (poll(&probe, 1, 0) != 1) return false;  // still running
-  knote.flags_ |= EV_ONESHOT;                 // filt_proc: the knote goes with its one event
+  if (!(knote.sfflags_ & NOTE_EXIT)) {
+    // The interest was replaced after the exit was seen (a re-EV_ADD with fflags 0): filt_proc sets EV_DROP and
+    // the scan frees the knote without an event. Nothing touches the knote after a false return.
+    queue.drop_knote(knote);
+    return false;
+  }
+  knote.flags_ |= EV_ONESHOT;  // filt_proc: the knote goes with its one event
   out.flags |= EV_EOF | EV_ONESHOT;
   out.fflags = knote.sfflags_ & NOTE_EXIT;
   out.data = exit_status(source.fd_, pid_of(knote));

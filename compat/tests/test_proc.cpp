@@ -134,6 +134,21 @@ TEST_CASE("a registration without NOTE_EXIT returns nothing at exit") {
   CHECK(child.wait_exit_code() == 0);
 }
 
+TEST_CASE("re-added with fflags 0: nothing at exit, and the knote is gone (FreeBSD's EV_DROP)") {
+  auto kq = new_queue();
+  auto go = pipe_pair();
+  Child child = exit_on_byte(go, 0);
+  REQUIRE(apply(kq, {change(child.pid(), EVFILT_PROC, EV_ADD, kNoteExitStatus)}) == 0);
+  REQUIRE(apply(kq, {change(child.pid(), EVFILT_PROC, EV_ADD, 0)}) == 0);  // FreeBSD replaces the interest
+  write_bytes(go.b, 1);
+  siginfo_t info{};
+  REQUIRE(waitid(P_PID, static_cast<id_t>(child.pid()), &info, WEXITED | WNOWAIT) == 0);  // exited, not reaped
+  expect_nothing(kq, 100);
+  CHECK(apply(kq, {change(child.pid(), EVFILT_PROC, EV_DELETE)}) == -1);
+  CHECK(errno == ENOENT);
+  CHECK(child.wait_exit_code() == 0);
+}
+
 }  // TEST_SUITE
 
 TEST_SUITE("threads") {
