@@ -31,7 +31,9 @@ MUTANTS = [
             ("  const bool read = !connecting && !end.from_here_->source_done_ && end.from_here_->buffer_.size() < "
              "buffer_limit_;\n",
              "  const bool read = !connecting && !end.from_here_->source_done_;  // MUTANT: no bound\n"),
-            ("  if (room > 0 && !direction.source_done_) {\n", "  if (!direction.source_done_) {  // MUTANT\n"),
+            ("  const std::size_t room = buffer_limit_ - std::min(buffer_limit_, direction.buffer_.size());\n"
+             "  if (room > 0 && !direction.source_done_) {\n",
+             "  if (!direction.source_done_) {  // MUTANT: reads whatever the buffer holds\n"),
             ("read(end.fd_, chunk, std::min(room, sizeof chunk));", "read(end.fd_, chunk, sizeof chunk);"),
         ),
     ),
