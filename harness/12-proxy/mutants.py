@@ -84,4 +84,14 @@ MUTANTS = [
                        "  }\n  pair.upstream_.fd_ = -1;  // MUTANT: the upstream socket is forgotten, open\n"
                        "  close_pair(pair);\n}\n// [end]\n\n// Closes both"),),
     ),
+    Mutant(
+        name="ends-in-order-on-reset",
+        mistake="A reset on one side passed on as an orderly close: the other peer takes a cut-off stream for a "
+                "complete one.",
+        caught_by="test_upstream_reset_reaches_the_client",
+        file="proxy.cpp",
+        replacements=(("    if (end->fd_ != -1) setsockopt(end->fd_, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);\n",
+                       "    if (false && end->fd_ != -1) setsockopt(end->fd_, SOL_SOCKET, SO_LINGER, &reset, sizeof "
+                       "reset);  // MUTANT\n"),),
+    ),
 ]

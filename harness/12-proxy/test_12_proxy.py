@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from upstreams import Echo, Firehose, FullBacklog, Holder, Responder, refused_port
+from upstreams import Breaker, Echo, Firehose, FullBacklog, Holder, Responder, refused_port
 from vocabulary import SMALL_BUFFER, eventually, patterned, see, seconds
 
 BUFFER = 16384  # --buffer for the flow-control tests: what the proxy may hold per direction
@@ -195,6 +195,18 @@ def test_client_vanishing_closes_upstream(start_server, upstreams, story):
         story.fail("the upstream to see all 10 of its connections end", f"{len(holder.ended) - 1} ended")
     story.step(f"the upstream saw its connections end: {sorted(holder.ended.values())}")
     proxy.expect_descriptors(at_most=at_start, within=seconds(5))
+
+
+@see("Step 5: when one side vanishes")
+def test_upstream_reset_reaches_the_client(start_server, upstreams, story):
+    breaker = upstreams(Breaker(100000))
+    proxy = start_server("--upstream", breaker.address)
+    client = proxy.connect()
+    client.send(b"GET something\n")
+    client.read_until_close(within=seconds(5))
+    if client.closed_by_server != "reset":
+        story.fail("the upstream's reset passed on to the client as a reset (a cut-off reply must not look "
+                   "complete)", f"the proxy {client.closed_by_server} the connection in order")
 
 
 @see("The program you are finishing")

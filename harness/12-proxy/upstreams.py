@@ -4,6 +4,7 @@ test process, each bounded (every socket has a timeout, every thread is a daemon
 - Echo: sends back what it gets; at the client's EOF, closes.
 - Holder: takes connections and reads nothing until told to (a slow reader), then reads everything; at EOF or a
   reset, closes. Counts what it got, per connection, and how each ended.
+- Breaker: sends part of a reply, then resets the connection.
 - Responder: a request-then-EOF protocol: reads the request to its end, then sends its reply, then closes.
 - Firehose: sends as much as the connection takes, reading nothing.
 - a refused port (nothing listens there) and a full backlog (a listener that never accepts, its queue full, so a
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import select
 import socket
+import struct
 import threading
 import time
 
@@ -137,6 +139,22 @@ class Responder(Upstream):
     def header(request: bytes) -> bytes:
         intact = "intact" if request == patterned(len(request)) else "garbled"
         return f"request of {len(request)} bytes, {intact}\n".encode()
+
+
+class Breaker(Upstream):
+    """Reads a request line, sends `size` bytes of the pattern, and resets the connection (SO_LINGER 0): a server
+    that crashes in the middle of its reply."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        super().__init__()
+
+    def handle(self, connection: socket.socket, number: int) -> None:
+        request = bytearray()
+        while b"\n" not in request and (data := self.receive(connection)) != b"":
+            request += data or b""
+        connection.sendall(patterned(self.size))
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 class Firehose(Upstream):
