@@ -94,4 +94,13 @@ MUTANTS = [
                        "    if (false && end->fd_ != -1) setsockopt(end->fd_, SOL_SOCKET, SO_LINGER, &reset, sizeof "
                        "reset);  // MUTANT\n"),),
     ),
+    Mutant(
+        name="refuses-silently",
+        mistake="An upstream that cannot be reached answered with a bare close: the client cannot tell it from an "
+                "upstream that took the request and hung up.",
+        caught_by="test_refused_upstream_is_reported",
+        file="proxy.cpp",
+        replacements=(("  if (write(pair.client_.fd_, line.data(), line.size()) == -1) {\n",
+                       "  if (false) {  // MUTANT: closes without a word\n"),),
+    ),
 ]

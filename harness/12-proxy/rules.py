@@ -10,12 +10,16 @@ RULES = [
          section="Step 1: connecting without blocking",
          mutants=("ignores-connect-error",)),
     Rule(name="tell-the-client-why",
-         rule="Tell the client why its upstream cannot be reached, in one line, and read its input before closing.",
+         rule="Tell the client why its upstream cannot be reached, in one line, then close.",
          section="Step 1: connecting without blocking",
-         unprovable="A client that sends nothing before the answer (as the tests' clients do, to see the line "
-                    "reliably) gets the line whether or not its input is drained; one that sends while the line is "
-                    "in flight loses it to the reset only under a timing no loopback test can force on every "
-                    "system. That the line comes at all is proven by ignores-connect-error."),
+         mutants=("refuses-silently", "ignores-connect-error")),
+    Rule(name="drain-before-refusing",
+         rule="Read the client's input before closing on it: a close with unread input is a reset, which can "
+              "destroy the line in flight.",
+         section="Step 1: connecting without blocking",
+         unprovable="The reset destroys the line only when it reaches the client before the client has read the "
+                    "line, a race no loopback test can force on every system: on loopback the line is usually read "
+                    "first."),
     Rule(name="deadline-for-connect",
          rule="Give connect() a deadline of your own: a one-shot EVFILT_TIMER per pair, deleted when the answer "
               "comes (ENOENT expected).",
