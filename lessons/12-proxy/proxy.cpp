@@ -30,7 +30,18 @@
 
 constexpr std::size_t kChunk = 64 * 1024;  // the most one read() takes
 constexpr std::int64_t kLowWater = 8 * 1024;  // NOTE_LOWAT for writing: wake when this much room is free (step 3)
-constexpr std::int64_t kLingerMs = 5000;  // how long a finished pair waits for EVFILT_EMPTY (step 5)
+constexpr std::int64_t kLingerMs = 5000;  // how long a finished pair waits for EVFILT_EMPTY
+
+// [snippet: empty-filter]
+// EVFILT_EMPTY: a socket whose send buffer holds nothing unacknowledged. FreeBSD has it; macOS's <sys/event.h> does
+// not even name it, so it is chosen here, once, and the code below asks kEmptyFilter; Linux's layer names it and
+// refuses it (EINVAL), which the first receipt tells. README, "Closing once everything is sent: EVFILT_EMPTY".
+#ifdef EVFILT_EMPTY
+constexpr short kEmptyFilter = EVFILT_EMPTY;
+#else
+constexpr short kEmptyFilter = 0;  // none: no filter has the number 0
+#endif
+// [end]
 
 struct Pair;
 
@@ -104,7 +115,7 @@ class Proxy {
   kqlab::UpstreamAddress upstream_;
   std::size_t buffer_limit_;       // --buffer: the most a Direction holds
   std::int64_t connect_timeout_ms_;
-  bool empty_filter_ = true;       // does this kqueue have EVFILT_EMPTY? (step 5: FreeBSD does; macOS, Linux not)
+  bool empty_filter_ = kEmptyFilter != 0;  // may this kqueue have EVFILT_EMPTY? (FreeBSD does; macOS, Linux not)
   bool stopping_ = false;          // SIGTERM came
   std::uint64_t next_id_ = 1;
   std::unordered_map<std::uint64_t, std::unique_ptr<Pair>> pairs_;  // the open ones, by id
@@ -172,10 +183,8 @@ void Proxy::dispatch(const struct kevent& event) {
   if (event.filter == EVFILT_TIMER) {
     pair.timer_armed_ = false;  // a one-shot timer is gone once it has fired
     on_timer(pair);
-#ifdef EVFILT_EMPTY
-  } else if (event.filter == EVFILT_EMPTY) {
+  } else if (kEmptyFilter != 0 && event.filter == kEmptyFilter) {
     on_empty(end);
-#endif
   } else if (event.filter == EVFILT_WRITE && &end == &pair.upstream_ && !pair.connected_) {
     on_connect_done(pair, event);
   } else if (event.filter == EVFILT_WRITE) {
@@ -392,11 +401,10 @@ void Proxy::update_interest(Endpoint& end) {
 void Proxy::finish(Pair& pair) {
   update_interest(pair.client_);  // nothing left to read or write: both filters off
   update_interest(pair.upstream_);
-#ifdef EVFILT_EMPTY
   for (Endpoint* end : {&pair.client_, &pair.upstream_}) {
     if (!empty_filter_) break;
     struct kevent change;
-    EV_SET(&change, end->fd_, EVFILT_EMPTY, EV_ADD | EV_ONESHOT, 0, 0, end);
+    EV_SET(&change, end->fd_, kEmptyFilter, EV_ADD | EV_ONESHOT, 0, 0, end);
     const int error = apply(change);
     if (error == EINVAL) empty_filter_ = false;  // this kqueue has no such filter: never ask again
     if (error != 0 && error != EINVAL) kqlab::fail("kevent(" + kqlab::describe(change) + ")", error);
@@ -406,7 +414,6 @@ void Proxy::finish(Pair& pair) {
     arm_timer(pair, kLingerMs);  // a peer that never acknowledges must not hold the pair for ever
     return;
   }
-#endif
   close_pair(pair);
 }
 // [end]
