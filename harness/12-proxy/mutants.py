@@ -103,4 +103,13 @@ MUTANTS = [
         replacements=(("  if (write(pair.client_.fd_, line.data(), line.size()) == -1) {\n",
                        "  if (false) {  // MUTANT: closes without a word\n"),),
     ),
+    Mutant(
+        name="spins-at-descriptor-limit",
+        mistake="EMFILE on accept() handled by returning: the client stays queued, the level-triggered listener "
+                "fires again at once, and the proxy spins while those clients hang.",
+        caught_by="test_descriptor_limit",
+        file="proxy.cpp",
+        replacements=(("    if (client == -1 && (errno == EMFILE || errno == ENFILE)) {\n",
+                       "    if (client == -1 && errno == 0) {  // MUTANT: EMFILE treated like any other error\n"),),
+    ),
 ]

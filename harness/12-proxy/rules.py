@@ -54,4 +54,8 @@ RULES = [
          unprovable="Linux's layer and macOS have no EVFILT_EMPTY, and where FreeBSD has it, closing at once loses "
                     "nothing in this proxy (both sources were read to their EOF, so the close is orderly and the "
                     "kernel sends the rest): no client can tell the two apart."),
+    Rule(name="spare-descriptor-at-the-limit",
+         rule="At the descriptor limit, turn clients away with lesson 05's spare descriptor: a pair costs two.",
+         section="Out of descriptors",
+         mutants=("spins-at-descriptor-limit",)),
 ]

@@ -3,6 +3,7 @@ of it, and checks what a client of the proxy sees, what the upstream sees, and w
 its memory and its descriptors."""
 import re
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -207,6 +208,58 @@ def test_upstream_reset_reaches_the_client(start_server, upstreams, story):
     if client.closed_by_server != "reset":
         story.fail("the upstream's reset passed on to the client as a reset (a cut-off reply must not look "
                    "complete)", f"the proxy {client.closed_by_server} the connection in order")
+
+
+@see("Out of descriptors")
+def test_descriptor_limit(start_server, upstreams, story):
+    echo = upstreams(Echo())
+    # A pair costs two descriptors, so which call meets the limit first, accept() or the upstream's socket(),
+    # depends on whether the proxy's own descriptors are odd or even in number: one limit of each parity tries both.
+    for limit in (32, 33):
+        proxy = start_server("--upstream", echo.address, descriptor_limit=limit)
+        burst_at_the_limit(proxy, story)
+
+
+def burst_at_the_limit(proxy, story) -> None:
+    first = proxy.connect()
+    first.send(b"first\n")
+    first.expect(b"first\n")
+    first.close()
+    proxy.wait_until_quiet()
+    at_start = proxy.open_descriptors()
+    story.step(f"the proxy had {at_start} open descriptors")
+    served, told = 0, 0
+    clients = []
+    with story.summarized("40 clients connected at once, each sent a line and waited for it to come back, or for the "
+                          "proxy to say why not and close"):
+        for number in range(40):
+            client = socket.create_connection((proxy.host, proxy.port), timeout=seconds(5))
+            client.sendall(f"hello {number}\n".encode())
+            clients.append(client)
+        for number, client in enumerate(clients):
+            answer = b""
+            try:
+                while not answer.endswith(b"\n") and (chunk := client.recv(4096)):
+                    answer += chunk
+            except (socket.timeout, ConnectionResetError) as error:
+                story.fail(f"client {number} to get its line back, or one line from the proxy saying why not",
+                           f"{answer!r}, then {type(error).__name__}")
+            if answer == f"hello {number}\n".encode():
+                served += 1
+            elif answer.startswith(b"proxy: "):
+                told += 1
+            else:
+                story.fail(f"client {number} to get its line back, or one line from the proxy saying why not",
+                           f"{answer!r}")
+    story.step(f"{served} clients were served and {told} were told why not")
+    if served == 0 or told == 0:
+        story.fail("some clients served and the others told why not, at the descriptor limit",
+                   f"{served} served, {told} told")
+    proxy.expect_idle(window=seconds(0.5))
+    for client in clients:
+        client.close()
+    story.step("every client closed its connection")
+    proxy.expect_descriptors(at_most=at_start, within=seconds(5))
 
 
 @see("The program you are finishing")

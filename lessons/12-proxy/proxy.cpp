@@ -92,6 +92,7 @@ class Proxy {
   void must(const struct kevent& change);
   void dispatch(const struct kevent& event);
   void accept_clients(const struct kevent& event);
+  void turn_away(int client);
   void start_pair(int client);
   void register_endpoint(Endpoint& end, bool read, bool write);
   void set_filter(Endpoint& end, short filter, bool on);
@@ -201,7 +202,7 @@ void Proxy::accept_clients(const struct kevent& event) {
     const int client = accept(listener_, nullptr, nullptr);
     if (client == -1 && (errno == EMFILE || errno == ENFILE)) {
       close(spare_);
-      if (const int refused = accept(listener_, nullptr, nullptr); refused != -1) close(refused);
+      if (const int refused = accept(listener_, nullptr, nullptr); refused != -1) turn_away(refused);
       spare_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
       if (spare_ == -1) kqlab::fail("open /dev/null");
       continue;
@@ -212,6 +213,16 @@ void Proxy::accept_clients(const struct kevent& event) {
     }
     start_pair(client);
   }
+}
+
+// Tells a client the proxy has no descriptor for it, and closes it. A fresh socket's send buffer is empty, so the
+// line fits; but the client may be gone already: then there is nobody to tell.
+void Proxy::turn_away(int client) {
+  static constexpr char kFull[] = "proxy: out of descriptors, try again later\n";
+  if (write(client, kFull, sizeof kFull - 1) == -1) {
+    // Nothing to do: the close below is all that is left.
+  }
+  close(client);
 }
 
 // [snippet: start-pair]
