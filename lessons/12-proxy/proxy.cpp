@@ -182,7 +182,6 @@ void Proxy::dispatch(const struct kevent& event) {
   Pair& pair = *end.pair_;
   if (pair.closed_) return;  // closed by an earlier event of this batch: this one is stale
   if (event.filter == EVFILT_TIMER) {
-    pair.timer_armed_ = false;  // a one-shot timer is gone once it has fired
     on_timer(pair);
   } else if (kEmptyFilter != 0 && event.filter == kEmptyFilter) {
     on_empty(end);
@@ -319,12 +318,15 @@ void Proxy::on_connect_done(Pair& pair, const struct kevent& event) {
 }
 // [end]
 
-// The pair's timer fired: the upstream has not answered in time, or (once both directions are finished) its peers
-// have not acknowledged everything in time.
+// The pair's one-shot timer fired (and is gone): the upstream has not answered in time, or, once both directions
+// are finished, the peers have not acknowledged everything in time. Or neither: the connect timeout fired in the
+// very batch that brought the answer, and this event is stale (disarm_timer() met ENOENT).
 void Proxy::on_timer(Pair& pair) {
   if (!pair.connected_) {
+    pair.timer_armed_ = false;
     refuse(pair, "no answer within " + std::to_string(connect_timeout_ms_) + " ms");
-  } else {
+  } else if (pair.up_.shut_ && pair.down_.shut_) {
+    pair.timer_armed_ = false;
     close_pair(pair);  // the kernel still sends what is left, after close(), as it can
   }
 }
