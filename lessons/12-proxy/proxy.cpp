@@ -268,7 +268,8 @@ void Proxy::register_endpoint(Endpoint& end, bool read, bool write) {
 
 // Turns one filter of a socket on or off. EV_DISABLE keeps the registration and stops its events; EV_ENABLE
 // brings them back, including a condition that arose meanwhile. The write filter's NOTE_LOWAT goes with every
-// change, as with its EV_ADD: what FreeBSD keeps from an earlier change is not the same everywhere.
+// change: FreeBSD and macOS replace a knote's fflags, data and udata with those of each change to it (kern_event.c,
+// kqueue_register()), EV_ENABLE and EV_DISABLE included.
 void Proxy::set_filter(Endpoint& end, short filter, bool on) {
   struct kevent change;
   const unsigned int fflags = filter == EVFILT_WRITE ? NOTE_LOWAT : 0;
