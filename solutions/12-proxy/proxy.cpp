@@ -5,8 +5,9 @@
 // without blocking (the answer comes as an event), tells a client why when the upstream cannot be reached, holds at
 // most --buffer bytes per direction (the fast side waits while the slow side's buffer is full), passes a half-close
 // on (a request-then-EOF protocol works through it), passes a reset on as a reset, and closes a pair only when both
-// directions are finished. Read lessons/12-proxy/README.md alongside: its numbered steps are the TODO(N) gaps of the
-// exercise. The `// [snippet: NAME]` ... `// [end]` lines mark the code README.md quotes: leave them where they are.
+// directions are finished. pair.hpp holds a pair's state, proxy.hpp declares the class, main.cpp reads the command
+// line. Read lessons/12-proxy/README.md alongside: its numbered steps are the TODO(N) gaps of the exercise. The
+// `// [snippet: NAME]` ... `// [end]` lines mark the code README.md quotes: leave them where they are.
 #include <fcntl.h>
 #include <sys/event.h>
 #include <sys/socket.h>
@@ -21,12 +22,10 @@
 #include <iterator>
 #include <memory>
 #include <string>
-#include <unordered_map>
-#include <vector>
 
 #include "kevent_format.hpp"
+#include "proxy.hpp"
 #include "setup.hpp"
-#include "upstream_address.hpp"
 
 constexpr std::size_t kChunk = 64 * 1024;  // the most one read() takes
 constexpr std::int64_t kLowWater = 8 * 1024;  // NOTE_LOWAT for writing: wake when this much room is free (step 3)
@@ -43,86 +42,6 @@ constexpr short kEmptyFilter = 0;  // none: no filter has the number 0
 #endif
 // [end]
 
-struct Pair;
-
-// One direction of a pair: bytes read from one side and not written to the other yet.
-struct Direction {
-  std::string buffer_;        // never more than --buffer bytes
-  bool source_done_ = false;  // the source has finished sending (EOF read): nothing more will come
-  bool shut_ = false;         // finished: every byte written, and the destination told (shutdown(SHUT_WR))
-};
-
-// One socket of a pair. Its filters carry the Endpoint's address in udata, so an event leads straight to it.
-struct Endpoint {
-  Pair* pair_;
-  Direction* from_here_;     // what is read from this socket goes here,
-  Direction* to_here_;       // and what is written to it comes from here
-  int fd_ = -1;
-  bool reading_ = false;     // is its EVFILT_READ enabled?
-  bool writing_ = false;     // is its EVFILT_WRITE enabled?
-  bool emptying_ = false;    // waiting for EVFILT_EMPTY: the peer has not acknowledged every byte yet (step 5)
-};
-
-// A client and its upstream connection. Never moved: its Endpoints point at its Directions, and udata at them.
-struct Pair {
-  explicit Pair(std::uint64_t id) : id_(id) {}
-  Pair(const Pair&) = delete;
-  Pair& operator=(const Pair&) = delete;
-
-  std::uint64_t id_;          // the ident of its EVFILT_TIMER (timer idents are ours to choose)
-  Direction up_;              // client -> upstream
-  Direction down_;            // upstream -> client
-  Endpoint client_{this, &up_, &down_};
-  Endpoint upstream_{this, &down_, &up_};
-  bool connected_ = false;    // the upstream connection is established
-  bool timer_armed_ = false;  // its timer is registered: the connect timeout, or the wait for EVFILT_EMPTY
-  bool closed_ = false;       // closed; the object lives on until the end of the batch
-};
-
-class Proxy {
- public:
-  // Creates the queue and registers the listening socket and SIGTERM.
-  Proxy(int listener, kqlab::UpstreamAddress upstream, std::size_t buffer_limit, std::int64_t connect_timeout_ms);
-
-  // The event loop: waits for events and hands each to its handler, until SIGTERM.
-  void run();
-
- private:
-  int apply(const struct kevent& change);
-  void must(const struct kevent& change);
-  void dispatch(const struct kevent& event);
-  void accept_clients(const struct kevent& event);
-  void turn_away(int client);
-  void start_pair(int client);
-  void register_endpoint(Endpoint& end, bool read, bool write);
-  void set_filter(Endpoint& end, short filter, bool on);
-  void arm_timer(Pair& pair, std::int64_t milliseconds);
-  void disarm_timer(Pair& pair);
-  void on_connect_done(Pair& pair, const struct kevent& event);
-  void on_timer(Pair& pair);
-  void on_readable(Endpoint& end, const struct kevent& event);
-  void advance(Pair& pair);
-  bool flush(Direction& direction, Endpoint& to);
-  void update_interest(Endpoint& end);
-  void finish(Pair& pair);
-  void on_empty(Endpoint& end);
-  void refuse(Pair& pair, const std::string& why);
-  void abort(Pair& pair);
-  void close_pair(Pair& pair);
-
-  int kq_;
-  int listener_;
-  int spare_;                      // a descriptor kept to be given up at the descriptor limit (lesson 05, step 4)
-  kqlab::UpstreamAddress upstream_;
-  std::size_t buffer_limit_;       // --buffer: the most a Direction holds
-  std::int64_t connect_timeout_ms_;
-  bool empty_filter_ = kEmptyFilter != 0;  // may this kqueue have EVFILT_EMPTY? (FreeBSD does; macOS, Linux not)
-  bool stopping_ = false;          // SIGTERM came
-  std::uint64_t next_id_ = 1;
-  std::unordered_map<std::uint64_t, std::unique_ptr<Pair>> pairs_;  // the open ones, by id
-  std::vector<std::unique_ptr<Pair>> closed_;  // closed during this batch, freed once it is handled
-};
-
 Proxy::Proxy(int listener, kqlab::UpstreamAddress upstream, std::size_t buffer_limit,
              std::int64_t connect_timeout_ms)
     : kq_(kqueue()),
@@ -130,7 +49,8 @@ Proxy::Proxy(int listener, kqlab::UpstreamAddress upstream, std::size_t buffer_l
       spare_(open("/dev/null", O_RDONLY | O_CLOEXEC)),
       upstream_(std::move(upstream)),
       buffer_limit_(buffer_limit),
-      connect_timeout_ms_(connect_timeout_ms) {
+      connect_timeout_ms_(connect_timeout_ms),
+      empty_filter_(kEmptyFilter != 0) {
   if (kq_ == -1) kqlab::fail("kqueue");
   if (spare_ == -1) kqlab::fail("open /dev/null");
   struct kevent change;
@@ -486,24 +406,4 @@ void Proxy::close_pair(Pair& pair) {
   const auto found = pairs_.find(pair.id_);
   closed_.push_back(std::move(found->second));
   pairs_.erase(found);
-}
-
-int main(int argc, char** argv) {
-  long long buffer = 64 * 1024;
-  long long connect_timeout_ms = 5000;
-  std::string upstream;
-  const kqlab::Address address = kqlab::parse_arguments(
-      argc, argv, "A TCP proxy: each client is connected to --upstream, and bytes flow both ways.",
-      {{"--buffer", "hold at most this many bytes per direction of each connection", 1024, 1 << 24, &buffer},
-       {"--connect-timeout-ms", "give up on an upstream that has not answered in this many milliseconds", 1,
-        3600000, &connect_timeout_ms}},
-      {{"--upstream", "HOST:PORT", "where to connect each client (required)", &upstream}});
-  kqlab::UpstreamAddress target = kqlab::resolve_upstream(upstream);
-  // A peer that vanishes while we write to it must not take the proxy with it (lesson 05, step 2).
-  std::signal(SIGPIPE, SIG_IGN);
-  const int listener = kqlab::open_listener(address);
-  Proxy proxy(listener, std::move(target), static_cast<std::size_t>(buffer), connect_timeout_ms);
-  kqlab::announce_listening(listener);
-  proxy.run();
-  return 0;
 }
