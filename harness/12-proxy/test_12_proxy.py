@@ -5,6 +5,7 @@ import re
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,18 @@ def expect_accepted(upstream, count: int, story) -> None:
         story.fail(f"the proxy to connect to the upstream for each of {count} clients within {seconds(5):g} s",
                    f"the upstream accepted {upstream.accepted()} connections")
     story.step(f"the upstream accepted {count} connection{'s' if count > 1 else ''} from the proxy")
+
+
+def arrives(count, total: int, stall: float) -> bool:
+    """Waits while count() grows towards `total`; False once it has not grown for `stall` seconds."""
+    last, seen = time.monotonic(), count()
+    while seen < total:
+        if time.monotonic() - last > stall:
+            return False
+        time.sleep(0.02)
+        if (now := count()) != seen:
+            last, seen = time.monotonic(), now
+    return True
 
 
 @see("The program you are finishing")
@@ -126,9 +139,9 @@ def test_slow_upstream_bounds_what_the_proxy_holds(start_server, upstreams, stor
     proxy.expect_idle(window=seconds(0.5))
     holder.start_reading()
     story.step("the upstream began to read")
-    if not eventually(lambda: len(holder.received[0]) >= len(sent), seconds(20)):
+    if not arrives(lambda: len(holder.received[0]), len(sent), stall=seconds(3)):
         story.fail(f"all {len(sent)} bytes the proxy took to reach the upstream once it reads",
-                   f"{len(holder.received[0])} bytes reached it")
+                   f"{len(holder.received[0])} bytes reached it, then nothing more for {seconds(3):g} s")
     if holder.received[0] != sent:
         story.fail("the bytes to reach the upstream as the client sent them", "different bytes")
     story.step("every byte the client sent reached the upstream, in order")
