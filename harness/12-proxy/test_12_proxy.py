@@ -107,7 +107,10 @@ def test_refused_upstream_is_reported(start_server, story):
 
 @see("Step 2: a deadline for connect()")
 def test_silent_upstream_times_out(start_server, upstreams, story):
-    silent = upstreams(FullBacklog())
+    try:
+        silent = upstreams(FullBacklog())
+    except RuntimeError as why:  # a kernel that completes every handshake (SYN cookies) leaves nothing to time out
+        pytest.skip(f"no upstream that never answers can be made on loopback here: {why}")
     story.step("started an upstream whose listening queue is full: a connect() to it gets no answer")
     proxy = start_server("--upstream", silent.address, "--connect-timeout-ms", "300")
     at_start = None
