@@ -199,6 +199,25 @@ void Proxy::set_filter(Endpoint& end, short filter, bool on) {
   (filter == EVFILT_READ ? end.reading_ : end.writing_) = on;
 }
 
+// [snippet: connect-done]
+// EVFILT_WRITE on an upstream socket still connecting: the handshake has ended, one way or the other. Writable
+// does not mean connected: a refused connection is "writable" too (a write would fail at once).
+void Proxy::on_connect_done(Pair& pair, const struct kevent& event) {
+  // TODO(1): writable does not mean connected. Find the kernel's answer to connect(): 0, or the errno it failed
+  // with. (README, step 1; stuck? ./kqlab hint 12)
+  // Each gap's static_casts only keep the compiler quiet about what it does not use yet: delete them.
+  int error = 0;
+  static_cast<void>(event);
+  if (error != 0) {
+    refuse(pair, std::strerror(error));
+    return;
+  }
+  pair.connected_ = true;
+  disarm_timer(pair);
+  advance(pair);  // what the client sent meanwhile goes out now; the upstream's read filter comes on
+}
+// [end]
+
 // [snippet: timer]
 // One timer per pair, a one-shot in milliseconds: the connect timeout (step 1), or the wait for EVFILT_EMPTY.
 void Proxy::arm_timer(Pair& pair, std::int64_t milliseconds) {
@@ -219,25 +238,6 @@ void Proxy::disarm_timer(Pair& pair) {
   }
   pair.timer_armed_ = false;
 }
-
-// [snippet: connect-done]
-// EVFILT_WRITE on an upstream socket still connecting: the handshake has ended, one way or the other. Writable
-// does not mean connected: a refused connection is "writable" too (a write would fail at once).
-void Proxy::on_connect_done(Pair& pair, const struct kevent& event) {
-  // TODO(1): writable does not mean connected. Find the kernel's answer to connect(): 0, or the errno it failed
-  // with. (README, step 1; stuck? ./kqlab hint 12)
-  // Each gap's static_casts only keep the compiler quiet about what it does not use yet: delete them.
-  int error = 0;
-  static_cast<void>(event);
-  if (error != 0) {
-    refuse(pair, std::strerror(error));
-    return;
-  }
-  pair.connected_ = true;
-  disarm_timer(pair);
-  advance(pair);  // what the client sent meanwhile goes out now; the upstream's read filter comes on
-}
-// [end]
 
 // The pair's one-shot timer fired (and is gone): the upstream has not answered in time, or, once both directions
 // are finished, the peers have not acknowledged everything in time. Or neither: the connect timeout fired in the
@@ -291,6 +291,21 @@ void Proxy::advance(Pair& pair) {
 }
 // [end]
 
+// [snippet: update-interest]
+// Sets a socket's filters to what the pair needs from it now. Reading, while its direction has room and its
+// source has not ended: a full buffer stops reading, and TCP then stops the fast side (flow control). Writing,
+// while bytes wait for it, or, on an upstream socket still connecting, for the answer to connect().
+void Proxy::update_interest(Endpoint& end) {
+  const bool connecting = &end == &end.pair_->upstream_ && !end.pair_->connected_;
+  // TODO(3): read while the socket's direction has room, and only then: what must stop the fast side? (README,
+  // step 3)
+  const bool read = !connecting && !end.from_here_->source_done_;
+  const bool write = connecting || !end.to_here_->buffer_.empty();
+  if (read != end.reading_) set_filter(end, EVFILT_READ, read);
+  if (write != end.writing_) set_filter(end, EVFILT_WRITE, write);
+}
+// [end]
+
 // [snippet: flush]
 // Writes what the destination takes now, and once the source has ended and every byte is out, tells the
 // destination: shutdown(SHUT_WR) sends it an EOF, and leaves the other direction open. Returns false if the pair
@@ -310,21 +325,6 @@ bool Proxy::flush(Direction& direction, Endpoint& to) {
     // (README, step 4)
   }
   return true;
-}
-// [end]
-
-// [snippet: update-interest]
-// Sets a socket's filters to what the pair needs from it now. Reading, while its direction has room and its
-// source has not ended: a full buffer stops reading, and TCP then stops the fast side (flow control). Writing,
-// while bytes wait for it, or, on an upstream socket still connecting, for the answer to connect().
-void Proxy::update_interest(Endpoint& end) {
-  const bool connecting = &end == &end.pair_->upstream_ && !end.pair_->connected_;
-  // TODO(3): read while the socket's direction has room, and only then: what must stop the fast side? (README,
-  // step 3)
-  const bool read = !connecting && !end.from_here_->source_done_;
-  const bool write = connecting || !end.to_here_->buffer_.empty();
-  if (read != end.reading_) set_filter(end, EVFILT_READ, read);
-  if (write != end.writing_) set_filter(end, EVFILT_WRITE, write);
 }
 // [end]
 

@@ -199,28 +199,6 @@ void Proxy::set_filter(Endpoint& end, short filter, bool on) {
   (filter == EVFILT_READ ? end.reading_ : end.writing_) = on;
 }
 
-// [snippet: timer]
-// One timer per pair, a one-shot in milliseconds: the connect timeout (step 1), or the wait for EVFILT_EMPTY.
-void Proxy::arm_timer(Pair& pair, std::int64_t milliseconds) {
-  struct kevent change;
-  EV_SET(&change, pair.id_, EVFILT_TIMER, EV_ADD | EV_ONESHOT, 0, milliseconds, &pair.upstream_);
-  must(change);
-  pair.timer_armed_ = true;
-}
-// [end]
-
-void Proxy::disarm_timer(Pair& pair) {
-  if (!pair.timer_armed_) return;
-  struct kevent change;
-  EV_SET(&change, pair.id_, EVFILT_TIMER, EV_DELETE, 0, 0, nullptr);
-  // ENOENT is expected: the one-shot timer may have fired in this very batch, its event not handled yet (and
-  // skipped, once the pair is connected or closed).
-  if (const int error = apply(change); error != 0 && error != ENOENT) {
-    kqlab::fail("kevent(" + kqlab::describe(change) + ")", error);
-  }
-  pair.timer_armed_ = false;
-}
-
 // [snippet: connect-done]
 // EVFILT_WRITE on an upstream socket still connecting: the handshake has ended, one way or the other. Writable
 // does not mean connected: a refused connection is "writable" too (a write would fail at once).
@@ -242,6 +220,28 @@ void Proxy::on_connect_done(Pair& pair, const struct kevent& event) {
   advance(pair);  // what the client sent meanwhile goes out now; the upstream's read filter comes on
 }
 // [end]
+
+// [snippet: timer]
+// One timer per pair, a one-shot in milliseconds: the connect timeout (step 1), or the wait for EVFILT_EMPTY.
+void Proxy::arm_timer(Pair& pair, std::int64_t milliseconds) {
+  struct kevent change;
+  EV_SET(&change, pair.id_, EVFILT_TIMER, EV_ADD | EV_ONESHOT, 0, milliseconds, &pair.upstream_);
+  must(change);
+  pair.timer_armed_ = true;
+}
+// [end]
+
+void Proxy::disarm_timer(Pair& pair) {
+  if (!pair.timer_armed_) return;
+  struct kevent change;
+  EV_SET(&change, pair.id_, EVFILT_TIMER, EV_DELETE, 0, 0, nullptr);
+  // ENOENT is expected: the one-shot timer may have fired in this very batch, its event not handled yet (and
+  // skipped, once the pair is connected or closed).
+  if (const int error = apply(change); error != 0 && error != ENOENT) {
+    kqlab::fail("kevent(" + kqlab::describe(change) + ")", error);
+  }
+  pair.timer_armed_ = false;
+}
 
 // The pair's one-shot timer fired (and is gone): the upstream has not answered in time, or, once both directions
 // are finished, the peers have not acknowledged everything in time. Or neither: the connect timeout fired in the
@@ -295,6 +295,19 @@ void Proxy::advance(Pair& pair) {
 }
 // [end]
 
+// [snippet: update-interest]
+// Sets a socket's filters to what the pair needs from it now. Reading, while its direction has room and its
+// source has not ended: a full buffer stops reading, and TCP then stops the fast side (flow control). Writing,
+// while bytes wait for it, or, on an upstream socket still connecting, for the answer to connect().
+void Proxy::update_interest(Endpoint& end) {
+  const bool connecting = &end == &end.pair_->upstream_ && !end.pair_->connected_;
+  const bool read = !connecting && !end.from_here_->source_done_ && end.from_here_->buffer_.size() < buffer_limit_;
+  const bool write = connecting || !end.to_here_->buffer_.empty();
+  if (read != end.reading_) set_filter(end, EVFILT_READ, read);
+  if (write != end.writing_) set_filter(end, EVFILT_WRITE, write);
+}
+// [end]
+
 // [snippet: flush]
 // Writes what the destination takes now, and once the source has ended and every byte is out, tells the
 // destination: shutdown(SHUT_WR) sends it an EOF, and leaves the other direction open. Returns false if the pair
@@ -317,19 +330,6 @@ bool Proxy::flush(Direction& direction, Endpoint& to) {
     direction.shut_ = true;
   }
   return true;
-}
-// [end]
-
-// [snippet: update-interest]
-// Sets a socket's filters to what the pair needs from it now. Reading, while its direction has room and its
-// source has not ended: a full buffer stops reading, and TCP then stops the fast side (flow control). Writing,
-// while bytes wait for it, or, on an upstream socket still connecting, for the answer to connect().
-void Proxy::update_interest(Endpoint& end) {
-  const bool connecting = &end == &end.pair_->upstream_ && !end.pair_->connected_;
-  const bool read = !connecting && !end.from_here_->source_done_ && end.from_here_->buffer_.size() < buffer_limit_;
-  const bool write = connecting || !end.to_here_->buffer_.empty();
-  if (read != end.reading_) set_filter(end, EVFILT_READ, read);
-  if (write != end.writing_) set_filter(end, EVFILT_WRITE, write);
 }
 // [end]
 
