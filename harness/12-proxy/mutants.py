@@ -112,4 +112,14 @@ MUTANTS = [
         replacements=(("    if (client == -1 && (errno == EMFILE || errno == ENFILE)) {\n",
                        "    if (client == -1 && errno == 0) {  // MUTANT: EMFILE treated like any other error\n"),),
     ),
+    Mutant(
+        name="lowat-on-reads",
+        mistake="A low-water mark on reading too: a short request is held back until more bytes, or the EOF, "
+                "come after it.",
+        caught_by="test_bytes_flow_both_ways",
+        file="proxy.cpp",
+        replacements=(("  EV_SET(&change, end.fd_, EVFILT_READ, EV_ADD | (read ? 0 : EV_DISABLE), 0, 0, &end);\n",
+                       "  EV_SET(&change, end.fd_, EVFILT_READ, EV_ADD | (read ? 0 : EV_DISABLE), NOTE_LOWAT, kLowWater, "
+                       "&end);  // MUTANT\n"),),
+    ),
 ]

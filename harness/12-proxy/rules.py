@@ -30,14 +30,16 @@ RULES = [
               "full, EV_ENABLE when it drains.",
          section="Step 3: flow control",
          mutants=("unbounded-buffering", "never-resumes-reading")),
-    Rule(name="lowat-on-writes-only",
-         rule="NOTE_LOWAT on a write filter wakes the proxy only for room worth writing into; never on a read "
-              "filter.",
+    Rule(name="lowat-on-writes",
+         rule="NOTE_LOWAT on a write filter wakes the proxy only for room worth writing into.",
          section="NOTE_LOWAT: waking for enough room",
          unprovable="A performance matter: without the low-water mark every byte still arrives, only with more "
-                    "wake-ups and smaller writes, whose number depends on the kernel's acknowledgement pattern; a "
-                    "low-water mark on reading holds a short request back only until the EOF, which every test "
-                    "sends. The bench's figures show the cost, not a test."),
+                    "wake-ups and smaller writes, whose number depends on the kernel's acknowledgement pattern. "
+                    "The bench's figures show the cost, not a test."),
+    Rule(name="no-lowat-on-reads",
+         rule="Never put NOTE_LOWAT on a read filter: a short request would wait for bytes that never come.",
+         section="NOTE_LOWAT: waking for enough room",
+         mutants=("lowat-on-reads",)),
     Rule(name="eof-ends-one-direction",
          rule="An EOF ends one direction: pass it on with shutdown(SHUT_WR) after the last byte, and close the pair "
               "only when both directions are finished.",
