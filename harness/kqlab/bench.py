@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import bench_report, course, tools
+from . import bench_proxy, bench_report, course, tools
 
 # The lessons whose solution is an echo server the load generator can drive (it prints `listening on HOST:PORT`
 # and echoes every byte): a lesson's directory, or lesson/program for a lesson of several programs. Those not
@@ -104,6 +104,7 @@ class Measurements:
     event_cost: dict = field(default_factory=dict)  # events per call -> {"epoll", "epoll_fionread", "kevent"}: ns
     modes: dict = field(default_factory=dict)  # mode -> {"claim", "cpu_ns_per_event", "syscalls": {name: per event}}
     machine: dict = field(default_factory=dict)
+    proxy: dict = field(default_factory=dict)  # lesson 12 against a direct connection (bench_proxy.py)
 
 
 # ---- The command ----------------------------------------------------------------------------------------------
@@ -139,7 +140,7 @@ def main(arguments: list[str]) -> int:
     tools.banner("Build: preset release (optimised, no sanitizers)")
     lessons = tuple(dict.fromkeys(f"solution_{name.split('/')[0]}" for name in ECHO_LESSONS
                                   if (course.SOLUTIONS / name.split("/")[0]).is_dir()))
-    if tools.configure("release", quiet=True) or tools.build("release", PROGRAMS + lessons):
+    if tools.configure("release", quiet=True) or tools.build("release", PROGRAMS + lessons + bench_proxy.TARGETS):
         return 1
     build = tools.build_dir("release")
     started = time.monotonic()
@@ -201,6 +202,9 @@ def measure(build: Path, config: Config, out: Path, log=print) -> Measurements:
 
     log("\n==> CPU time per delivered event, in a tight loop (bench/event_cost.cpp)")
     results.event_cost = run_probe(build, "event_cost", [str(config.event_iterations)], log)
+
+    log("\n==> Lesson 12's proxy against a direct connection (bench_proxy.py)")
+    results.proxy = bench_proxy.measure(build, config, cpus, log)
     results.machine["load_after"] = os.getloadavg()
 
     saved = {"config": dataclasses.asdict(config), "servers": [dataclasses.asdict(server) for server in chosen],
@@ -225,6 +229,9 @@ def run_probe(build: Path, name: str, arguments: list[str], log) -> dict:
 
 def write_report(results: Measurements, config: Config, chosen: list[Server], out: Path) -> None:
     bench_report.write(results, config, chosen, out, BASELINE, QUERY, LAYER)
+    if section := bench_proxy.report_lines(results.proxy):
+        with (out / "report.md").open("a", encoding="utf-8") as report:
+            report.write("\n".join(section) + "\n")
 
 
 def load_results(path: Path) -> tuple[Measurements, Config, list[Server]]:
