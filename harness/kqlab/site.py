@@ -7,6 +7,7 @@ tree, one page per lesson in course order, and pages made from what the project 
 - one page per lesson from lessons/NN-topic/README.md: a label on each heading, GitHub-style links
   (`#section`, `../NN-topic/README.md#section`) turned into Doxygen links, "previous · index · next" at the top
   and bottom, and each quoted code block (snippets.py) filled from its source as it is now;
+- "How kqueue works inside" (docs/inside.md): the kernel's side, which the lessons' rules follow from;
 - "Common mistakes" (docs/mistakes.md): every mutant of every lesson (harness/NN-topic/mutants.py), with the
   section of the lesson that teaches the mistake (the @see of the test that catches it);
 - "Portability" (docs/portability.md): sections of compat/README.md, included, and the FreeBSD-only behaviours
@@ -84,7 +85,7 @@ class Site:
         self.pages: dict[Path, Page] = {}  # by source file, for links between pages
         for lesson in self.lessons:
             self._register(lesson.readme, page_label(lesson))
-        for name in ("index", "mistakes", "portability", "diagrams"):
+        for name in ("index", "inside", "mistakes", "portability", "diagrams"):
             self._register(DOCS / f"{name}.md", "index" if name == "index" else name)
         self.bench = bench_report()
         if self.bench is not None:
@@ -123,7 +124,7 @@ class Site:
             following = self.lessons[number + 1] if number + 1 < len(self.lessons) else None
             written.append(self._write(lesson.readme, self._lesson_header(lesson, previous, following),
                                        self._navigation(previous, following)))
-        for name in ("mistakes", "portability"):
+        for name in ("inside", "mistakes", "portability"):
             written.append(self._write(DOCS / f"{name}.md", "[TOC]\n", ""))
         if self.bench is not None:
             written.append(self._write(self.bench, "", "", strict=False))
@@ -173,7 +174,9 @@ class Site:
         return "\n".join(lines)
 
     def other_pages(self) -> str:
-        lines = ["- \\subpage mistakes — each classic mistake, the lesson that teaches it, the test that catches it",
+        lines = ["- \\subpage inside — what the kernel does with a registration: knotes, the active list, "
+                 "kqueue_scan() and close(), the reasons behind the lessons' rules",
+                 "- \\subpage mistakes — each classic mistake, the lesson that teaches it, the test that catches it",
                  "- \\subpage portability — FreeBSD, macOS, and kqlab's kqueue for Linux",
                  "- \\subpage diagrams — the event loop, a connection's life, kqueue and epoll side by side, and "
                  "more"]
