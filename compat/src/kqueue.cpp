@@ -142,6 +142,9 @@ class Call {
   struct kevent* out_;
   int room_;
   int count_ = 0;
+  // This call's number among the queue's scans: a knote is returned at most once per call. Each concurrent call
+  // has its own, so a knote one thread took is not mistaken for "already returned" by another thread's call.
+  uint32_t serial_ = 0;
   int64_t readable_[kBatch];  // per event of the batch: bytes readable if asked already (ask_readable), else -1
 };
 
@@ -226,10 +229,11 @@ int Call::modify(Knote& knote, const struct kevent& change) {
   }
   if (change.flags & EV_DISABLE) {
     if (!knote.disabled_) set_enabled(knote, false);
-  } else if (change.flags & EV_ENABLE) {
-    if (knote.disabled_) set_enabled(knote, true);
+  } else if ((change.flags & EV_ENABLE) && knote.disabled_) {
+    set_enabled(knote, true);
   } else if (!knote.disabled_ && !knote.ops().source_is_level(knote)) {
-    // BSD re-evaluates the filter after any change; an edge-triggered source would not tell us again.
+    // BSD re-evaluates the filter after any change (kqueue_register calls f_event), EV_ENABLE of an enabled
+    // knote included: a NOTE_TRIGGER in it fires. An edge-triggered source would not tell us again.
     queue_.queue_pending(knote);
   }
   return 0;
@@ -262,12 +266,12 @@ void Call::settle(WatchedFd& record) {
 }
 
 bool Call::deliver(Knote& knote, uint32_t hint) {
-  if (knote.disabled_ || knote.delivered_in_scan_ == queue_.scan_serial_) return false;
+  if (knote.disabled_ || knote.delivered_in_scan_ == serial_) return false;
   struct kevent& out = out_[count_];
   EV_SET(&out, knote.ident_, knote.filter_, knote.flags_, 0, 0, knote.udata_);
   if (!knote.ops().evaluate(queue_, knote, hint, out)) return false;
   ++count_;
-  knote.delivered_in_scan_ = queue_.scan_serial_;
+  knote.delivered_in_scan_ = serial_;
   if (knote.flags_ & EV_ONESHOT) {
     destroy(knote, false);  // epoll's entry is trimmed lazily, if it ever reports again
     return true;
@@ -289,7 +293,7 @@ int Call::take_pending() {
   for (; budget > 0 && queue_.pending_head_ && count_ < room_; --budget) {
     Knote& knote = *queue_.pending_head_;
     queue_.unqueue_pending(knote);
-    if (knote.delivered_in_scan_ == queue_.scan_serial_) {
+    if (knote.delivered_in_scan_ == serial_) {
       queue_.queue_pending(knote);  // returned already in this call; keep it for the next one
       continue;
     }
@@ -375,6 +379,7 @@ void Call::dispatch(const epoll_event& event, int64_t readable) {
 int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
   const Deadline deadline(timeout);
   if (++queue_.scan_serial_ == 0) queue_.restart_scan_serials();
+  serial_ = queue_.scan_serial_;
   epoll_event events[kBatch];
   for (;;) {
     take_pending();
@@ -405,11 +410,16 @@ int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
           (signal_marks().absorbed != marks_before.absorbed || !program_catches_unwatched_signal()))
         continue;
       if (count_ > 0) break;
+      queue_.update_wake();
       return -1;  // EINTR included: a signal the program catches ends the wait, as on BSD
     }
     ask_readable(events, n);
+    const int before = count_;
     for (int i = 0; i < n; ++i) dispatch(events[i], readable_[i]);
     if (queue_.pending_head_ && count_ < room_) take_pending();
+    // A full batch may not be all that epoll holds ready: fill the event list (BSD returns up to nevents), with
+    // more batches polled without waiting, as long as each brings something new (a level entry comes back).
+    if (n == room && count_ > before && count_ < room_) continue;
     if (count_ > 0 || deadline.poll_only) break;
     if (wait && wait->tv_sec == 0 && wait->tv_nsec == 0) break;  // the timeout ran out
   }

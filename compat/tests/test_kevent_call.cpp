@@ -5,6 +5,7 @@
 #include <sys/time.h>
 
 #include <chrono>
+#include <set>
 
 #include "support.hpp"
 
@@ -232,6 +233,38 @@ TEST_CASE("more events than room: the rest come with the next calls, none lost")
     for (const auto& event : wait(kq, 1000, 3)) seen.push_back(event.ident);
   }
   CHECK(seen.size() == 10);
+}
+
+TEST_CASE("a full event list: 200 ready events come back in one call when there is room for them") {
+  constexpr int kReady = 200;
+  for (const unsigned short mode : {0, EV_CLEAR}) {  // level entries come back from epoll; edge ones do not
+    INFO((mode ? "EV_CLEAR" : "level"));
+    auto kq = new_queue();
+    std::vector<Pair> pairs;
+    for (int i = 0; i < kReady; ++i) pairs.push_back(socket_pair());
+    for (auto& pair : pairs) add(kq, pair.a, EVFILT_READ, mode);
+    for (auto& pair : pairs) write_bytes(pair.b, 1);
+    const auto events = wait(kq, 1000, kReady + 50);
+    CHECK(events.size() == static_cast<size_t>(kReady));
+    std::set<uintptr_t> distinct;
+    for (const auto& event : events) distinct.insert(event.ident);
+    CHECK(distinct.size() == static_cast<size_t>(kReady));
+  }
+}
+
+TEST_CASE("a full event list: exactly nevents come back when more are ready, of any filter") {
+  auto kq = new_queue();
+  constexpr uintptr_t kUser = 150;
+  for (uintptr_t ident = 0; ident < kUser; ++ident) add(kq, ident, EVFILT_USER, EV_CLEAR);
+  std::vector<Pair> pairs;
+  for (int i = 0; i < 100; ++i) pairs.push_back(socket_pair());
+  for (auto& pair : pairs) add(kq, pair.a, EVFILT_READ, EV_CLEAR);
+  for (auto& pair : pairs) write_bytes(pair.b, 1);
+  std::vector<struct kevent> triggers;
+  for (uintptr_t ident = 0; ident < kUser; ++ident) triggers.push_back(change(ident, EVFILT_USER, 0, NOTE_TRIGGER));
+  REQUIRE(kqtest::apply(kq, triggers) == 0);
+  CHECK(wait(kq, 1000, 200).size() == 200u);
+  CHECK(wait(kq, 1000, 200).size() == 50u);  // the rest, none lost
 }
 
 }  // TEST_SUITE

@@ -143,4 +143,52 @@ TEST_CASE("user events, timers and descriptors with the same ident are independe
   expect_event(kq, ident, EVFILT_WRITE);
 }
 
+TEST_CASE("NOTE_TRIGGER fires in any change to an existing event: bare, with EV_ENABLE, with EV_ADD") {
+  // filt_usertouch applies NOTE_TRIGGER on every change that is not a delete, and kqueue_register then
+  // evaluates the knote: EV_ENABLE|NOTE_TRIGGER is the usual way to re-arm and fire in one change.
+  const std::pair<const char*, unsigned short> variants[] = {
+      {"NOTE_TRIGGER", 0}, {"EV_ENABLE|NOTE_TRIGGER", EV_ENABLE}, {"EV_ADD|NOTE_TRIGGER", EV_ADD}};
+  for (const auto& [name, flags] : variants) {
+    for (const unsigned short mode : {0, EV_CLEAR, EV_DISPATCH, EV_DISPATCH | EV_CLEAR}) {
+      INFO(name << " on an enabled event registered with flags " << mode);
+      auto kq = new_queue();
+      add(kq, 1, EVFILT_USER, mode);
+      expect_nothing(kq, 0);
+      REQUIRE(apply(kq, {change(1, EVFILT_USER, flags, NOTE_TRIGGER | NOTE_FFCOPY | 0x5, 9)}) == 0);
+      const auto event = expect_event(kq, 1, EVFILT_USER);
+      CHECK(event.fflags == 0x5);
+      CHECK(event.data == 9);
+    }
+  }
+}
+
+TEST_CASE("EV_ENABLE|NOTE_TRIGGER re-arms and fires a dispatched event, every time") {
+  auto kq = new_queue();
+  add(kq, 1, EVFILT_USER, EV_DISPATCH);
+  for (int round = 0; round < 3; ++round) {
+    INFO("round " << round);
+    REQUIRE(apply(kq, {change(1, EVFILT_USER, EV_ENABLE, NOTE_TRIGGER)}) == 0);
+    expect_event(kq, 1, EVFILT_USER);
+    expect_nothing(kq, 0);  // dispatched: disabled until the next EV_ENABLE
+  }
+}
+
+TEST_CASE("EV_DISABLE|NOTE_TRIGGER records the trigger; EV_ENABLE delivers it") {
+  auto kq = new_queue();
+  add(kq, 1, EVFILT_USER, EV_CLEAR);
+  REQUIRE(apply(kq, {change(1, EVFILT_USER, EV_DISABLE, NOTE_TRIGGER)}) == 0);
+  expect_nothing(kq);
+  REQUIRE(apply(kq, {change(1, EVFILT_USER, EV_ENABLE)}) == 0);
+  expect_event(kq, 1, EVFILT_USER);
+}
+
+TEST_CASE("EV_ADD|NOTE_TRIGGER on a disabled event records the trigger without enabling it") {
+  auto kq = new_queue();
+  add(kq, 1, EVFILT_USER, EV_CLEAR | EV_DISABLE);
+  REQUIRE(apply(kq, {change(1, EVFILT_USER, EV_ADD, NOTE_TRIGGER)}) == 0);
+  expect_nothing(kq);
+  REQUIRE(apply(kq, {change(1, EVFILT_USER, EV_ENABLE)}) == 0);
+  expect_event(kq, 1, EVFILT_USER);
+}
+
 }  // TEST_SUITE
