@@ -48,13 +48,13 @@ Connection::Outcome Connection::serve() {
 }
 
 Connection::Outcome Connection::answer_lines() {
-  std::size_t start = 0;
-  for (std::size_t end; (end = received_.find('\n', start)) != std::string::npos; start = end + 1) {
-    std::string answer = factor_request(std::string_view(received_).substr(start, end - start), cancelled_);
+  for (std::size_t end; (end = received_.find('\n')) != std::string::npos;) {
+    const std::string line = received_.substr(0, end);
+    received_.erase(0, end + 1);  // taken: the request is this call's to answer
+    std::string answer = factor_request(line, cancelled_);
     if (cancelled_.load()) return Outcome::kEnded;
     unsent_ += answer;
   }
-  received_.erase(0, start);
   if (received_.size() > kLongestLine) {
     unsent_ += "error: a request is a number on a line of its own, at most 64 characters\n";
     received_.clear();

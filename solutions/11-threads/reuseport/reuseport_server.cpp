@@ -58,14 +58,12 @@ void apply(int kq, std::span<struct kevent> changes, int expected = 0) {
 // SO_REUSEPORT balances. macOS has only SO_REUSEPORT, which does not balance (README, "One queue per thread").
 void share_port(int fd) {
   const int on = 1;
-  // [snippet: share-port]
 #ifdef SO_REUSEPORT_LB
   const int option = SO_REUSEPORT_LB;
 #else
   const int option = SO_REUSEPORT;
 #endif
   if (setsockopt(fd, SOL_SOCKET, option, &on, sizeof on) == -1) kqlab::fail("setsockopt(SO_REUSEPORT)");
-  // [end]
 }
 
 // A non-blocking listening socket on `host` and `port`, sharing the port with the others (share_port).

@@ -7,12 +7,18 @@
 // longer here belonged to a connection closed meanwhile, and its event is stale.
 #pragma once
 
+#include <sys/event.h>
+
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
 
 #include "connection.hpp"
+
+// The number an event carries in udata (0: none, for the listening socket and the accept timer), both ways.
+inline std::uint64_t id_of(const struct kevent& event) { return reinterpret_cast<std::uintptr_t>(event.udata); }
+inline void* udata_of(std::uint64_t id) { return reinterpret_cast<void*>(static_cast<std::uintptr_t>(id)); }
 
 class Registry {
  public:

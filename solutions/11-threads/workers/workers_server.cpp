@@ -44,10 +44,6 @@ struct Server {
   Registry registry;
 };
 
-// The connection number an event carries in udata (0 for the listening socket and the accept timer).
-std::uint64_t id_of(const struct kevent& event) { return reinterpret_cast<std::uintptr_t>(event.udata); }
-void* udata_of(std::uint64_t id) { return reinterpret_cast<void*>(static_cast<std::uintptr_t>(id)); }
-
 // Applies `changes` in one kevent() call. EV_RECEIPT makes the kernel answer each change in an event of its own
 // (EV_ERROR set, data 0 or an error number); any error stops the server with the change named, except
 // `expected`, an error the caller knows can happen (and says why).
@@ -71,14 +67,12 @@ void apply(int kq, std::span<struct kevent> changes, int expected = 0) {
 // registration of a connection is EV_DISPATCH: the thread that gets one of its events is the only one to hear of
 // it until it re-enables the registration (rearm).
 void watch_connection(Server& server, int fd, std::uint64_t id) {
-  struct kevent changes[3];
-  // [snippet: watch-connection]
   // Writing first, reading last: the moment reading is registered another thread may serve the connection and
   // enable writing, which must exist by then.
+  struct kevent changes[3];
   EV_SET(&changes[0], fd, EVFILT_WRITE, EV_ADD | EV_DISPATCH | EV_DISABLE, 0, 0, udata_of(id));
   EV_SET(&changes[1], id, EVFILT_TIMER, EV_ADD | EV_ONESHOT, 0, server.timeout_ms, udata_of(id));
   EV_SET(&changes[2], fd, EVFILT_READ, EV_ADD | EV_DISPATCH, 0, 0, udata_of(id));
-  // [end]
   apply(server.kq, changes);
 }
 
@@ -117,11 +111,9 @@ void accept_clients(Server& server) {
 void rearm(Server& server, const Connection& connection, std::uint64_t id, Connection::Outcome outcome) {
   const short awaited = outcome == Connection::Outcome::kRoom ? EVFILT_WRITE : EVFILT_READ;
   struct kevent changes[2];
-  // [snippet: rearm]
   EV_SET(&changes[0], id, EVFILT_TIMER, EV_ADD | EV_ONESHOT, 0, server.timeout_ms, udata_of(id));
   // udata again: a change to a registration replaces its udata with the change's.
   EV_SET(&changes[1], connection.fd(), awaited, EV_ENABLE, 0, 0, udata_of(id));
-  // [end]
   apply(server.kq, changes);
 }
 
@@ -241,11 +233,9 @@ int main(int argc, char** argv) {
   kqlab::announce_listening(server.listener);
 
   wait_for_stop_signal(signals);
-  // [snippet: trigger]
   struct kevent stop;
   EV_SET(&stop, kStop, EVFILT_USER, 0, NOTE_TRIGGER, 0, nullptr);
   apply(server.kq, std::span(&stop, 1));
-  // [end]
   for (std::thread& worker : workers) worker.join();
 
   server.registry.close_all();  // every connection's memory and descriptor go with the last reference
