@@ -1,0 +1,207 @@
+// getsockopt() and the read and write calls, as seen by a program linked with the layer: they hand back the
+// socket errors the layer took from the kernel to fill `fflags` (socket_errors.hpp).
+//
+// FreeBSD keeps a socket's error (so_error) until one of three things clears it, and each gets it:
+// getsockopt(SO_ERROR) returns it; soreceive() returns it once no data is left to read (instead of end of file
+// or EWOULDBLOCK; MSG_PEEK leaves it); sosend() returns it while the socket can still send (a datagram socket
+// after an ICMP error, say). Once a connection is down (a reset, a refused connect: SBS_CANTSENDMORE), sosend()
+// fails with EPIPE first, raising SIGPIPE, and leaves the error; Linux's write does the same then. The wrappers
+// below do this with the error the layer kept, then forward to the next definition in the link order
+// (dlsym(RTLD_NEXT), which keeps the sanitizers' interceptors in the chain), as the close wrappers do. Until the
+// layer has kept an error, each wrapper costs one relaxed load. Nothing here locks or allocates, and errno is
+// changed only to report the error.
+//
+// Not covered (compat/README.md): recvmmsg/sendmmsg, sendfile/splice, and glibc's internal reads (a socket
+// wrapped in a FILE*), which reach the kernel without these symbols.
+#include <dlfcn.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "socket_errors.hpp"
+
+namespace {
+
+using kqcompat::socket_errors_kept;
+
+using ReadFn = ssize_t (*)(int, void*, size_t);
+using WriteFn = ssize_t (*)(int, const void*, size_t);
+using ReadvFn = ssize_t (*)(int, const iovec*, int);
+using RecvFn = ssize_t (*)(int, void*, size_t, int);
+using SendFn = ssize_t (*)(int, const void*, size_t, int);
+using RecvfromFn = ssize_t (*)(int, void*, size_t, int, sockaddr*, socklen_t*);
+using SendtoFn = ssize_t (*)(int, const void*, size_t, int, const sockaddr*, socklen_t);
+using RecvmsgFn = ssize_t (*)(int, msghdr*, int);
+using SendmsgFn = ssize_t (*)(int, const msghdr*, int);
+using ReadChkFn = ssize_t (*)(int, void*, size_t, size_t);
+using RecvChkFn = ssize_t (*)(int, void*, size_t, size_t, int);
+using RecvfromChkFn = ssize_t (*)(int, void*, size_t, size_t, int, sockaddr*, socklen_t*);
+using GetsockoptFn = int (*)(int, int, int, void*, socklen_t*);
+
+// The next definition of `name`, looked up once (before main, by the constructor below; a call made even
+// earlier looks it up itself).
+template <typename Fn>
+Fn next(Fn& cached, const char* name) {
+  if (!cached) cached = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, name));
+  return cached;
+}
+
+ReadFn next_read;
+WriteFn next_write;
+ReadvFn next_readv, next_writev;
+RecvFn next_recv;
+SendFn next_send;
+RecvfromFn next_recvfrom;
+SendtoFn next_sendto;
+RecvmsgFn next_recvmsg;
+SendmsgFn next_sendmsg;
+ReadChkFn next_read_chk;
+RecvChkFn next_recv_chk;
+RecvfromChkFn next_recvfrom_chk;
+GetsockoptFn next_getsockopt_fn;
+
+__attribute__((constructor)) void find_next_definitions() {
+  next(next_read, "read");
+  next(next_write, "write");
+  next(next_readv, "readv");
+  next(next_writev, "writev");
+  next(next_recv, "recv");
+  next(next_send, "send");
+  next(next_recvfrom, "recvfrom");
+  next(next_sendto, "sendto");
+  next(next_recvmsg, "recvmsg");
+  next(next_sendmsg, "sendmsg");
+  next(next_read_chk, "__read_chk");
+  next(next_recv_chk, "__recv_chk");
+  next(next_recvfrom_chk, "__recvfrom_chk");
+  next(next_getsockopt_fn, "getsockopt");
+}
+
+// A read on a socket with a kept error: what is still queued first, then the error instead of end of file or
+// EWOULDBLOCK (a blocking read does not block: FreeBSD returns the error at once).
+template <typename Read>
+ssize_t read_side(int fd, bool peek, Read read) {
+  const int error = kqcompat::kept_socket_error(fd);
+  if (error == 0) return read();
+  const int saved_errno = errno;
+  pollfd probe{fd, POLLIN, 0};
+  if (poll(&probe, 1, 0) == 1 && (probe.revents & POLLIN)) {
+    const ssize_t got = read();
+    if (got > 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) return got;
+  }
+  const int taken = peek ? error : kqcompat::take_socket_error(fd);
+  if (taken == 0) {  // another thread took it meanwhile
+    errno = saved_errno;
+    return read();
+  }
+  errno = taken;
+  return -1;
+}
+
+// A write on a socket with a kept error fails with it, once, while the socket can still send; on a connection
+// that is down (hung up) the kernel's own EPIPE and SIGPIPE are FreeBSD's answer too, and the error stays.
+template <typename Write>
+ssize_t write_side(int fd, Write write) {
+  if (kqcompat::kept_socket_error(fd) == 0) return write();
+  pollfd probe{fd, POLLOUT, 0};
+  if (poll(&probe, 1, 0) == 1 && (probe.revents & POLLHUP)) return write();
+  if (const int taken = kqcompat::take_socket_error(fd)) {
+    errno = taken;
+    return -1;
+  }
+  return write();
+}
+
+}  // namespace
+
+namespace kqcompat {
+
+int next_getsockopt(int fd, int level, int name, void* value, socklen_t* size) {
+  return next(next_getsockopt_fn, "getsockopt")(fd, level, name, value, size);
+}
+
+}  // namespace kqcompat
+
+extern "C" {
+
+int getsockopt(int fd, int level, int name, void* value, socklen_t* size) {
+  const int result = kqcompat::next_getsockopt(fd, level, name, value, size);
+  if (result != 0 || level != SOL_SOCKET || name != SO_ERROR || !socket_errors_kept()) return result;
+  // The kernel's error, if it has a newer one, replaces the kept one (FreeBSD has one so_error); else the kept one.
+  const int kept = kqcompat::take_socket_error(fd);
+  if (kept != 0 && value && size && *size >= sizeof(int) && *static_cast<int*>(value) == 0)
+    *static_cast<int*>(value) = kept;
+  return result;
+}
+
+ssize_t read(int fd, void* buffer, size_t size) {
+  auto call = [&] { return next(next_read, "read")(fd, buffer, size); };
+  return socket_errors_kept() ? read_side(fd, false, call) : call();
+}
+
+ssize_t readv(int fd, const iovec* parts, int count) {
+  auto call = [&] { return next(next_readv, "readv")(fd, parts, count); };
+  return socket_errors_kept() ? read_side(fd, false, call) : call();
+}
+
+ssize_t recv(int fd, void* buffer, size_t size, int flags) {
+  auto call = [&] { return next(next_recv, "recv")(fd, buffer, size, flags); };
+  return socket_errors_kept() ? read_side(fd, flags & MSG_PEEK, call) : call();
+}
+
+ssize_t recvfrom(int fd, void* buffer, size_t size, int flags, sockaddr* from, socklen_t* from_size) {
+  auto call = [&] { return next(next_recvfrom, "recvfrom")(fd, buffer, size, flags, from, from_size); };
+  return socket_errors_kept() ? read_side(fd, flags & MSG_PEEK, call) : call();
+}
+
+ssize_t recvmsg(int fd, msghdr* message, int flags) {
+  auto call = [&] { return next(next_recvmsg, "recvmsg")(fd, message, flags); };
+  return socket_errors_kept() ? read_side(fd, flags & MSG_PEEK, call) : call();
+}
+
+// _FORTIFY_SOURCE's checked forms, which glibc's headers call instead of read/recv/recvfrom.
+ssize_t __read_chk(int fd, void* buffer, size_t size, size_t room) {
+  auto call = [&] { return next(next_read_chk, "__read_chk")(fd, buffer, size, room); };
+  return socket_errors_kept() ? read_side(fd, false, call) : call();
+}
+
+ssize_t __recv_chk(int fd, void* buffer, size_t size, size_t room, int flags) {
+  auto call = [&] { return next(next_recv_chk, "__recv_chk")(fd, buffer, size, room, flags); };
+  return socket_errors_kept() ? read_side(fd, flags & MSG_PEEK, call) : call();
+}
+
+ssize_t __recvfrom_chk(int fd, void* buffer, size_t size, size_t room, int flags, sockaddr* from,
+                       socklen_t* from_size) {
+  auto call = [&] { return next(next_recvfrom_chk, "__recvfrom_chk")(fd, buffer, size, room, flags, from, from_size); };
+  return socket_errors_kept() ? read_side(fd, flags & MSG_PEEK, call) : call();
+}
+
+ssize_t write(int fd, const void* buffer, size_t size) {
+  auto call = [&] { return next(next_write, "write")(fd, buffer, size); };
+  return socket_errors_kept() ? write_side(fd, call) : call();
+}
+
+ssize_t writev(int fd, const iovec* parts, int count) {
+  auto call = [&] { return next(next_writev, "writev")(fd, parts, count); };
+  return socket_errors_kept() ? write_side(fd, call) : call();
+}
+
+ssize_t send(int fd, const void* buffer, size_t size, int flags) {
+  auto call = [&] { return next(next_send, "send")(fd, buffer, size, flags); };
+  return socket_errors_kept() ? write_side(fd, call) : call();
+}
+
+ssize_t sendto(int fd, const void* buffer, size_t size, int flags, const sockaddr* to, socklen_t to_size) {
+  auto call = [&] { return next(next_sendto, "sendto")(fd, buffer, size, flags, to, to_size); };
+  return socket_errors_kept() ? write_side(fd, call) : call();
+}
+
+ssize_t sendmsg(int fd, const msghdr* message, int flags) {
+  auto call = [&] { return next(next_sendmsg, "sendmsg")(fd, message, flags); };
+  return socket_errors_kept() ? write_side(fd, call) : call();
+}
+
+}  // extern "C"
