@@ -17,7 +17,8 @@ later lesson listed in ECHO_LESSONS whose solution is built. For each server:
    layer's own heap per watched descriptor (bench/layer_memory.cpp).
 4. What a delivery costs in each of the layer's modes (bench/mode_costs.cpp): the claims of compat/README.md's
    "Speed" section, in system calls and CPU time per event.
-5. Lesson 11's two servers, threads on one queue and a queue per thread, under the same loads (bench_threads.py).
+5. Lesson 11's two servers, threads on one queue and a queue per thread, under the same loads (bench_threads.py),
+   and lesson 12's proxy against a straight connection (bench_proxy.py).
 6. The CPU time of one delivered event in a tight loop (bench/event_cost.cpp): raw epoll, raw epoll with the
    layer's query for `data`, and kevent() through the layer, which splits the layer's cost into the query and its
    own code far more finely than a loaded machine lets the servers' CPU times do.
@@ -42,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import bench_report, bench_threads, course, tools
+from . import bench_proxy, bench_report, bench_threads, course, tools
 
 # The lessons whose solution is an echo server the load generator can drive (it prints `listening on HOST:PORT`
 # and echoes every byte): a lesson's directory, or lesson/program for a lesson of several programs. Those not
@@ -105,6 +106,7 @@ class Measurements:
     event_cost: dict = field(default_factory=dict)  # events per call -> {"epoll", "epoll_fionread", "kevent"}: ns
     modes: dict = field(default_factory=dict)  # mode -> {"claim", "cpu_ns_per_event", "syscalls": {name: per event}}
     threads: dict = field(default_factory=dict)  # lesson 11's two servers under two loads (bench_threads.py)
+    proxy: dict = field(default_factory=dict)    # lesson 12's proxy against a straight connection (bench_proxy.py)
     machine: dict = field(default_factory=dict)
 
 
@@ -139,7 +141,7 @@ def main(arguments: list[str]) -> int:
         return 2
 
     tools.banner("Build: preset release (optimised, no sanitizers)")
-    lessons = tuple(dict.fromkeys(f"solution_{name.split('/')[0]}" for name in (*ECHO_LESSONS, "11-threads")
+    lessons = tuple(dict.fromkeys(f"solution_{name.split('/')[0]}" for name in (*ECHO_LESSONS, "11-threads", "12-proxy")
                                   if (course.SOLUTIONS / name.split("/")[0]).is_dir()))
     if tools.configure("release", quiet=True) or tools.build("release", PROGRAMS + lessons):
         return 1
@@ -206,6 +208,9 @@ def measure(build: Path, config: Config, out: Path, log=print) -> Measurements:
 
     log("\n==> Lesson 11: threads on one queue, or a queue per thread (bench_threads.py)")
     results.threads = bench_threads.measure(build, config.repeats, config.duration, log)
+
+    log("\n==> Lesson 12: the proxy against a straight connection (bench_proxy.py)")
+    results.proxy = bench_proxy.measure(build, config.repeats, max(8, int(128 * config.duration)), log)
     results.machine["load_after"] = os.getloadavg()
 
     saved = {"config": dataclasses.asdict(config), "servers": [dataclasses.asdict(server) for server in chosen],

@@ -181,7 +181,7 @@ void Proxy::on_connected(Session& session) {
 // the two registrations this direction owns: `from`'s reading on only while there is room, `to`'s writing on only
 // while bytes wait.
 void Proxy::pump(Session& session, Direction& direction) {
-  char chunk[16 * 1024];
+  char chunk[64 * 1024];
   for (;;) {
     while (!direction.buffer.empty()) {
       const ssize_t sent = write(direction.to, direction.buffer.data(), direction.buffer.size());
