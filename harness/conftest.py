@@ -62,20 +62,28 @@ def program_name() -> str | None:
 
 
 @pytest.fixture
-def program(request: pytest.FixtureRequest, lesson: course.Lesson, impl: str, program_name: str | None) -> Path:
+def locate_program(request: pytest.FixtureRequest, lesson: course.Lesson, impl: str):
+    """locate_program(name, missing) -> Path: the lesson's built program called `name` (None: the lesson's one
+    program), from the build folder the options chose (plain_pytest.locate): every fixture that runs a program
+    finds it here. Fails the test when there is none, with `missing` (what to do about it) when it was not built."""
     workspace = request.config.getoption("--workspace")
-    if workspace:
-        given = Path(request.config.getoption("--build-dir"))
-        built, problem = plain_pytest.program(Path(workspace), given if given != DEFAULT_BUILD_DIR else
-                                              plain_pytest.build_dir_for(Path(workspace)), lesson, program_name)
-        if built is None:
-            pytest.fail(problem, pytrace=False)
-        return built
-    path = course.program(Path(request.config.getoption("--build-dir")), impl, lesson, program_name)
-    if not path.exists():
-        pytest.fail(f"{path} does not exist. Build it first: ./kqlab check {lesson.number} builds your workspace "
-                    f"copy, ./kqlab test builds everything.", pytrace=False)
-    return path
+    given = Path(request.config.getoption("--build-dir"))
+
+    def locate(name: str | None, missing: str = "") -> Path:
+        found, problem = plain_pytest.locate(lesson, impl, given, Path(workspace) if workspace else None, name,
+                                             build_dir_given=given != DEFAULT_BUILD_DIR)
+        if found is None:
+            pytest.fail(problem if workspace else
+                        f"{problem}. {missing or 'Build it first'}: ./kqlab check {lesson.number} builds your "
+                        f"workspace copy, ./kqlab test builds everything.", pytrace=False)
+        return found
+
+    return locate
+
+
+@pytest.fixture
+def program(locate_program, program_name: str | None) -> Path:
+    return locate_program(program_name)
 
 
 @pytest.fixture
@@ -88,21 +96,28 @@ def story(request: pytest.FixtureRequest, lesson: course.Lesson) -> Story:
     if section not in lesson.sections():
         pytest.fail(f'{request.node.name} sends the reader to the section "{section}", which {lesson.readme} '
                     f"does not have.", pytrace=False)
-    return Story(request.node.name, str(lesson.readme.relative_to(course.ROOT)), section)
+    story = Story(request.node.name, str(lesson.readme.relative_to(course.ROOT)), section)
+    story.close_section = getattr(request.module, "CLOSE_SECTION", "")
+    if story.close_section and story.close_section not in lesson.sections():
+        pytest.fail(f"{request.path.name} names CLOSE_SECTION \"{story.close_section}\", which {lesson.readme} does "
+                    f"not have.", pytrace=False)
+    return story
 
 
 @pytest.fixture
 def start_server(request: pytest.FixtureRequest, program: Path, story: Story, lesson: course.Lesson, impl: str,
                  program_name: str | None):
     """Starts the lesson's program for this test: start_server() as the `server` fixture does, or with options,
-    start_server("--idle-ms", "500") or start_server("--max-backlog", "65536"), or under a descriptor limit, start_server(descriptor_limit=64). Every server
+    start_server("--idle-ms", "500") or start_server("--max-backlog", "65536"), under a descriptor limit, start_server(descriptor_limit=64), or with
+    more environment, start_server(environment={"KQLAB_FAULT": "EVFILT_READ:ENOMEM:2"}). Every server
     started is stopped after the test, and one that ended on its own before the test was over fails the test (a
     crash, a sanitizer report, or an exit nobody asked for)."""
     started: list[Server] = []
 
-    def start(*arguments: str, descriptor_limit: int | None = None) -> Server:
+    def start(*arguments: str, descriptor_limit: int | None = None, environment: dict[str, str] | None = None) \
+            -> Server:
         label = f"{impl} of {lesson.name}" + (f", program {program_name}" if program_name else "")
-        running = Server(program, story, label, arguments, descriptor_limit)
+        running = Server(program, story, label, arguments, descriptor_limit, environment)
         started.append(running)
         return running
 

@@ -18,7 +18,10 @@ import pytest
 from kqlab import bench
 from vocabulary import seconds
 
-pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the bench measures kqlab's Linux layer")
+# ./kqlab test runs the course's checks in parallel (pytest-xdist, --dist loadgroup): this file's tests share
+# state (a build tree or a site), so they all run in one worker, one after the other.
+pytestmark = [pytest.mark.skipif(platform.system() != "Linux", reason="the bench measures kqlab's Linux layer"),
+              pytest.mark.xdist_group("bench")]
 
 TINY = bench.Config(connections=(1, 20), repeats=1, duration=0.2, warmup=0.05, counted_connections=(),
                     idle_connections=50, layer_descriptors=100, event_iterations=500, mode_iterations=200)

@@ -26,6 +26,11 @@ import pytest
 from kqlab import __main__ as command
 from kqlab import course, mutants, student, tools, ui, watch
 
+# This file's tests share state (fixture workspaces in build/default): under pytest-xdist they all run in one worker,
+# one after the other. ./kqlab test runs this file with the lessons' tests, before the parallel checks: see
+# kqlab/suite.py, SERIAL_CHECKS.
+pytestmark = pytest.mark.xdist_group("command")
+
 LESSON = course.lessons()[0]
 SOURCE = "echo_server.cpp"  # the file the fixtures break (lesson 01's only file)
 BUILD = tools.build_dir("default")
@@ -146,12 +151,14 @@ def test_crash(fixture_workspace: str) -> None:
     put(fixture_workspace, crashing())
     done = kqlab(fixture_workspace, "check", "1")
     assert done.returncode == 1, done.stdout + done.stderr
-    paragraph, _, raw = done.stdout[done.stdout.index("Crash: "):].partition("--- the raw output ---")
+    before, _, paragraph = done.stdout.partition("Crash: ")
     paragraph = " ".join(paragraph.split())
     assert "AddressSanitizer reported a heap-use-after-free" in paragraph, done.stdout
     assert "The first line of your code in its report: echo_server.cpp:" in paragraph, paragraph
     assert "in EchoServer::close_client" in paragraph, paragraph
-    assert "ERROR: AddressSanitizer: heap-use-after-free" in raw
+    # Each report once: in its failing test's output, which the paragraph points back to, not again below it.
+    assert "ERROR: AddressSanitizer: heap-use-after-free" in before, done.stdout
+    assert "ERROR: AddressSanitizer" not in paragraph, "the sanitizer report printed twice"
 
 
 def test_no_toolchain(fixture_workspace: str) -> None:

@@ -25,6 +25,10 @@ import pytest
 from kqlab import course, mutants
 from kqlab.grade import command, grading, reports, sandbox, submissions
 
+# ./kqlab test runs the course's checks in parallel (pytest-xdist, --dist loadgroup): this file's tests share
+# state (a build tree or a site), so they all run in one worker, one after the other.
+pytestmark = pytest.mark.xdist_group("grade")
+
 LESSONS = course.lessons()[:2]
 FIRST, LAST = LESSONS[0], LESSONS[-1]
 FIXTURES = course.HARNESS / "grade_fixtures"

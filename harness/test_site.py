@@ -19,6 +19,10 @@ import pytest
 
 from kqlab import course, mutants, site, snippets
 
+# ./kqlab test runs the course's checks in parallel (pytest-xdist, --dist loadgroup): this file's tests share
+# state (a build tree or a site), so they all run in one worker, one after the other.
+pytestmark = pytest.mark.xdist_group("site")
+
 LESSONS = course.lessons()
 CHROMIUM = next((path for path in ("/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium") or "")
                  if path and os.access(path, os.X_OK)), None)

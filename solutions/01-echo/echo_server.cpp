@@ -119,7 +119,8 @@ void EchoServer::accept_clients(const struct kevent& event) {
     const int fd = accept(listener_, nullptr, nullptr);
     if (fd == -1) {
       // EAGAIN: a client gave up between the event and now. Anything else (EMFILE...) is worth a line on
-      // stderr; the level-triggered event brings us back to try again.
+      // stderr. Returning at EMFILE is no recovery, though: the connection stays queued, the level-triggered event
+      // comes straight back, and the loop spins for as long as the limit lasts. Lesson 05 turns it away instead.
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED) std::perror("accept");
       return;
     }

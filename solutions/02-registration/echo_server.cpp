@@ -117,7 +117,9 @@ int EchoServer::wait(std::vector<struct kevent>& events) {
   // Applied, all of them, even when a signal then interrupted the wait (kqueue(2), EINTR): never hand them twice.
   changes_.clear();
   if (ready == -1) {
-    if (errno == EINTR) return 0;  // On Linux even SIGSTOP and SIGCONT interrupt it (signal(7)): just wait again.
+    // A signal the program catches ended the wait: wait again. (Stopping and continuing the process, SIGSTOP and
+    // SIGCONT, never interrupts kevent() on BSD; kqlab's layer hides it on Linux too.)
+    if (errno == EINTR) return 0;
     kqlab::fail("kevent");
   }
   return ready;
@@ -157,9 +159,10 @@ void EchoServer::accept_clients() {
     }
     kqlab::set_nonblocking(fd);  // Linux does not inherit O_NONBLOCK from the listener, BSD does: say it anyway
     const std::uint64_t serial = add_client(fd).serial_;
-    // Both edge-triggered, and for good: EVFILT_READ fires when bytes arrive, EVFILT_WRITE when room appears in
-    // the send buffer. With EV_CLEAR neither fires again for a condition that merely goes on, so an idle
-    // connection costs nothing. They ride in the next wait, which also reports what is already there.
+    // Both edge-triggered, and for good: EVFILT_READ fires when bytes arrive, EVFILT_WRITE whenever the peer's
+    // acknowledgements free room in the send buffer. With EV_CLEAR neither fires again for a condition that merely
+    // goes on, so an idle connection costs nothing. They ride in the next wait, which also reports what is
+    // already there.
     change(fd, EVFILT_READ, EV_ADD | EV_CLEAR, serial);
     change(fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, serial);
   }
