@@ -25,6 +25,15 @@ MUTANTS = [
                        "EV_DELETE"),),
     ),
     Mutant(
+        name="no-connect-timeout",
+        mistake="No timer on the connection attempt: a client of an upstream that never answers waits as long as "
+                "the kernel retries, minutes, with no word.",
+        caught_by="test_silent_upstream_times_out",
+        file="proxy.cpp",
+        replacements=(("  change(session.id, EVFILT_TIMER, EV_ADD | EV_ONESHOT, session.id, 0, connect_timeout_ms_);\n",
+                       "  // MUTANT: no timeout on the connection attempt\n"),),
+    ),
+    Mutant(
         name="closes-at-first-eof",
         mistake="One side's end of stream taken as the end of the session: a client that sends its request and "
                 "half-closes never gets the reply.",

@@ -3,6 +3,7 @@
 the upstream sends must reach the client, whole, in order, at the pace of the slower side."""
 from __future__ import annotations
 
+import platform
 import socket
 import threading
 from pathlib import Path
@@ -184,6 +185,33 @@ def test_refused_upstream_is_explained(start_server, story):
         expected = f"proxy: cannot reach upstream {address}: "
         if not line.startswith(expected.encode()) or b"refused" not in line.lower() or not line.endswith(b"\n"):
             story.fail(f"one line '{expected}Connection refused', then the end of the stream", show(line))
+
+
+@pytest.mark.skipif(platform.system() != "Linux",
+                    reason="a full listen queue makes Linux drop new SYNs, so a connect() to it hangs; FreeBSD's and "
+                           "macOS's SYN caches may answer them instead")
+@see("Step 1: connecting without blocking")
+def test_silent_upstream_times_out(start_server, story):
+    # An upstream that never answers, on loopback: a listening socket that accepts nothing, its queue (of one)
+    # filled by other connections, so that the kernel drops the proxy's SYN and keeps retrying for minutes.
+    silent = socket.create_server(("127.0.0.1", 0), backlog=0)
+    address = f"127.0.0.1:{silent.getsockname()[1]}"
+    fillers = [socket.socket() for _ in range(3)]
+    try:
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", silent.getsockname()[1]))
+        story.step(f"filled the listen queue of {address}, which accepts nothing")
+        server = start_server("--upstream", address, "--connect-timeout-ms", "300")
+        client = server.connect()
+        line = client.read_until_close(within=seconds(3))
+        expected = f"proxy: cannot reach upstream {address}: no answer within 300 ms\n"
+        if line != expected.encode():
+            story.fail(f"one line {expected.strip()!r}, then the end of the stream", show(line))
+    finally:
+        for filler in fillers:
+            filler.close()
+        silent.close()
 
 
 @see("Step 4: ending a session")
