@@ -1,8 +1,9 @@
 // The one epoll entry per watched descriptor, and how epoll's 64-bit data names what woke up.
 //
-// epoll's data for a descriptor is (serial << 32 | fd): the serial tells a live record from an earlier record
-// for the same number, so a notification that was already in flight when a record was dropped is ignored.
-// Internal sources (the wake-up eventfd, timer and signal sources) carry their own address with the top bit set.
+// epoll's data for a descriptor is its record's address with the record's serial in the top bits (kqueue.hpp):
+// the serial tells a live record from an earlier record in the same slot, so a notification that was already in
+// flight when a record was dropped is ignored. Internal sources (the wake-up eventfd, timer and signal sources)
+// carry their own address with the top bit set.
 #include <sys/epoll.h>
 
 #include <cerrno>
@@ -47,6 +48,7 @@ int epoll_sync(Kqueue& queue, WatchedFd& record, bool* touched) {
     facts->watchers.fetch_sub(1, std::memory_order_acq_rel);
     return 0;
   }
+  if (reinterpret_cast<uintptr_t>(&record) > kAddressMask) return ENOMEM;  // epoll's data could not name it
   epoll_event event{};
   event.events = want;
   event.data.u64 = epoll_data_for(record);
@@ -59,7 +61,8 @@ int epoll_sync(Kqueue& queue, WatchedFd& record, bool* touched) {
 }
 
 uint64_t epoll_data_for(const WatchedFd& record) {
-  return (uint64_t{record.serial_} << 32) | static_cast<uint32_t>(record.fd());
+  return (uint64_t{static_cast<uint16_t>(record.serial_ & kSerialMask)} << kAddressBits) |
+         reinterpret_cast<uintptr_t>(&record);
 }
 
 uint64_t epoll_data_for(const InternalSource& source) {

@@ -78,11 +78,6 @@ bool fd_enable_changed(Kqueue& queue, Knote& knote) {
   return touched;  // a new or modified epoll entry is checked for readiness by epoll itself
 }
 
-// A regular file has no level source: its knotes are re-queued after delivery (FileWatch only tells changes).
-bool fd_source_is_level(const Knote& knote) {
-  return record_of(knote).kind_ != WatchedFd::Kind::file && !(record_of(knote).registered_ & EPOLLET);
-}
-
 int fd_modify(Kqueue&, Knote& knote, const struct kevent& change) {
   // FreeBSD replaces a descriptor knote's parameters (NOTE_LOWAT and its threshold) on every change.
   knote.sfflags_ = change.fflags;

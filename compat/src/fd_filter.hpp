@@ -15,7 +15,12 @@ namespace kqcompat {
 int fd_attach(Kqueue& queue, Knote& knote);
 void fd_detach(Kqueue& queue, Knote& knote);
 bool fd_enable_changed(Kqueue& queue, Knote& knote);
-bool fd_source_is_level(const Knote& knote);
+// A regular file has no level source: its knotes are re-queued after delivery (FileWatch only tells changes).
+// Inline: the core asks after every delivery of a level knote.
+inline bool fd_source_is_level(const Knote& knote) {
+  const WatchedFd& record = record_of(knote);
+  return record.kind_ != WatchedFd::Kind::file && !(record.registered_ & EPOLLET);
+}
 int fd_modify(Kqueue& queue, Knote& knote, const struct kevent& change);
 
 // A fresh look at the descriptor when no epoll notification is at hand: poll() with a zero timeout, its bits

@@ -15,6 +15,7 @@ namespace kqcompat {
 
 std::atomic<FdFacts*> fd_tables::facts[fd_tables::kChunks];
 std::atomic<std::atomic<Kqueue*>*> fd_tables::queues[fd_tables::kChunks];
+std::atomic<uint32_t> fd_tables::closes{0};
 
 namespace {
 
@@ -112,6 +113,7 @@ void forget_descriptor(int fd) {
       if (epoll_fd >= 0) epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, nullptr);
     }
   }
+  fd_tables::closes.fetch_add(1, std::memory_order_acq_rel);  // after the epoll sets: see closes_so_far()
   errno = saved_errno;
 }
 

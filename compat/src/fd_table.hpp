@@ -34,6 +34,7 @@ constexpr int kChunkSize = 1 << kChunkBits;
 constexpr int kChunks = 1024;
 extern std::atomic<FdFacts*> facts[kChunks];
 extern std::atomic<std::atomic<Kqueue*>*> queues[kChunks];
+extern std::atomic<uint32_t> closes;
 inline bool in_reach(int fd) { return fd >= 0 && fd < kChunks * kChunkSize; }
 }  // namespace fd_tables
 
@@ -72,5 +73,10 @@ bool any_live_queue();
 
 // What the close wrapper calls before the real close of `fd`. Async-signal-safe; keeps errno.
 void forget_descriptor(int fd);
+
+// How many closes of numbers the layer knows have completed their part in the layer (forget_descriptor bumps it
+// after taking the number out of every epoll set). A scan that finds it unchanged since before its epoll wait
+// knows that no event of the batch is for a number closed since, without looking up each number's generation.
+inline uint32_t closes_so_far() { return fd_tables::closes.load(std::memory_order_acquire); }
 
 }  // namespace kqcompat

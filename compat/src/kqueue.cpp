@@ -19,6 +19,7 @@
 
 #include "fault.hpp"
 #include "fd_table.hpp"
+#include "fd_filter.hpp"
 #include "file_watch.hpp"
 #include "readable_queries.hpp"
 #include "timer_queue.hpp"
@@ -134,11 +135,15 @@ class Call {
   void set_enabled(Knote& knote, bool enabled);
 
   int take_pending();
-  void ask_readable(const epoll_event* events, int n);
-  void dispatch(const epoll_event& event, int64_t readable);
-  bool deliver(Knote& knote, uint32_t hint);
+  void take_batch(const epoll_event* events, int n);
+  void dispatch(WatchedFd& record, uint32_t events, int64_t readable);
+  void dispatch_fd_knote(Knote* knote, const FilterOps& ops, uint32_t events, bool* stale_interest);
+  // kOnRecord: the caller knows the knote is a read or write knote (epoll reported its record).
+  template <bool kOnRecord = false>
+  bool deliver(Knote& knote, const FilterOps& ops, uint32_t hint);
 
   static constexpr int kBatch = 64;  // epoll events per wait
+  static_assert(kBatch <= ReadableQueries::kCapacity, "an event's index names its slot in a ring query");
   Kqueue& queue_;
   struct kevent* out_;
   int room_;
@@ -146,7 +151,7 @@ class Call {
   // This call's number among the queue's scans: a knote is returned at most once per call. Each concurrent call
   // has its own, so a knote one thread took is not mistaken for "already returned" by another thread's call.
   uint32_t serial_ = 0;
-  int64_t readable_[kBatch];  // per event of the batch: bytes readable if asked already (ask_readable), else -1
+  uint32_t closes_before_wait_ = 0;  // closes_so_far() before the latest epoll wait
 };
 
 Knote* Call::find(short filter, uintptr_t ident) {
@@ -266,23 +271,28 @@ void Call::settle(WatchedFd& record) {
   queue_.drop_fd_record_if_empty(record);
 }
 
-bool Call::deliver(Knote& knote, uint32_t hint) {
+// `ops` is the knote's filter's (knote.ops()), passed by callers that know it already.
+template <bool kOnRecord>
+inline bool Call::deliver(Knote& knote, const FilterOps& ops, uint32_t hint) {
   if (knote.disabled_ || knote.delivered_in_scan_ == serial_) return false;
   struct kevent& out = out_[count_];
   EV_SET(&out, knote.ident_, knote.filter_, knote.flags_, 0, 0, knote.udata_);
-  if (!knote.ops().evaluate(queue_, knote, hint, out)) return false;
+  if (!ops.evaluate(queue_, knote, hint, out)) return false;
   ++count_;
   knote.delivered_in_scan_ = serial_;
+  if (!(knote.flags_ & (EV_ONESHOT | EV_DISPATCH | EV_CLEAR))) {
+    // Level-triggered: BSD re-queues the knote at the tail, to look again at the next call, unless the source
+    // itself reports again (a level epoll entry).
+    const bool on_record = kOnRecord || knote.hangs_on_record();
+    if (!(on_record ? fd_source_is_level(knote) : ops.source_is_level(knote))) queue_.queue_pending(knote);
+    return true;
+  }
   if (knote.flags_ & EV_ONESHOT) {
     destroy(knote, false);  // epoll's entry is trimmed lazily, if it ever reports again
     return true;
   }
   if (knote.flags_ & EV_DISPATCH) knote.disabled_ = true;  // likewise lazy: no epoll_ctl per event
-  if (knote.flags_ & EV_CLEAR) {
-    if (knote.ops().clear) knote.ops().clear(knote);
-  } else if (!(knote.flags_ & EV_DISPATCH) && !knote.ops().source_is_level(knote)) {
-    queue_.queue_pending(knote);  // BSD re-queues a level knote at the tail; look again next call
-  }
+  if ((knote.flags_ & EV_CLEAR) && ops.clear) ops.clear(knote);
   return true;
 }
 
@@ -307,74 +317,71 @@ int Call::take_pending() {
       queue_.drop_knote(knote);
       continue;
     }
-    deliver(knote, 0);
+    deliver(knote, knote.ops(), 0);
     if (record && record->lost_) queue_.purge_stale(*record);
   }
   return count_ - before;
 }
 
-// When the batch brings many readable sockets, their byte counts (BSD's `data`) in one io_uring submission
-// instead of a FIONREAD each: see readable_queries.hpp.
-void Call::ask_readable(const epoll_event* events, int n) {
-  std::fill(readable_, readable_ + n, -1);
-  if (n < kWorthBatching) return;
-  int fds[kBatch];
-  int index[kBatch];
+// One epoll batch: each event's record decoded once; when the batch brings many readable sockets, their byte
+// counts (BSD's `data`) in one io_uring submission instead of a FIONREAD each (readable_queries.hpp); then each
+// event dispatched in order.
+void Call::take_batch(const epoll_event* events, int n) {
   WatchedFd* records[kBatch];
-  int count = 0;
+  int readable[kBatch];  // per event: its socket's byte count if asked already, else negative
+  int fds[kBatch];
+  int asked_for[kBatch];  // the event index of each of fds
+  int asking = 0;
   for (int i = 0; i < n; ++i) {
-    if (!(events[i].events & EPOLLIN)) continue;
-    WatchedFd* record = record_from_epoll_data(queue_, events[i].data.u64);
-    if (!record || record->ring_refused_) continue;
+    WatchedFd* record = record_from_epoll_data(events[i].data.u64);
+    records[i] = record;
+    readable[i] = -1;
+    if (!record || !(events[i].events & EPOLLIN) || record->ring_refused_) continue;
     if (record->kind_ != WatchedFd::Kind::stream && record->kind_ != WatchedFd::Kind::datagram) continue;
     const Knote* read = record->read();
-    if (!read || read->disabled_) continue;
-    fds[count] = record->fd();
-    index[count] = i;
-    records[count++] = record;
+    if (!read || read->disabled_ || read->delivered_in_scan_ == serial_) continue;  // (a level entry, again)
+    fds[asking] = record->fd();
+    asked_for[asking++] = i;
   }
-  int results[kBatch];
-  if (count < kWorthBatching || !ask_readable_counts(fds, count, results)) return;
-  for (int j = 0; j < count; ++j) {
-    if (results[j] >= 0) readable_[index[j]] = results[j];
-    if (results[j] == -EOPNOTSUPP) records[j]->ring_refused_ = true;  // a Unix-domain socket, say
+  if (asking >= kWorthBatching) ask_readable_counts(fds, asked_for, asking, readable);
+  for (int i = 0; i < n; ++i) {
+    if (records[i]) {
+      if (readable[i] == -EOPNOTSUPP) records[i]->ring_refused_ = true;  // a Unix-domain socket, say
+      dispatch(*records[i], events[i].events, readable[i]);
+    } else if (InternalSource* source = source_from_epoll_data(events[i].data.u64)) {
+      source->on_ready(queue_, *source);
+    }  // else a notification for a record dropped since
   }
 }
 
-void Call::dispatch(const epoll_event& event, int64_t readable) {
-  if (InternalSource* source = source_from_epoll_data(event.data.u64)) {
-    source->on_ready(queue_, *source);
-    return;
-  }
-  WatchedFd* record = record_from_epoll_data(queue_, event.data.u64);
-  if (!record) return;  // a notification for a record dropped since
-  if (record->generation_ != fd_generation(record->fd())) {
-    queue_.purge_stale(*record);
+void Call::dispatch(WatchedFd& record, uint32_t events, int64_t readable) {
+  // Closed since it was registered? Only a close since the wait began can say yes (see closes_so_far()).
+  if (closes_so_far() != closes_before_wait_ && record.generation_ != fd_generation(record.fd())) {
+    queue_.purge_stale(record);
     return;
   }
   bool stale_interest = false;
-  Knote* const knotes[] = {record->read(), record->write()};
-  const uint32_t interests[] = {kReadInterest, kWriteInterest};
-  for (int i = 0; i < 2; ++i) {
-    Knote* knote = knotes[i];
-    if (!(event.events & interests[i])) continue;
-    if (!knote || knote->disabled_) {
-      stale_interest = true;  // left in epoll by a one-shot or dispatch delivery
-      continue;
-    }
-    if (count_ == room_) {
-      queue_.queue_pending(*knote);  // no room this time; an edge would otherwise be lost
-      continue;
-    }
-    queue_.readable_known_ = i == 0 ? readable : -1;
-    deliver(*knote, event.events);
+  if (events & kReadInterest) {
+    queue_.readable_known_ = readable;
+    dispatch_fd_knote(record.read(), read_filter, events, &stale_interest);
     queue_.readable_known_ = -1;
   }
-  if (record->lost_) {
-    queue_.purge_stale(*record);  // the safety net: closed by a raw system call the layer could not see
+  if (events & kWriteInterest) dispatch_fd_knote(record.write(), write_filter, events, &stale_interest);
+  if (record.lost_) {
+    queue_.purge_stale(record);  // the safety net: closed by a raw system call the layer could not see
     return;
   }
-  if (stale_interest && (record->registered_ & EPOLLET)) settle(*record);
+  if (stale_interest && (record.registered_ & EPOLLET)) settle(record);
+}
+
+void Call::dispatch_fd_knote(Knote* knote, const FilterOps& ops, uint32_t events, bool* stale_interest) {
+  if (!knote || knote->disabled_) {
+    *stale_interest = true;  // left in epoll by a one-shot or dispatch delivery
+  } else if (count_ == room_) {
+    queue_.queue_pending(*knote);  // no room this time; an edge would otherwise be lost
+  } else {
+    deliver<true>(*knote, ops, events);
+  }
 }
 
 int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
@@ -383,7 +390,7 @@ int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
   serial_ = queue_.scan_serial_;
   epoll_event events[kBatch];
   for (;;) {
-    take_pending();
+    if (queue_.pending_head_) take_pending();
     if (count_ == room_) break;
     timespec left;
     const timespec zero{0, 0};
@@ -391,6 +398,7 @@ int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
     const int room = std::min(room_ - count_, kBatch);
     int n;
     const SignalMarks marks_before = signal_marks();
+    closes_before_wait_ = closes_so_far();
     if (wait && wait->tv_sec == 0 && wait->tv_nsec == 0) {
       n = epoll_wait(queue_.epoll_fd_, events, room, 0);  // no need to let go of the lock for a poll
     } else {
@@ -414,15 +422,15 @@ int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
       queue_.update_wake();
       return -1;  // EINTR included: a signal the program catches ends the wait, as on BSD
     }
-    ask_readable(events, n);
     const int before = count_;
-    for (int i = 0; i < n; ++i) dispatch(events[i], readable_[i]);
+    take_batch(events, n);
     if (queue_.pending_head_ && count_ < room_) take_pending();
     // A full batch may not be all that epoll holds ready: fill the event list (BSD returns up to nevents), with
     // more batches polled without waiting, as long as each brings something new (a level entry comes back).
     if (n == room && count_ > before && count_ < room_) continue;
     if (count_ > 0 || deadline.poll_only) break;
-    if (wait && wait->tv_sec == 0 && wait->tv_nsec == 0) break;  // the timeout ran out
+    if (n == 0 && wait) break;  // the timeout ran out (epoll returns 0 for nothing else)
+    if (wait && wait->tv_sec == 0 && wait->tv_nsec == 0) break;  // it had run out already
   }
   queue_.update_wake();
   return count_;
@@ -503,7 +511,7 @@ int64_t Kqueue::collect_pending() {
         source->on_ready(*this, *source);
         continue;
       }
-      WatchedFd* record = record_from_epoll_data(*this, events[i].data.u64);
+      WatchedFd* record = record_from_epoll_data(events[i].data.u64);
       if (!record) continue;
       if (record->generation_ != fd_generation(record->fd())) {
         purge_stale(*record);
@@ -529,10 +537,8 @@ void Kqueue::unqueue_pending(Knote& knote) {
   knote.pending_prev_ = knote.pending_next_ = nullptr;
 }
 
-void Kqueue::update_wake() {
-  const bool want = pending_head_ != nullptr;
-  if (want == wake_signalled_) return;
-  if (want) {
+void Kqueue::signal_wake() {
+  if (pending_head_) {
     const uint64_t one = 1;
     if (write(wake_.fd_, &one, sizeof one) == sizeof one) wake_signalled_ = true;
   } else {

@@ -52,7 +52,7 @@ struct Knote {
   short filter_ = 0;
   unsigned short flags_ = 0;
   unsigned int sfflags_ = 0;
-  uint32_t delivered_in_scan_ = 0;  // a knote is returned at most once per kevent call (Kqueue::scan_serial_)
+  uint32_t delivered_in_scan_ = 0;  // the number of the kevent call that returned it last (Kqueue::scan_serial_)
   bool disabled_ = false;
   bool pending_ = false;
 
@@ -140,9 +140,12 @@ struct WatchedFd {
 static_assert(sizeof(Knote) <= 56 && sizeof(WatchedFd) <= 80, "a watched connection must stay small");
 static_assert(std::is_standard_layout_v<WatchedFd> && offsetof(WatchedFd, read_knote_) == 0);
 
+// The record of a read knote, which lives inside it (EVFILT_READ's own code knows it has one).
+inline WatchedFd& record_of_read_knote(Knote& knote) { return *reinterpret_cast<WatchedFd*>(&knote); }
+
 // The record a read or write knote hangs on.
 inline WatchedFd& record_of(Knote& knote) {
-  if (knote.filter_ == EVFILT_READ) return *reinterpret_cast<WatchedFd*>(&knote);
+  if (knote.filter_ == EVFILT_READ) return record_of_read_knote(knote);
   return *static_cast<WriteKnote&>(knote).record_;
 }
 inline const WatchedFd& record_of(const Knote& knote) { return record_of(const_cast<Knote&>(knote)); }
@@ -227,8 +230,12 @@ struct Kqueue {
 
   void queue_pending(Knote& knote);
   void unqueue_pending(Knote& knote);
-  // Makes the wake-up eventfd match the pending list (called where the lock is about to be released).
-  void update_wake();
+  // Makes the wake-up eventfd match the pending list (called where the lock is about to be released). Inline:
+  // every kevent() call asks, and it rarely has anything to do.
+  void update_wake() {
+    if ((pending_head_ != nullptr) != wake_signalled_) signal_wake();
+  }
+  void signal_wake();
 
   // FreeBSD's kq_count, for EVFILT_READ on this queue's descriptor from another queue: moves what epoll holds
   // ready onto the pending list (internal sources run their callbacks; nothing is delivered) and returns the
@@ -277,12 +284,21 @@ int epoll_sync(Kqueue& queue, WatchedFd& record, bool* touched = nullptr);
 uint64_t epoll_data_for(const WatchedFd& record);
 uint64_t epoll_data_for(const InternalSource& source);
 
-// Decodes epoll's data: the record (null when stale) or the internal source. Inline: once per epoll event.
+// epoll's data names what woke up without a lookup: a record's address (records never move while their queue
+// lives, see FdTable) with its serial in the top bits, so that a notification already in flight for an earlier
+// record in the same slot is recognised; or an internal source's address with the top bit set. Linux hands user
+// space addresses below 2^47 (x86-64, arm64) unless an mmap() call asks for higher ones; epoll_sync refuses a
+// record above 2^48 rather than misread it.
+constexpr int kAddressBits = 48;
+constexpr uint64_t kAddressMask = (uint64_t{1} << kAddressBits) - 1;
 constexpr uint64_t kInternalTag = uint64_t{1} << 63;
-inline WatchedFd* record_from_epoll_data(Kqueue& queue, uint64_t data) {
+constexpr uint16_t kSerialMask = 0x7fff;  // the serial bits epoll's data holds, below the tag
+
+// Decodes epoll's data: the record (null when stale or internal) or the internal source. Inline: once per event.
+inline WatchedFd* record_from_epoll_data(uint64_t data) {
   if (data & kInternalTag) return nullptr;
-  WatchedFd* record = queue.fds_.slot(static_cast<int>(static_cast<uint32_t>(data)));
-  return record && record->live_ && record->serial_ == static_cast<uint32_t>(data >> 32) ? record : nullptr;
+  WatchedFd* record = reinterpret_cast<WatchedFd*>(data & kAddressMask);
+  return record->live_ && (record->serial_ & kSerialMask) == (data >> kAddressBits) ? record : nullptr;
 }
 inline InternalSource* source_from_epoll_data(uint64_t data) {
   return (data & kInternalTag) ? reinterpret_cast<InternalSource*>(data & ~kInternalTag) : nullptr;

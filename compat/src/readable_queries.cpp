@@ -54,7 +54,7 @@ void readable_queries_open() {
   ring_descriptor.store(ring->descriptor());
 }
 
-bool ask_readable_counts(const int* fds, int count, int* results) {
+bool ask_readable_counts(const int* fds, const int* slots, int count, int* results) {
   std::unique_lock lock(ring_lock, std::try_to_lock);
   if (!lock.owns_lock() || refused || !ring) return false;
   if (ring_descriptor.load() != ring->descriptor()) {
@@ -67,7 +67,7 @@ bool ask_readable_counts(const int* fds, int count, int* results) {
     if (refused) return false;
   }
   // A failed submission: FIONREAD from now on. The ring stays open, unused.
-  if (!ring->ask(fds, count, results)) {
+  if (!ring->ask(fds, slots, count, results)) {
     refused = true;
     return false;
   }
@@ -123,6 +123,15 @@ bool ReadableQueries::open_ring() {
   cq_tail_ = at<unsigned>(rings_, params.cq_off.tail);
   cq_mask_ = at<unsigned>(rings_, params.cq_off.ring_mask);
   cqes_ = at<io_uring_cqe>(rings_, params.cq_off.cqes);
+  // Every entry asks the same question of a different socket, and the kernel only reads the entries: write what
+  // never changes once (each slot's entry, the command), so a batch writes only each socket's number and tag.
+  for (unsigned slot = 0; slot < params.sq_entries; ++slot) {
+    io_uring_sqe& entry = sqes_[slot];
+    std::memset(&entry, 0, sizeof entry);
+    entry.opcode = IORING_OP_URING_CMD;
+    entry.cmd_op = kSocketUringOpSiocinq;
+    sq_array_[slot] = slot;
+  }
   return true;
 }
 
@@ -133,7 +142,8 @@ bool ReadableQueries::serves_tcp() {
   const int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (probe < 0) return false;
   int answer = -1;
-  const bool asked = ask(&probe, 1, &answer);
+  const int slot = 0;
+  const bool asked = ask(&probe, &slot, 1, &answer);
   ::close(probe);
   return asked && answer == 0;
 }
@@ -149,20 +159,16 @@ void ReadableQueries::release_copies(bool close_descriptor) {
   fd_ = -1;
 }
 
-bool ReadableQueries::ask(const int* fds, int count, int* results) {
+bool ReadableQueries::ask(const int* fds, const int* slots, int count, int* results) {
   count = std::min(count, kCapacity);
-  ++batch_;
-  unsigned tail = *sq_tail_;  // only this thread (under the queue's lock) writes it
+  const uint64_t batch = ++batch_;
+  unsigned tail = *sq_tail_;  // only this thread (under the ring's lock) writes it
+  const unsigned mask = *sq_mask_;
   for (int i = 0; i < count; ++i) {
-    const unsigned slot = tail & *sq_mask_;
-    io_uring_sqe& entry = sqes_[slot];
-    std::memset(&entry, 0, sizeof entry);
-    entry.opcode = IORING_OP_URING_CMD;
+    io_uring_sqe& entry = sqes_[tail & mask];  // the rest of it was written by open_ring
     entry.fd = fds[i];
-    entry.cmd_op = kSocketUringOpSiocinq;
-    entry.user_data = (uint64_t{batch_} << 32) | static_cast<uint32_t>(i);
-    sq_array_[slot] = slot;
-    results[i] = -EIO;  // until its completion says otherwise
+    entry.user_data = (batch << 32) | static_cast<uint32_t>(slots[i]);
+    results[slots[i]] = -EIO;  // until its completion says otherwise
     ++tail;
   }
   __atomic_store_n(sq_tail_, tail, __ATOMIC_RELEASE);
@@ -174,11 +180,12 @@ bool ReadableQueries::ask(const int* fds, int count, int* results) {
   // this batch's number and are skipped then; their sockets fall back to FIONREAD now.
   unsigned head = *cq_head_;
   const unsigned end = __atomic_load_n(cq_tail_, __ATOMIC_ACQUIRE);
+  const unsigned cq_mask = *cq_mask_;
   for (; head != end; ++head) {
-    const io_uring_cqe& done = cqes_[head & *cq_mask_];
-    const auto index = static_cast<uint32_t>(done.user_data);
-    if (done.user_data >> 32 != batch_ || index >= static_cast<uint32_t>(count)) continue;  // an earlier batch's
-    results[index] = done.res;
+    const io_uring_cqe& done = cqes_[head & cq_mask];
+    const auto slot = static_cast<uint32_t>(done.user_data);
+    if (done.user_data >> 32 != batch || slot >= static_cast<uint32_t>(kCapacity)) continue;  // an earlier batch's
+    results[slot] = done.res;
   }
   __atomic_store_n(cq_head_, head, __ATOMIC_RELEASE);
   return submitted == count;

@@ -29,10 +29,12 @@ namespace kqcompat {
 // Below this many sockets in one batch, FIONREAD per socket is cheaper than a submission.
 constexpr int kWorthBatching = 8;
 
-// Bytes readable on each of `fds` (at most ReadableQueries::kCapacity), through the process's ring:
-// results[i] >= 0, or -errno for that socket (-EOPNOTSUPP: a socket the command does not serve). Returns false
-// when the ring could not be used this time (busy, missing, refused): then ask each with FIONREAD.
-bool ask_readable_counts(const int* fds, int count, int* results);
+// Bytes readable on each of `fds` (at most ReadableQueries::kCapacity), through the process's ring. The answer
+// for fds[i] goes to results[slots[i]] (slots below kCapacity; the caller's own numbering, an epoll batch's event
+// index, so that it needs no second pass): >= 0, or -errno for that socket (-EOPNOTSUPP: a socket the command
+// does not serve). Returns false when the ring could not be used this time (busy, missing, refused): then ask
+// each with FIONREAD.
+bool ask_readable_counts(const int* fds, const int* slots, int count, int* results);
 
 // Makes the process's ring if it has none (kqueue() calls it). Nothing happens where io_uring is unavailable.
 void readable_queries_open();
@@ -62,10 +64,10 @@ class ReadableQueries {
   ReadableQueries(const ReadableQueries&) = delete;
   ReadableQueries& operator=(const ReadableQueries&) = delete;
 
-  // Bytes readable on each of `fds` (at most kCapacity): results[i] >= 0, or -errno for that socket (-EIO when
-  // no answer came). Returns false when the submission itself failed: the ring is then unusable (the queue
-  // drops it and stops trying).
-  bool ask(const int* fds, int count, int* results);
+  // Bytes readable on each of `fds` (at most kCapacity), into results[slots[i]]: >= 0, or -errno for that
+  // socket (-EIO when no answer came). Returns false when the submission itself failed: the ring is then
+  // unusable (the queue drops it and stops trying).
+  bool ask(const int* fds, const int* slots, int count, int* results);
 
  private:
   ReadableQueries() = default;
