@@ -6,13 +6,14 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "fd_table.hpp"
 
@@ -160,7 +161,8 @@ void pump(size_t index) {
     if (entry.ended) return;
     if (lost(entry)) {  // the program closed the number: nothing more can be known
       entry.fd = -1;
-      entry.ended = entry.abandoned = true;
+      entry.abandoned = true;
+      end(entry);
       return;
     }
     const int fd = entry.fd;

@@ -41,12 +41,24 @@ using RecvChkFn = ssize_t (*)(int, void*, size_t, size_t, int);
 using RecvfromChkFn = ssize_t (*)(int, void*, size_t, size_t, int, sockaddr*, socklen_t*);
 using GetsockoptFn = int (*)(int, int, int, void*, socklen_t*);
 
-// The next definition of `name`, looked up once (before main, by the constructor below; a call made even
-// earlier looks it up itself).
+// Calls the next definition of `name`, looked up once (before main, by the constructor below; a call made even
+// earlier looks it up itself). Every read and write pays for this: a load, a test and a jump.
 template <typename Fn>
-Fn next(Fn& cached, const char* name) {
-  if (!cached) cached = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, name));
+Fn look_up(Fn& cached, const char* name) {
+  cached = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, name));
   return cached;
+}
+
+template <typename Fn, typename... Args>
+[[gnu::noinline, gnu::cold]] auto look_up_and_call(Fn& cached, const char* name, Args... args) {
+  return look_up(cached, name)(args...);
+}
+
+template <typename Fn, typename... Args>
+inline auto forward(Fn& cached, const char* name, Args... args) {
+  const Fn found = cached;
+  if (__builtin_expect(found != nullptr, 1)) return found(args...);
+  return look_up_and_call(cached, name, args...);
 }
 
 ReadFn next_read;
@@ -64,20 +76,20 @@ RecvfromChkFn next_recvfrom_chk;
 GetsockoptFn next_getsockopt_fn;
 
 __attribute__((constructor)) void find_next_definitions() {
-  next(next_read, "read");
-  next(next_write, "write");
-  next(next_readv, "readv");
-  next(next_writev, "writev");
-  next(next_recv, "recv");
-  next(next_send, "send");
-  next(next_recvfrom, "recvfrom");
-  next(next_sendto, "sendto");
-  next(next_recvmsg, "recvmsg");
-  next(next_sendmsg, "sendmsg");
-  next(next_read_chk, "__read_chk");
-  next(next_recv_chk, "__recv_chk");
-  next(next_recvfrom_chk, "__recvfrom_chk");
-  next(next_getsockopt_fn, "getsockopt");
+  look_up(next_read, "read");
+  look_up(next_write, "write");
+  look_up(next_readv, "readv");
+  look_up(next_writev, "writev");
+  look_up(next_recv, "recv");
+  look_up(next_send, "send");
+  look_up(next_recvfrom, "recvfrom");
+  look_up(next_sendto, "sendto");
+  look_up(next_recvmsg, "recvmsg");
+  look_up(next_sendmsg, "sendmsg");
+  look_up(next_read_chk, "__read_chk");
+  look_up(next_recv_chk, "__recv_chk");
+  look_up(next_recvfrom_chk, "__recvfrom_chk");
+  look_up(next_getsockopt_fn, "getsockopt");
 }
 
 // A read on a socket with a kept error: what is still queued first, then the error instead of end of file or
@@ -115,12 +127,24 @@ ssize_t write_side(int fd, Write write) {
   return write();
 }
 
+// The slow paths, out of line so that the wrappers' common case is a load, a test and a jump to the next
+// definition. `peek`: MSG_PEEK, which leaves the error in place.
+template <typename Fn, typename... Args>
+[[gnu::noinline, gnu::cold]] ssize_t read_kept(Fn& cached, const char* name, bool peek, int fd, Args... args) {
+  return read_side(fd, peek, [&] { return forward(cached, name, fd, args...); });
+}
+
+template <typename Fn, typename... Args>
+[[gnu::noinline, gnu::cold]] ssize_t write_kept(Fn& cached, const char* name, int fd, Args... args) {
+  return write_side(fd, [&] { return forward(cached, name, fd, args...); });
+}
+
 }  // namespace
 
 namespace kqcompat {
 
 int next_getsockopt(int fd, int level, int name, void* value, socklen_t* size) {
-  return next(next_getsockopt_fn, "getsockopt")(fd, level, name, value, size);
+  return forward(next_getsockopt_fn, "getsockopt", fd, level, name, value, size);
 }
 
 }  // namespace kqcompat
@@ -138,70 +162,74 @@ int getsockopt(int fd, int level, int name, void* value, socklen_t* size) {
 }
 
 ssize_t read(int fd, void* buffer, size_t size) {
-  auto call = [&] { return next(next_read, "read")(fd, buffer, size); };
-  return socket_errors_kept() ? read_side(fd, false, call) : call();
+  if (socket_errors_kept()) [[unlikely]] return read_kept(next_read, "read", false, fd, buffer, size);
+  return forward(next_read, "read", fd, buffer, size);
 }
 
 ssize_t readv(int fd, const iovec* parts, int count) {
-  auto call = [&] { return next(next_readv, "readv")(fd, parts, count); };
-  return socket_errors_kept() ? read_side(fd, false, call) : call();
+  if (socket_errors_kept()) [[unlikely]] return read_kept(next_readv, "readv", false, fd, parts, count);
+  return forward(next_readv, "readv", fd, parts, count);
 }
 
 ssize_t recv(int fd, void* buffer, size_t size, int flags) {
-  auto call = [&] { return next(next_recv, "recv")(fd, buffer, size, flags); };
-  return socket_errors_kept() ? read_side(fd, flags & MSG_PEEK, call) : call();
+  if (socket_errors_kept()) [[unlikely]] return read_kept(next_recv, "recv", flags & MSG_PEEK, fd, buffer, size, flags);
+  return forward(next_recv, "recv", fd, buffer, size, flags);
 }
 
 ssize_t recvfrom(int fd, void* buffer, size_t size, int flags, sockaddr* from, socklen_t* from_size) {
-  auto call = [&] { return next(next_recvfrom, "recvfrom")(fd, buffer, size, flags, from, from_size); };
-  return socket_errors_kept() ? read_side(fd, flags & MSG_PEEK, call) : call();
+  if (socket_errors_kept()) [[unlikely]]
+    return read_kept(next_recvfrom, "recvfrom", flags & MSG_PEEK, fd, buffer, size, flags, from, from_size);
+  return forward(next_recvfrom, "recvfrom", fd, buffer, size, flags, from, from_size);
 }
 
 ssize_t recvmsg(int fd, msghdr* message, int flags) {
-  auto call = [&] { return next(next_recvmsg, "recvmsg")(fd, message, flags); };
-  return socket_errors_kept() ? read_side(fd, flags & MSG_PEEK, call) : call();
+  if (socket_errors_kept()) [[unlikely]] return read_kept(next_recvmsg, "recvmsg", flags & MSG_PEEK, fd, message, flags);
+  return forward(next_recvmsg, "recvmsg", fd, message, flags);
 }
 
 // _FORTIFY_SOURCE's checked forms, which glibc's headers call instead of read/recv/recvfrom.
 ssize_t __read_chk(int fd, void* buffer, size_t size, size_t room) {
-  auto call = [&] { return next(next_read_chk, "__read_chk")(fd, buffer, size, room); };
-  return socket_errors_kept() ? read_side(fd, false, call) : call();
+  if (socket_errors_kept()) [[unlikely]] return read_kept(next_read_chk, "__read_chk", false, fd, buffer, size, room);
+  return forward(next_read_chk, "__read_chk", fd, buffer, size, room);
 }
 
 ssize_t __recv_chk(int fd, void* buffer, size_t size, size_t room, int flags) {
-  auto call = [&] { return next(next_recv_chk, "__recv_chk")(fd, buffer, size, room, flags); };
-  return socket_errors_kept() ? read_side(fd, flags & MSG_PEEK, call) : call();
+  if (socket_errors_kept()) [[unlikely]]
+    return read_kept(next_recv_chk, "__recv_chk", flags & MSG_PEEK, fd, buffer, size, room, flags);
+  return forward(next_recv_chk, "__recv_chk", fd, buffer, size, room, flags);
 }
 
 ssize_t __recvfrom_chk(int fd, void* buffer, size_t size, size_t room, int flags, sockaddr* from,
                        socklen_t* from_size) {
-  auto call = [&] { return next(next_recvfrom_chk, "__recvfrom_chk")(fd, buffer, size, room, flags, from, from_size); };
-  return socket_errors_kept() ? read_side(fd, flags & MSG_PEEK, call) : call();
+  if (socket_errors_kept()) [[unlikely]]
+    return read_kept(next_recvfrom_chk, "__recvfrom_chk", flags & MSG_PEEK, fd, buffer, size, room, flags, from,
+                     from_size);
+  return forward(next_recvfrom_chk, "__recvfrom_chk", fd, buffer, size, room, flags, from, from_size);
 }
 
 ssize_t write(int fd, const void* buffer, size_t size) {
-  auto call = [&] { return next(next_write, "write")(fd, buffer, size); };
-  return socket_errors_kept() ? write_side(fd, call) : call();
+  if (socket_errors_kept()) [[unlikely]] return write_kept(next_write, "write", fd, buffer, size);
+  return forward(next_write, "write", fd, buffer, size);
 }
 
 ssize_t writev(int fd, const iovec* parts, int count) {
-  auto call = [&] { return next(next_writev, "writev")(fd, parts, count); };
-  return socket_errors_kept() ? write_side(fd, call) : call();
+  if (socket_errors_kept()) [[unlikely]] return write_kept(next_writev, "writev", fd, parts, count);
+  return forward(next_writev, "writev", fd, parts, count);
 }
 
 ssize_t send(int fd, const void* buffer, size_t size, int flags) {
-  auto call = [&] { return next(next_send, "send")(fd, buffer, size, flags); };
-  return socket_errors_kept() ? write_side(fd, call) : call();
+  if (socket_errors_kept()) [[unlikely]] return write_kept(next_send, "send", fd, buffer, size, flags);
+  return forward(next_send, "send", fd, buffer, size, flags);
 }
 
 ssize_t sendto(int fd, const void* buffer, size_t size, int flags, const sockaddr* to, socklen_t to_size) {
-  auto call = [&] { return next(next_sendto, "sendto")(fd, buffer, size, flags, to, to_size); };
-  return socket_errors_kept() ? write_side(fd, call) : call();
+  if (socket_errors_kept()) [[unlikely]] return write_kept(next_sendto, "sendto", fd, buffer, size, flags, to, to_size);
+  return forward(next_sendto, "sendto", fd, buffer, size, flags, to, to_size);
 }
 
 ssize_t sendmsg(int fd, const msghdr* message, int flags) {
-  auto call = [&] { return next(next_sendmsg, "sendmsg")(fd, message, flags); };
-  return socket_errors_kept() ? write_side(fd, call) : call();
+  if (socket_errors_kept()) [[unlikely]] return write_kept(next_sendmsg, "sendmsg", fd, message, flags);
+  return forward(next_sendmsg, "sendmsg", fd, message, flags);
 }
 
 }  // extern "C"

@@ -32,6 +32,29 @@ struct sigaction handler_action(void (*handler)(int), int flags = 0) {
   return action;
 }
 
+// `sig` blocked in the test's thread (the only one) while it lives; the mask put back after.
+class BlockSignal {
+ public:
+  explicit BlockSignal(int sig) {
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, sig);
+    REQUIRE(pthread_sigmask(SIG_BLOCK, &block, &before_) == 0);
+  }
+  ~BlockSignal() { pthread_sigmask(SIG_SETMASK, &before_, nullptr); }
+  BlockSignal(const BlockSignal&) = delete;
+  BlockSignal& operator=(const BlockSignal&) = delete;
+
+ private:
+  sigset_t before_;
+};
+
+bool is_pending(int sig) {
+  sigset_t pending;
+  REQUIRE(sigpending(&pending) == 0);
+  return sigismember(&pending, sig) == 1;
+}
+
 struct sigaction current(int sig) {
   struct sigaction action {};
   sigaction(sig, nullptr, &action);
@@ -268,32 +291,6 @@ TEST_CASE("exec resets a signal the program catches to its default") {
 }
 
 // A signal blocked in every thread: FreeBSD records it when it is sent (tdsendsignal), and it stays pending.
-namespace {
-
-// `sig` blocked in the test's thread (the only one) while it lives; the mask put back after.
-class BlockSignal {
- public:
-  explicit BlockSignal(int sig) {
-    sigset_t block;
-    sigemptyset(&block);
-    sigaddset(&block, sig);
-    REQUIRE(pthread_sigmask(SIG_BLOCK, &block, &before_) == 0);
-  }
-  ~BlockSignal() { pthread_sigmask(SIG_SETMASK, &before_, nullptr); }
-  BlockSignal(const BlockSignal&) = delete;
-  BlockSignal& operator=(const BlockSignal&) = delete;
-
- private:
-  sigset_t before_;
-};
-
-bool is_pending(int sig) {
-  sigset_t pending;
-  REQUIRE(sigpending(&pending) == 0);
-  return sigismember(&pending, sig) == 1;
-}
-
-}  // namespace
 
 TEST_CASE("a signal blocked in every thread is reported when it is sent, and left pending") {
   KeepDisposition keep(SIGUSR2);
@@ -372,6 +369,32 @@ TEST_CASE("a signal wakes a thread blocked in kevent()") {
   waiter.join();
   CHECK(returned == 1);
   CHECK(event.ident == static_cast<uintptr_t>(SIGUSR2));
+}
+
+TEST_CASE("a signal blocked in every thread wakes a thread blocked in kevent(), and stays pending") {
+  KeepDisposition keep(SIGUSR2);
+  const struct sigaction catch_it = handler_action(count_caught);  // caught: an ignored one would be discarded
+  REQUIRE(sigaction(SIGUSR2, &catch_it, nullptr) == 0);
+  caught = 0;
+  BlockSignal blocked(SIGUSR2);  // before the waiter starts: it inherits the mask
+  auto kq = new_queue();
+  add(kq, SIGUSR2, EVFILT_SIGNAL);
+  std::atomic<int> returned{-2};
+  std::atomic<bool> pending_there{false};
+  struct kevent event {};
+  std::thread waiter([&] {
+    const timespec limit{5, 0};
+    returned = kevent(kq, nullptr, 0, &event, 1, &limit);
+    sigset_t pending;
+    pending_there = sigpending(&pending) == 0 && sigismember(&pending, SIGUSR2) == 1;
+  });
+  REQUIRE(kill(getpid(), SIGUSR2) == 0);
+  waiter.join();
+  CHECK(returned == 1);
+  CHECK(event.data >= 1);
+  CHECK(pending_there);
+  CHECK(is_pending(SIGUSR2));
+  CHECK(caught == 0);
 }
 
 TEST_CASE("a watched signal the program ignores does not end a wait with EINTR") {

@@ -105,6 +105,20 @@ TEST_CASE("a reset connection: after EV_EOF with ECONNRESET, read() fails with E
   CHECK(pending_error(server) == 0);
 }
 
+TEST_CASE("a connected UDP socket told its peer's port is closed: the read event, then send() fails with it") {
+  auto kq = new_queue();
+  const sockaddr_in closed = refused_address();
+  Fd udp(socket(AF_INET, SOCK_DGRAM, 0));
+  REQUIRE(connect(udp, reinterpret_cast<const sockaddr*>(&closed), sizeof closed) == 0);
+  add(kq, udp, EVFILT_READ);
+  REQUIRE(send(udp, "?", 1, 0) == 1);  // answered by ICMP port unreachable
+  expect_event(kq, udp, EVFILT_READ);  // readable for its error (soreadable: so_error)
+  errno = 0;
+  CHECK(send(udp, "?", 1, 0) == -1);  // the socket can still send: sosend returns so_error, once
+  CHECK(errno == ECONNREFUSED);
+  CHECK(pending_error(udp) == 0);
+}
+
 TEST_CASE("the error goes with the descriptor: a new socket on the same number has none") {
   auto kq = new_queue();
   Fd client = refused_and_reported(kq);
