@@ -98,9 +98,11 @@ def story(request: pytest.FixtureRequest, lesson: course.Lesson) -> Story:
                     f"does not have.", pytrace=False)
     story = Story(request.node.name, str(lesson.readme.relative_to(course.ROOT)), section)
     story.close_section = getattr(request.module, "CLOSE_SECTION", "")
-    if story.close_section and story.close_section not in lesson.sections():
-        pytest.fail(f"{request.path.name} names CLOSE_SECTION \"{story.close_section}\", which {lesson.readme} does "
-                    f"not have.", pytrace=False)
+    story.diagnoses = list(getattr(request.module, "DIAGNOSES", []))
+    for named in [story.close_section, *(section for _, section, _ in story.diagnoses)]:
+        if named and named not in lesson.sections():
+            pytest.fail(f"{request.path.name} names the section \"{named}\" (CLOSE_SECTION or DIAGNOSES), which "
+                        f"{lesson.readme} does not have.", pytrace=False)
     return story
 
 
@@ -108,10 +110,10 @@ def story(request: pytest.FixtureRequest, lesson: course.Lesson) -> Story:
 def start_server(request: pytest.FixtureRequest, program: Path, story: Story, lesson: course.Lesson, impl: str,
                  program_name: str | None):
     """Starts the lesson's program for this test: start_server() as the `server` fixture does, or with options,
-    start_server("--idle-ms", "500") or start_server("--max-backlog", "65536"), under a descriptor limit, start_server(descriptor_limit=64), or with
-    more environment, start_server(environment={"KQLAB_FAULT": "EVFILT_READ:ENOMEM:2"}). Every server
-    started is stopped after the test, and one that ended on its own before the test was over fails the test (a
-    crash, a sanitizer report, or an exit nobody asked for)."""
+    start_server("--idle-ms", "500") or start_server("--max-backlog", "65536"), under a descriptor limit,
+    start_server(descriptor_limit=64), or with more environment, start_server(environment={"KQLAB_FAULT":
+    "EVFILT_READ:ENOMEM:2"}). Every server started is stopped after the test, and one that ended on its own before
+    the test was over fails the test (a crash, a sanitizer report, or an exit nobody asked for)."""
     started: list[Server] = []
 
     def start(*arguments: str, descriptor_limit: int | None = None, environment: dict[str, str] | None = None) \

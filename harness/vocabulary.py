@@ -163,6 +163,10 @@ class Story:
         # connection that stays open although the server was told of its end may have been forgotten unclosed, and
         # the report names that section too, beside the test's own.
         self.close_section = ""
+        # What a server's own messages can say about the cause of a failure, from the lesson's test module
+        # (DIAGNOSES): (a regular expression for a line on its stderr, the section that teaches the cause, what the
+        # line means). A report whose server said such a line names that cause and section too.
+        self.diagnoses: list[tuple[str, str, str]] = []
 
     def step(self, text: str) -> None:
         if not self._summaries:
@@ -189,6 +193,11 @@ class Story:
         lines += [f"Expected: {expected}", f"Got:      {got}"]
         for server in self.servers:
             lines += server.report()
+        for pattern, section, meaning in self.diagnoses:
+            said = next((line for server in self.servers for line in server.messages() if re.search(pattern, line)),
+                        None)
+            if said is not None and section != self.section:
+                lines.append(f"The server said {said!r}: {meaning}. See {self.readme}, section \"{section}\", too.")
         lines.append(f'See {self.readme}, section "{self.section}".')
         return "\n".join(lines)
 

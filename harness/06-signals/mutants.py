@@ -55,7 +55,8 @@ MUTANTS = [
                 "busy come as one event, and all but one are lost.",
         caught_by="test_signals_that_pile_up_are_all_counted",
         file="signal_server.cpp",
-        replacements=(("    reloads_ += event.data;\n", "    ++reloads_;  // MUTANT: one per event, whatever data says\n"),),
+        replacements=(("    reloads_ += event.data;\n",
+                       "    ++reloads_;  // MUTANT: one per event, whatever data says\n"),),
     ),
     Mutant(
         name="one-result-per-wake-up",
@@ -81,6 +82,7 @@ MUTANTS = [
         replacements=(("  watch(kResultsReady, EVFILT_USER, EV_ADD | EV_CLEAR);\n",
                        "  watch(kResultsReady, EVFILT_USER, EV_ADD | EV_CLEAR, kResultsReady);  // MUTANT: a udata\n"),
                       ("  } else if (event.filter == EVFILT_USER) {\n",
-                       "  } else if (event.filter == EVFILT_USER && event.udata == udata_of(kResultsReady)) {  // MUTANT\n")),
+                       "  } else if (event.filter == EVFILT_USER &&\n"
+                       "             event.udata == udata_of(kResultsReady)) {  // MUTANT: by udata\n")),
     ),
 ]

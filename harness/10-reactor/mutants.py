@@ -114,7 +114,8 @@ MUTANTS = [
         caught_by="test_descriptor_limit_flood",
         file="echo/echo_server.cpp",
         replacements=(("      ::close(spare);\n      spare = -1;\n      accept_clients(reactor, listener);\n",
-                       "      std::fprintf(stderr, \"accept: %s\\n\", std::strerror(error));  // MUTANT: accepts no more\n"),),
+                       "      // MUTANT: accepts no more\n"
+                       "      std::fprintf(stderr, \"accept: %s\\n\", std::strerror(error));\n"),),
         program="echo",
     ),
     Mutant(

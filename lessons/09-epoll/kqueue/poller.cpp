@@ -76,8 +76,8 @@ void Poller::forget(int fd) {
 int Poller::wait(std::span<Ready> ready) {
   // TODO(1): hand the collected changes to the kernel and wait, in one kevent() call; check what comes back, and
   // describe each event in `ready`. Leave room in the eventlist for one entry per change (lesson 02): more changes
-  // than `ready` holds? Keep what does not fit in `state` for the next wait(). Until this is done nothing is ever registered, and the loop spins: wait()
-  // returns at once, with nothing. (README, step 1)
+  // than `ready` holds? Keep what does not fit in `state` for the next wait(). Until this is done nothing is ever
+  // registered, and the loop spins: wait() returns at once, with nothing. (README, step 1)
   static_cast<void>(ready), static_cast<void>(&ready_from);
   return 0;
 }
