@@ -335,7 +335,10 @@ class Server:
         self._listening = threading.Event()
         self.exit_expected = False  # set by expect_exit(): the test asked the server to end
         self.host, self.port = "", 0
-        environment = dict(os.environ, KQLAB_TRACE="1", UBSAN_OPTIONS="print_stacktrace=1", **extra)
+        # A ThreadSanitizer build stops at its first report, so a data race fails the test that provoked it.
+        environment = dict(os.environ, KQLAB_TRACE="1", UBSAN_OPTIONS="print_stacktrace=1",
+                           TSAN_OPTIONS=os.environ.get("TSAN_OPTIONS", "halt_on_error=1"))
+        environment.update(extra)
         limit = None
         if descriptor_limit is not None:
             def limit() -> None:  # runs in the child, between fork and exec: one system call, nothing else

@@ -17,7 +17,9 @@ later lesson listed in ECHO_LESSONS whose solution is built. For each server:
    layer's own heap per watched descriptor (bench/layer_memory.cpp).
 4. What a delivery costs in each of the layer's modes (bench/mode_costs.cpp): the claims of compat/README.md's
    "Speed" section, in system calls and CPU time per event.
-5. The CPU time of one delivered event in a tight loop (bench/event_cost.cpp): raw epoll, raw epoll with the
+5. Lesson 11's two servers, threads on one queue and a queue per thread, under the same loads (bench_threads.py),
+   and lesson 12's proxy against a straight connection (bench_proxy.py).
+6. The CPU time of one delivered event in a tight loop (bench/event_cost.cpp): raw epoll, raw epoll with the
    layer's query for `data`, and kevent() through the layer, which splits the layer's cost into the query and its
    own code far more finely than a loaded machine lets the servers' CPU times do.
 
@@ -41,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import bench_proxy, bench_report, course, tools
+from . import bench_proxy, bench_report, bench_threads, course, tools
 
 # The lessons whose solution is an echo server the load generator can drive (it prints `listening on HOST:PORT`
 # and echoes every byte): a lesson's directory, or lesson/program for a lesson of several programs. Those not
@@ -103,6 +105,7 @@ class Measurements:
     layer_memory: dict = field(default_factory=dict)
     event_cost: dict = field(default_factory=dict)  # events per call -> {"epoll", "epoll_fionread", "kevent"}: ns
     modes: dict = field(default_factory=dict)  # mode -> {"claim", "cpu_ns_per_event", "syscalls": {name: per event}}
+    threads: dict = field(default_factory=dict)  # lesson 11's two servers under two loads (bench_threads.py)
     machine: dict = field(default_factory=dict)
     proxy: dict = field(default_factory=dict)  # lesson 12 against a direct connection (bench_proxy.py)
 
@@ -138,7 +141,7 @@ def main(arguments: list[str]) -> int:
         return 2
 
     tools.banner("Build: preset release (optimised, no sanitizers)")
-    lessons = tuple(dict.fromkeys(f"solution_{name.split('/')[0]}" for name in ECHO_LESSONS
+    lessons = tuple(dict.fromkeys(f"solution_{name.split('/')[0]}" for name in (*ECHO_LESSONS, "11-threads", "12-proxy")
                                   if (course.SOLUTIONS / name.split("/")[0]).is_dir()))
     if tools.configure("release", quiet=True) or tools.build("release", PROGRAMS + lessons + bench_proxy.TARGETS):
         return 1
@@ -203,6 +206,9 @@ def measure(build: Path, config: Config, out: Path, log=print) -> Measurements:
     log("\n==> CPU time per delivered event, in a tight loop (bench/event_cost.cpp)")
     results.event_cost = run_probe(build, "event_cost", [str(config.event_iterations)], log)
 
+    log("\n==> Lesson 11: threads on one queue, or a queue per thread (bench_threads.py)")
+    results.threads = bench_threads.measure(build, config.repeats, config.duration, log)
+
     log("\n==> Lesson 12's proxy against a direct connection (bench_proxy.py)")
     results.proxy = bench_proxy.measure(build, config, cpus, log)
     results.machine["load_after"] = os.getloadavg()
@@ -229,9 +235,6 @@ def run_probe(build: Path, name: str, arguments: list[str], log) -> dict:
 
 def write_report(results: Measurements, config: Config, chosen: list[Server], out: Path) -> None:
     bench_report.write(results, config, chosen, out, BASELINE, QUERY, LAYER)
-    if section := bench_proxy.report_lines(results.proxy):
-        with (out / "report.md").open("a", encoding="utf-8") as report:
-            report.write("\n".join(section) + "\n")
 
 
 def load_results(path: Path) -> tuple[Measurements, Config, list[Server]]:

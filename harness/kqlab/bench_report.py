@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import plots
+from . import bench_proxy, bench_threads, plots
 
 if TYPE_CHECKING:
     from .bench import Config, Measurements, Server
@@ -56,6 +56,8 @@ def write(results: Measurements, config: Config, chosen: list[Server], out: Path
     lines += _modes_table(results)
     lines += _memory_table(results, names)
     lines += _event_cost_table(results)
+    lines += bench_threads.report_lines(results.threads)
+    lines += bench_proxy.report_lines(results.proxy)
     lines += ["## Running it", "",
               "`./kqlab bench` (a few minutes) or `./kqlab bench --quick` (seconds); `./kqlab bench --help` for the "
               "connection counts, rounds and duration. The load generator runs on its own against any server that "

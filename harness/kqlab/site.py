@@ -7,6 +7,7 @@ tree, one page per lesson in course order, and pages made from what the project 
 - one page per lesson from lessons/NN-topic/README.md: a label on each heading, GitHub-style links
   (`#section`, `../NN-topic/README.md#section`) turned into Doxygen links, "previous · index · next" at the top
   and bottom, and each quoted code block (snippets.py) filled from its source as it is now;
+- "How kqueue works inside" (docs/inside.md): the kernel's side, which the lessons' rules follow from;
 - "Common mistakes" (docs/mistakes.md, made from the lessons' rule registers by mistakes_page.py): every rule each
   lesson teaches, and the mutants and tests that prove it;
 - "Portability" (docs/portability.md): sections of compat/README.md, included, and the FreeBSD-only behaviours
@@ -177,7 +178,9 @@ class Site:
         return "\n".join(lines)
 
     def other_pages(self) -> str:
-        lines = ["- \\subpage mistakes — each classic mistake, the lesson that teaches it, the test that catches it",
+        lines = ["- \\subpage inside — what the kernel does with a registration: knotes, the active list, "
+                 "kqueue_scan() and close(), the reasons behind the lessons' rules",
+                 "- \\subpage mistakes — each classic mistake, the lesson that teaches it, the test that catches it",
                  "- \\subpage portability — FreeBSD, macOS, and kqlab's kqueue for Linux",
                  "- \\subpage diagrams — the event loop, a connection's life, kqueue and epoll side by side, and "
                  "more"]

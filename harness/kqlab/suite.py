@@ -2,7 +2,8 @@
 
 1. Build everything with the `default` preset (AddressSanitizer and UBSan), warnings as errors.
 2. compat's doctest suite, through CTest.
-3. The threaded tests (CTest label `threads`) again, built with the `tsan` preset, under ThreadSanitizer.
+3. The threaded tests (CTest label `threads`, and the lessons' pytest tests marked `threads`) again, built with the
+   `tsan` preset, under ThreadSanitizer.
 4. The course tests, through pytest: every lesson's tests against its solution, and the course's checks on itself
    (harness/test_course.py: every untouched exercise fails, every mutant is caught, gaps are gaps; test_site.py:
    the site builds with no Doxygen warning, its links resolve, quoted code matches its source; test_command.py:
@@ -62,6 +63,12 @@ def run(args=None) -> int:
         # then; its exit status is 0 by default but 8 with --no-tests=error, so say which we mean.)
         status, tally = tools.ctest("tsan", junit / "ctest-tsan.xml", "-L", "threads", "--no-tests=ignore")
         results.append(("tsan", status == 0, tally.summary() if tally.total else "no tests labelled threads"))
+        # The lessons' tests marked `threads` (their servers run threads: lesson 11), against the tsan build of
+        # the solutions. A data race ends such a server at once (TSAN_OPTIONS=halt_on_error=1, vocabulary.py).
+        lessons = [tools.shown(lesson.tests) for lesson in course.lessons() if lesson.tests.is_dir()]
+        status, tally = tools.pytest([*lessons, "-m", "threads", "--build-dir", tools.shown(tools.build_dir("tsan")),
+                                      "-rfE"], junit / "pytest-tsan.xml")
+        results.append(("tsan pytest", status in (0, 5), tally.summary() if status != 5 else "no tests marked threads"))
 
     tools.banner("The course's tests (pytest): every solution passes, every untouched exercise fails, every mutant "
                  "is caught")
