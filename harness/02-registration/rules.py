@@ -18,6 +18,11 @@ RULES = [
          unprovable="A non-blocking write() takes all the room the send buffer has, so after a partial write the "
                     "next write() fails with EAGAIN on every kernel the course runs on: a server that stops after "
                     "one write leaves nothing behind that a test could see."),
+    Rule(name="eagain-means-full-not-gone",
+         rule="write() failing with EAGAIN means the socket is full for now: keep what is left for the next "
+              "EVFILT_WRITE event; only other errors (EPIPE, ECONNRESET) mean the client is gone.",
+         section="Edge-triggered writing",
+         mutants=("closes-when-the-socket-is-full",)),
     Rule(name="eof-once-under-ev-clear",
          rule="EV_EOF under EV_CLEAR is reported once: meet it as read() returning 0.",
          section="Step 4: read until EAGAIN",
