@@ -379,8 +379,11 @@ void Call::dispatch(WatchedFd& record, uint32_t events, int64_t readable) {
       queue_.purge_stale(record);
       return;
     }
-    const IgnoreDescriptorRace benign;  // a close may still be starting in another thread: tsan_annotations.hpp
-    settle(record);
+    {
+      const IgnoreDescriptorRace benign;  // a close may be starting in another thread: see tsan_annotations.hpp
+      epoll_sync(queue_, record);
+    }
+    queue_.drop_fd_record_if_empty(record);  // the rest of settle(), watched by ThreadSanitizer as ever
   }
 }
 

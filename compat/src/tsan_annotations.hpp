@@ -7,7 +7,9 @@
 // closing this instant in another thread. It is harmless by construction: it is a MOD or DEL on the queue's own
 // epoll set, under the queue's lock; a new file given the number cannot be in that set under it (registering it
 // takes the same lock and purges the old record first), so the call changes the old file's entry or fails with
-// ENOENT/EBADF. IgnoreDescriptorRace keeps that one call out of ThreadSanitizer's reports; nothing else.
+// ENOENT/EBADF. IgnoreDescriptorRace keeps that one call out of ThreadSanitizer's reports (TSan ignores the
+// thread's reads and writes while it lives, so it is scoped to that call and nothing else; locks and atomics are
+// still seen).
 #pragma once
 
 #if defined(__SANITIZE_THREAD__)
