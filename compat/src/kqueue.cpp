@@ -25,6 +25,7 @@
 #include "timer_queue.hpp"
 #include "signal_hooks.hpp"
 #include "trace.hpp"
+#include "tsan_annotations.hpp"
 
 namespace kqcompat {
 namespace {
@@ -371,7 +372,19 @@ void Call::dispatch(WatchedFd& record, uint32_t events, int64_t readable) {
     queue_.purge_stale(record);  // the safety net: closed by a raw system call the layer could not see
     return;
   }
-  if (stale_interest && (record.registered_ & EPOLLET)) settle(record);
+  if (stale_interest && (record.registered_ & EPOLLET)) {
+    // A trim made by whichever thread scans, not by the program: if the number was closed meanwhile the close
+    // wrapper has emptied the entry already, and the record goes instead (purge_stale names no number to epoll).
+    if (record.generation_ != fd_generation(record.fd())) {
+      queue_.purge_stale(record);
+      return;
+    }
+    {
+      const IgnoreDescriptorRace benign;  // a close may be starting in another thread: see tsan_annotations.hpp
+      epoll_sync(queue_, record);
+    }
+    queue_.drop_fd_record_if_empty(record);  // the rest of settle(), watched by ThreadSanitizer as ever
+  }
 }
 
 void Call::dispatch_fd_knote(Knote* knote, const FilterOps& ops, uint32_t events, bool* stale_interest) {
@@ -608,8 +621,15 @@ void Kqueue::drop_fd_record(WatchedFd& record) {
 }
 
 // The number was closed (and maybe reused) since the record was made: BSD removed its knotes at close(), so
-// they vanish now, queued activations included. The close wrapper already took it out of epoll; detach lets go
-// of what else the filter holds (a regular file's inotify watch).
+// they vanish now, queued activations included. Detach lets go of what else the filter holds (a regular file's
+// inotify watch).
+//
+// Epoll: a close the wrapper saw (the generation moved) took the number out of every epoll set while it still
+// named the old file. The number is not the record's any more: another thread may have been given it by accept()
+// or open() this instant, so the layer must not name it to epoll again (it would act on the new file, and
+// ThreadSanitizer rightly calls it a race). Only the count of epoll sets holding the number is the record's to
+// settle. After a raw close the layer could not see (lost_, the generation unchanged), a delete is all it can
+// try, as before.
 void Kqueue::purge_stale(WatchedFd& record) {
   for (Knote* knote : {record.read(), record.write()}) {
     if (!knote) continue;
@@ -618,8 +638,8 @@ void Kqueue::purge_stale(WatchedFd& record) {
     free_fd_knote(record, *knote);
   }
   if (record.registered_) {
-    // Normally gone already; after a raw close system call this removes what it can.
-    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, record.fd(), nullptr);
+    const bool closed_by_wrapper = record.generation_ != fd_generation(record.fd());
+    if (!closed_by_wrapper) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, record.fd(), nullptr);
     if (FdFacts* facts = fd_facts_find(record.fd())) facts->watchers.fetch_sub(1);
   }
   drop_fd_record(record);
