@@ -5,12 +5,13 @@ about from where it is.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from kqlab import course
-from kqlab.grade import plain_pytest
+from kqlab.grade import launch, plain_pytest
 from vocabulary import Server, Story
 
 DEFAULT_BUILD_DIR = course.ROOT / "build" / "default"
@@ -45,6 +46,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
 
 
 @pytest.fixture
+def tmp_path(tmp_path: Path) -> Path:
+    """pytest's tmp_path; under ./kqlab grade, readable by the student's program, which runs in a sandbox as
+    another user (grade/launch.py) and is given files from here (a configuration, a log to follow)."""
+    if os.environ.get(launch.VARIABLE):
+        for folder in [tmp_path, *tmp_path.parents][:3]:  # the test's folder, pytest's numbered one, basetemp
+            folder.chmod(0o755)
+    return tmp_path
+
+
+@pytest.fixture
 def lesson(request: pytest.FixtureRequest) -> course.Lesson:
     return course.lesson(request.path.parent.name)
 
@@ -62,20 +73,28 @@ def program_name() -> str | None:
 
 
 @pytest.fixture
-def program(request: pytest.FixtureRequest, lesson: course.Lesson, impl: str, program_name: str | None) -> Path:
+def locate_program(request: pytest.FixtureRequest, lesson: course.Lesson, impl: str):
+    """locate_program(name, missing) -> Path: the lesson's built program called `name` (None: the lesson's one
+    program), from the build folder the options chose (plain_pytest.locate): every fixture that runs a program
+    finds it here. Fails the test when there is none, with `missing` (what to do about it) when it was not built."""
     workspace = request.config.getoption("--workspace")
-    if workspace:
-        given = Path(request.config.getoption("--build-dir"))
-        built, problem = plain_pytest.program(Path(workspace), given if given != DEFAULT_BUILD_DIR else
-                                              plain_pytest.build_dir_for(Path(workspace)), lesson, program_name)
-        if built is None:
-            pytest.fail(problem, pytrace=False)
-        return built
-    path = course.program(Path(request.config.getoption("--build-dir")), impl, lesson, program_name)
-    if not path.exists():
-        pytest.fail(f"{path} does not exist. Build it first: ./kqlab check {lesson.number} builds your workspace "
-                    f"copy, ./kqlab test builds everything.", pytrace=False)
-    return path
+    given = Path(request.config.getoption("--build-dir"))
+
+    def locate(name: str | None, missing: str = "") -> Path:
+        found, problem = plain_pytest.locate(lesson, impl, given, Path(workspace) if workspace else None, name,
+                                             build_dir_given=given != DEFAULT_BUILD_DIR)
+        if found is None:
+            pytest.fail(problem if workspace else
+                        f"{problem}. {missing or 'Build it first'}: ./kqlab check {lesson.number} builds your "
+                        f"workspace copy, ./kqlab test builds everything.", pytrace=False)
+        return found
+
+    return locate
+
+
+@pytest.fixture
+def program(locate_program, program_name: str | None) -> Path:
+    return locate_program(program_name)
 
 
 @pytest.fixture
@@ -90,6 +109,12 @@ def story(request: pytest.FixtureRequest, lesson: course.Lesson, impl: str) -> S
                     f"does not have.", pytrace=False)
     story = Story(request.node.name, str(lesson.readme.relative_to(course.ROOT)), section)
     story.draws_timeline = not impl.startswith("mutant-")  # a mutant's failure is expected: nobody reads its report
+    story.close_section = getattr(request.module, "CLOSE_SECTION", "")
+    story.diagnoses = list(getattr(request.module, "DIAGNOSES", []))
+    for named in [story.close_section, *(section for _, section, _ in story.diagnoses)]:
+        if named and named not in lesson.sections():
+            pytest.fail(f"{request.path.name} names the section \"{named}\" (CLOSE_SECTION or DIAGNOSES), which "
+                        f"{lesson.readme} does not have.", pytrace=False)
     return story
 
 
@@ -97,14 +122,16 @@ def story(request: pytest.FixtureRequest, lesson: course.Lesson, impl: str) -> S
 def start_server(request: pytest.FixtureRequest, program: Path, story: Story, lesson: course.Lesson, impl: str,
                  program_name: str | None):
     """Starts the lesson's program for this test: start_server() as the `server` fixture does, or with options,
-    start_server("--idle-ms", "500") or start_server("--max-backlog", "65536"), or under a descriptor limit, start_server(descriptor_limit=64). Every server
-    started is stopped after the test, and one that ended on its own before the test was over fails the test (a
-    crash, a sanitizer report, or an exit nobody asked for)."""
+    start_server("--idle-ms", "500") or start_server("--max-backlog", "65536"), under a descriptor limit,
+    start_server(descriptor_limit=64), or with more environment, start_server(environment={"KQLAB_FAULT":
+    "EVFILT_READ:ENOMEM:2"}). Every server started is stopped after the test, and one that ended on its own before
+    the test was over fails the test (a crash, a sanitizer report, or an exit nobody asked for)."""
     started: list[Server] = []
 
-    def start(*arguments: str, descriptor_limit: int | None = None) -> Server:
+    def start(*arguments: str, descriptor_limit: int | None = None, environment: dict[str, str] | None = None) \
+            -> Server:
         label = f"{impl} of {lesson.name}" + (f", program {program_name}" if program_name else "")
-        running = Server(program, story, label, arguments, descriptor_limit)
+        running = Server(program, story, label, arguments, descriptor_limit, environment)
         started.append(running)
         return running
 

@@ -18,7 +18,10 @@ import pytest
 from kqlab import bench
 from vocabulary import seconds
 
-pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the bench measures kqlab's Linux layer")
+# ./kqlab test runs the course's checks in parallel (pytest-xdist, --dist loadgroup): this file's tests share
+# state (a build tree or a site), so they all run in one worker, one after the other.
+pytestmark = [pytest.mark.skipif(platform.system() != "Linux", reason="the bench measures kqlab's Linux layer"),
+              pytest.mark.xdist_group("bench")]
 
 TINY = bench.Config(connections=(1, 20), repeats=1, duration=0.2, warmup=0.05, counted_connections=(),
                     idle_connections=50, layer_descriptors=100, event_iterations=500, mode_iterations=200)
@@ -109,6 +112,18 @@ def test_bench_writes_its_report(build_dir: Path, tmp_path: Path) -> None:
     failed = {mode: entry["error"] for mode, entry in results.modes.items() if "error" in entry}
     assert set(results.modes) == set(bench.MODES) and not failed, f"bench/mode_costs failed: {failed}"
     report = (tmp_path / "report.md").read_text()
+    if (build_dir / "bin" / "solution" / "11-threads" / "workers").is_file():
+        loads = results.threads.get("loads", {})
+        assert set(loads) == {"small", "mixed"} and all(set(servers) == {"workers", "reuseport"} and
+                                                        all(figures["requests_per_second"] > 0
+                                                            for figures in servers.values())
+                                                        for servers in loads.values()), \
+            f"lesson 11's servers were not both measured under both loads: {results.threads}"
+        assert "Lesson 11: threads on one queue" in report, "report.md has no section on lesson 11"
+    if (build_dir / "bin" / "solution" / "12-proxy").is_file():  # its own run is checked in test_bench_proxy.py
+        assert all(runs["direct"] and runs["proxy"] for runs in results.proxy.values()) and results.proxy, \
+            f"lesson 12's proxy was not measured: {results.proxy}"
+        assert "## Lesson 12's proxy against a direct connection" in report, "report.md has no section on lesson 12"
     for heading in ("The layer's cost", "Throughput, CPU and latency", "Memory per idle connection"):
         assert heading in report, f"report.md has no section '{heading}':\n{report}"
     for chart in ("throughput.svg", "cpu_per_round_trip.svg", "latency_p99.svg"):

@@ -26,7 +26,15 @@ import pytest
 from kqlab import __main__ as command
 from kqlab import course, mutants, student, tools, ui, watch
 
+# This file's tests share state (fixture workspaces in build/default): under pytest-xdist they all run in one worker,
+# one after the other. ./kqlab test runs this file with the lessons' tests, before the parallel checks: see
+# kqlab/suite.py, SERIAL_CHECKS.
+pytestmark = pytest.mark.xdist_group("command")
+
 LESSON = course.lessons()[0]
+# How many tests lesson 01 has: what `./kqlab check 1` counts.
+TESTS = sum(len(re.findall(r"^def test_", path.read_text(encoding="utf-8"), re.MULTILINE))
+            for path in LESSON.tests.glob("test_*.py"))
 SOURCE = "echo_server.cpp"  # the file the fixtures break (lesson 01's only file)
 BUILD = tools.build_dir("default")
 
@@ -112,10 +120,10 @@ def test_failing_test(fixture_workspace: str) -> None:
     done = kqlab(fixture_workspace, "check", "1")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "test_eof_with_pending_data FAILED" in done.stdout
-    passing = re.search(r"Lesson 01: (\d) of 9 tests pass\.", done.stdout)
+    passing = re.search(rf"Lesson 01: (\d+) of {TESTS} tests pass\.", done.stdout)
     assert passing and "Stuck? ./kqlab hint 1" in done.stdout, done.stdout
     assert "Crash" not in done.stdout and "\033[" not in done.stdout, "colour or a crash report in a pipe"
-    assert f"01-echo failing: {passing.group(1)} of 9 tests pass" in progress(fixture_workspace)
+    assert f"01-echo failing: {passing.group(1)} of {TESTS} tests pass" in progress(fixture_workspace)
     refused = kqlab(fixture_workspace, "solution", "1")
     assert refused.returncode == 1 and "does not pass yet" in refused.stdout and "#include" not in refused.stdout
 
@@ -124,7 +132,7 @@ def test_passing(fixture_workspace: str) -> None:
     put(fixture_workspace, solution_text())
     done = kqlab(fixture_workspace, "check", "1")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Lesson 01 is done: all 9 tests pass." in done.stdout
+    assert f"Lesson 01 is done: all {TESTS} tests pass." in done.stdout
     assert "01-echo done" in progress(fixture_workspace)
     shown = kqlab(fixture_workspace, "solution", "1")
     assert shown.returncode == 0 and "is the reference solution, line for line" in shown.stdout
@@ -146,12 +154,14 @@ def test_crash(fixture_workspace: str) -> None:
     put(fixture_workspace, crashing())
     done = kqlab(fixture_workspace, "check", "1")
     assert done.returncode == 1, done.stdout + done.stderr
-    paragraph, _, raw = done.stdout[done.stdout.index("Crash: "):].partition("--- the raw output ---")
+    before, _, paragraph = done.stdout.partition("Crash: ")
     paragraph = " ".join(paragraph.split())
     assert "AddressSanitizer reported a heap-use-after-free" in paragraph, done.stdout
     assert "The first line of your code in its report: echo_server.cpp:" in paragraph, paragraph
     assert "in EchoServer::close_client" in paragraph, paragraph
-    assert "ERROR: AddressSanitizer: heap-use-after-free" in raw
+    # Each report once: in its failing test's output, which the paragraph points back to, not again below it.
+    assert "ERROR: AddressSanitizer: heap-use-after-free" in before, done.stdout
+    assert "ERROR: AddressSanitizer" not in paragraph, "the sanitizer report printed twice"
 
 
 def test_no_toolchain(fixture_workspace: str) -> None:
@@ -335,7 +345,7 @@ def test_watch_rechecks_on_save(fixture_workspace: str) -> None:
         assert "Rung 1 of 3: the idea" in running.wait_for("Hints used in lesson")
         put(fixture_workspace, solution_text())  # saved: watch notices, rebuilds, retests
         shown = running.wait_for("passes")
-        assert "Lesson 01 passes: all 9 tests pass." in shown
+        assert f"Lesson 01 passes: all {TESTS} tests pass." in shown
         if len(course.lessons()) > 1:  # asked whether to move on (a prompt, no newline): stay, then quit
             running.send("n\n")
             running.send("q\n")

@@ -13,6 +13,7 @@ They run lesson tests in a pytest of their own (a subprocess), against the progr
 from __future__ import annotations
 
 import difflib
+import platform
 import re
 from pathlib import Path
 
@@ -50,20 +51,33 @@ def test_untouched_exercise_fails(lesson: course.Lesson, build_dir: Path, tmp_pa
                     f"{status}).\n{output}", pytrace=False)
 
 
+def mutant_target(lesson: course.Lesson, mutant: mutants.Mutant) -> str:
+    return f"mutant-{mutant.name}_{lesson.name}" + (f"_{mutant.program}" if mutant.program else "")
+
+
 @pytest.fixture(scope="session")
 def mutant_trees(build_dir: Path) -> dict[tuple[str, str], str]:
-    """Writes every mutant into the build tree and has CMake pick them up. Returns, for each mutant that no longer
-    applies to its solution, why."""
+    """Writes every mutant into the build tree, has CMake pick them up, and builds them all in one CMake run (one
+    make, every compiler busy, instead of one run per mutant). Returns, for each mutant that no longer applies to
+    its solution, why. (With pytest-xdist each worker does this; the build lock makes the later ones find it
+    done.)"""
     broken = {}
-    for lesson, mutant in MUTANTS:
-        try:
-            mutant.write(lesson, build_dir)
-        except mutants.MutantDoesNotApply as problem:
-            broken[(lesson.name, mutant.name)] = str(problem)
-    mutants.remove_stale(build_dir, {mutant.name for _, mutant in MUTANTS})
-    status, output = tools.capture(["cmake", "-S", str(course.ROOT), "-B", str(build_dir)])
-    if status:
-        pytest.fail(f"CMake could not configure the mutants:\n{output}", pytrace=False)
+    with tools.build_lock(build_dir):
+        for lesson, mutant in MUTANTS:
+            try:
+                mutant.write(lesson, build_dir)
+            except mutants.MutantDoesNotApply as problem:
+                broken[(lesson.name, mutant.name)] = str(problem)
+        mutants.remove_stale(build_dir, {mutant.name for _, mutant in MUTANTS})
+        status, output = tools.capture(["cmake", "-S", str(course.ROOT), "-B", str(build_dir)])
+        if status:
+            pytest.fail(f"CMake could not configure the mutants:\n{output}", pytrace=False)
+        targets = [mutant_target(lesson, mutant) for lesson, mutant in MUTANTS
+                   if (lesson.name, mutant.name) not in broken and
+                   (not mutant.program or course.program(build_dir, "solution", lesson, mutant.program).exists())]
+        # A mutant that does not compile stops this run; each test then builds its own mutant, and says why.
+        tools.capture(["cmake", "--build", str(build_dir), "--parallel", str(tools.jobs()),
+                       "--target", *targets])
     return broken
 
 
@@ -87,13 +101,16 @@ def test_mutant_is_caught(lesson: course.Lesson, mutant: mutants.Mutant, mutant_
     if test_file is None:
         pytest.fail(f"Mutant {mutant.name} names {mutant.caught_by}, but no test file in {lesson.tests} defines "
                     f"it.", pytrace=False)
+    if mutant.linux_only and platform.system() != "Linux":
+        pytest.skip(f"{mutant.caught_by} needs kqlab's Linux layer (its trace or its fault switch, KQLAB_FAULT), and "
+                    f"is skipped on native kqueue: so is this mutant")
     if mutant.program and not course.program(build_dir, "solution", lesson, mutant.program).exists():
         pytest.skip(f"lesson {lesson.name}'s {mutant.program} program is not built here (lessons/lessons.cmake "
                     f"leaves out what the platform cannot build), nor is its mutant")
     impl = f"mutant-{mutant.name}"
-    target = f"{impl}_{lesson.name}" + (f"_{mutant.program}" if mutant.program else "")
-    status, output = tools.capture(["cmake", "--build", str(build_dir), "--parallel", str(tools.jobs()),
-                                    "--target", target])
+    with tools.build_lock(build_dir):  # built already by mutant_trees, unless it failed there: then, why
+        status, output = tools.capture(["cmake", "--build", str(build_dir), "--parallel", str(tools.jobs()),
+                                        "--target", mutant_target(lesson, mutant)])
     if status:
         pytest.fail(f"Mutant {mutant.name} does not build:\n{output}", pytrace=False)
     # A mistake that shows under a timing the test provokes but cannot force every time (a write that did not
@@ -144,3 +161,42 @@ def test_every_gap_has_a_step_and_a_hint(lesson: course.Lesson) -> None:
         assert f"TODO({number})" in readme, f"{lesson.readme} does not explain TODO({number})"
         assert re.search(rf"^#+ .*TODO\({number}\)", hints, re.MULTILINE), \
             f"{lesson.hints} has no heading for TODO({number})"
+
+
+def program_names(lesson: course.Lesson) -> list[str | None]:
+    """What the lesson's fixtures may ask for: its one program (None), or each of its programs."""
+    return list(lesson.programs()) or [None]
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda lesson: lesson.name)
+def test_fixtures_use_the_chosen_build_folder(lesson: course.Lesson, tmp_path: Path) -> None:
+    """`pytest harness/NN-topic --impl workspace --workspace DIR [--build-dir B]` must find every program of the
+    lesson (lesson 10's unit tests too) in the build folder those options chose, as `--build-dir B` alone must for
+    --impl solution: every fixture goes through conftest's locate_program, that is plain_pytest.locate."""
+    from kqlab.grade import plain_pytest
+    for path in sorted(lesson.tests.glob("test_*.py")):
+        text = path.read_text(encoding="utf-8")
+        for bypass in ('getoption("--build-dir")', 'getoption("--workspace")', "course.program("):
+            assert bypass not in text, (f"{path.relative_to(course.ROOT)} finds a program itself ({bypass}): use the "
+                                        f"locate_program or program fixture, which honour --workspace and --build-dir")
+    workspace, chosen = tmp_path / "alice" / "workspace", tmp_path / "build-alice"
+    asked: list[Path] = []
+
+    def build(workspace_given: Path, build_dir: Path, lesson_given: course.Lesson, name: str | None):
+        asked.append(build_dir)
+        return course.program(build_dir, "workspace", lesson_given, name), ""
+
+    for name in program_names(lesson):
+        found, _ = plain_pytest.locate(lesson, "workspace", chosen, workspace, name, build=build)
+        assert asked[-1] == chosen and found.is_relative_to(chosen), \
+            f"with --workspace and --build-dir {chosen}, {lesson.name}'s {name or 'program'} was looked for in {found}"
+        found, _ = plain_pytest.locate(lesson, "workspace", course.ROOT / "build" / "default", workspace, name,
+                                       build_dir_given=False, build=build)
+        assert asked[-1] == plain_pytest.build_dir_for(workspace), \
+            f"with --workspace alone, {lesson.name}'s {name or 'program'} was built in {asked[-1]}"
+        solution_tree = tmp_path / "tree"
+        course.program(solution_tree, "solution", lesson, name).parent.mkdir(parents=True, exist_ok=True)
+        course.program(solution_tree, "solution", lesson, name).touch()
+        found, _ = plain_pytest.locate(lesson, "solution", solution_tree, None, name)
+        assert found == course.program(solution_tree, "solution", lesson, name), \
+            f"with --build-dir {solution_tree}, {lesson.name}'s {name or 'program'} was not found in it"

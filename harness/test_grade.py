@@ -4,6 +4,12 @@ its own row with the right reason, and that nothing it did escaped its limits.
 
 The hostile servers are in harness/grade_fixtures/; the other submissions are made from the lessons' solutions,
 so they follow the course as it changes. Only the first two lessons are graded, to keep this quick.
+
+Where bubblewrap works, the class also holds a red team: one submission per attack on the grader itself (reading
+another slot's sources or the teacher's file, by the program or by #include; terminal escapes; an inode flood;
+forging the report or leaving a FIFO in its place; planting Python files; tracing the test runner; a tar with a
+2 GiB GNU long-name header). Each must end in its own failed or ungraded row, and nothing of another submission
+or of the teacher may appear in anything the grader shows.
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import csv
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -24,6 +31,10 @@ import pytest
 
 from kqlab import course, mutants
 from kqlab.grade import command, grading, reports, sandbox, submissions
+
+# ./kqlab test runs the course's checks in parallel (pytest-xdist, --dist loadgroup): this file's tests share
+# state (a build tree or a site), so they all run in one worker, one after the other.
+pytestmark = pytest.mark.xdist_group("grade")
 
 LESSONS = course.lessons()[:2]
 FIRST, LAST = LESSONS[0], LESSONS[-1]
@@ -70,6 +81,67 @@ def make_tricky_archive(path: Path) -> None:
         add_file(archive, f"workspace/{FIRST.name}/device.h", b"", tarfile.CHRTYPE)
 
 
+# What no output of the grader may show: another student's source, and a teacher's file.
+SECRET_OF_HANGS = "KQLAB-SECRET-OF-hangs"
+TEACHER_SECRET = "KQLAB-SECRET-OF-THE-TEACHER"
+TEACHER_FILE = course.ROOT / "build" / "grade-teacher" / "answers.txt"  # where a teacher might keep one
+PLANT_RAN = "KQLAB-PLANT-RAN"
+SHOWN_CONTROLS = ("\x1b", "\x9b", "\u202e", "\x07", "\x00")
+
+
+def defined(**macros: str) -> bytes:
+    return "".join(f'#define {name} {value}\n' for name, value in macros.items()).encode()
+
+
+def long_name_tar(path: Path, size: int = 2 << 30) -> None:
+    """A tar whose first header announces a GNU long name of `size` bytes (2 GiB): tarfile would read it all into
+    memory before the member it names. Only the header is written, and a little of what it promises."""
+    header = bytearray(512)
+    fields = [(0, b"././@LongLink"), (100, b"%07o\0" % 0o644), (108, b"%07o\0" % 0), (116, b"%07o\0" % 0),
+              (124, b"%011o\0" % size), (136, b"%011o\0" % 0), (156, b"L"), (257, b"ustar  \0")]
+    for offset, value in fields:
+        header[offset:offset + len(value)] = value
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    path.write_bytes(bytes(header) + b"a" * 4096)
+
+
+def make_red_team(folder: Path) -> list[Path]:
+    """One submission per attack on the grader itself (harness/grade_fixtures/ says what each does). Those that
+    need a server to fail its tests (to show that the attack did not make it pass) add it to the one that crashes
+    at its first client: it fails at once."""
+    crashes = {"main.cpp": (FIXTURES / "crashes.cpp").read_bytes()}
+    slots = {f"KQLAB_SLOT_{n}_SOURCE": f'"{SCRATCH / f"slot-{n}" / "workspace" / FIRST.name / "main.cpp"}"'
+             for n in (0, 1)}
+    where = defined(KQLAB_TEACHER_FILE=f'"{TEACHER_FILE}"', KQLAB_SCRATCH=f'"{SCRATCH}"',
+                    KQLAB_TESTS=f'"{FIRST.tests / ("test_" + FIRST.name.replace("-", "_") + ".py")}"',
+                    KQLAB_HARNESS=f'"{course.HARNESS}"', **slots)
+    fixture = {name: where + (FIXTURES / name).read_bytes() for name in
+               ("reads_secrets.cpp", "includes_secrets.cpp", "tampers_with_reports.cpp", "plants_python.cpp",
+                "traces_tests.cpp")}
+    escapes = b'#warning "\x1b[2J\x1b]0;pwned\x07\xe2\x80\xae kqlab"\n' + (FIXTURES / "prints_escapes.cpp").read_bytes()
+    submissions_ = {
+        "reads-secrets": {FIRST.name: {"main.cpp": fixture["reads_secrets.cpp"]}},
+        # Not main.cpp: the slot it is graded in has its own file, which it must not include in a loop.
+        "includes-secrets": {FIRST.name: {"includes.cpp": fixture["includes_secrets.cpp"]}},
+        "prints-escapes": {FIRST.name: {"main.cpp": escapes}},
+        "floods-inodes": {FIRST.name: {"main.cpp": (FIXTURES / "floods_inodes.cpp").read_bytes()}},
+        "forges-report": {FIRST.name: {**crashes, "tamper.cpp": defined(KQLAB_FORGE="1") +
+                                       fixture["tampers_with_reports.cpp"]}},
+        "leaves-fifo": {FIRST.name: {**crashes, "tamper.cpp": defined(KQLAB_FORGE="0") +
+                                     fixture["tampers_with_reports.cpp"]}},
+        # Its first lesson plants, its second lesson's tests would load what was planted.
+        "plants-python": {FIRST.name: {**crashes, "plant.cpp": fixture["plants_python.cpp"]}, LAST.name: crashes},
+        "traces-tests": {FIRST.name: {**crashes, "trace.cpp": fixture["traces_tests.cpp"]}},
+    }
+    made = []
+    for student, lessons in submissions_.items():
+        write_workspace(folder / student, lessons)
+        made.append(folder / student)
+    long_name_tar(folder / "long-name.tar")
+    return made + [folder / "long-name.tar"]
+
+
 def make_class(folder: Path, sandboxed: bool) -> tuple[list[Path], str]:
     """The fixture class, in the shapes submissions come in; returns them and the test the failing lesson fails.
     The submission that writes outside its folder is left out where bubblewrap does not work: nothing would stop
@@ -83,8 +155,13 @@ def make_class(folder: Path, sandboxed: bool) -> tuple[list[Path], str]:
     hostile = {"hangs": "hangs.cpp", "crashes": "crashes.cpp", "fork-bomb": "fork_bomb.cpp",
                "floods": "floods.cpp"}
     for student, fixture in hostile.items():
-        write_workspace(folder / student, {FIRST.name: {"main.cpp": (FIXTURES / fixture).read_bytes()}})
+        source = (FIXTURES / fixture).read_bytes()
+        if student == "hangs":  # graded while the others are: what the red team must not see
+            source = f"// {SECRET_OF_HANGS}\n".encode() + source
+        write_workspace(folder / student, {FIRST.name: {"main.cpp": source}})
         made.append(folder / student)
+    if sandboxed:
+        made += make_red_team(folder)
 
     # A clone of kqlab, as a tarball, every lesson solved.
     with tarfile.open(folder / "all-pass.tar.gz", "w:gz") as archive:
@@ -164,6 +241,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory):
     grading.make_reachable(SCRATCH)
     for old in SCRATCH.rglob("KQLAB_ESCAPED"):  # left by an earlier run in a slot's build/
         old.unlink()
+    TEACHER_FILE.parent.mkdir(parents=True, exist_ok=True)
+    TEACHER_FILE.write_text(f"{TEACHER_SECRET}: the answers to the exam\n")
+    TEACHER_FILE.chmod(0o644)
     with tempfile.TemporaryDirectory(dir=SCRATCH) as probe:
         grading.make_reachable(Path(probe))
         sandboxed = sandbox.detect(Path(probe)).bwrap is not None
@@ -171,7 +251,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory):
     graded = GradeRun(["--lessons", f"{FIRST.number:02d}-{LAST.number:02d}", "--jobs", "2", "--timeout",
                        str(TIMEOUT), *map(str, made)], folder / "out", sandboxed).wait()
     graded.caught_by = caught_by
-    # What writes-outside left, before the next run takes its slot over.
     graded.escapes = [path for path in SCRATCH.rglob("KQLAB_ESCAPED")]
     (folder / "not-a-submission").mkdir()
     write_workspace(folder / "solved", {FIRST.name: solution_files(FIRST)})
@@ -191,11 +270,15 @@ def unsandboxed(runs) -> Graded:
     return runs[1]
 
 
+RED_TEAM = {"reads-secrets", "includes-secrets", "prints-escapes", "floods-inodes", "forges-report", "leaves-fifo",
+            "plants-python", "traces-tests", "long-name"}
+
+
 def test_the_class_is_graded(graded):
-    assert graded.status == 0, graded.output
+    assert graded.status == (1 if graded.sandboxed else 0), graded.output  # long-name.tar cannot be graded
     students = {student for student, _ in graded.rows}
     assert students == {"all-pass", "one-failing", "hangs", "crashes", "fork-bomb", "floods", "does-not-compile",
-                        } | ({"writes-outside"} if graded.sandboxed else set()), graded.output
+                        } | ({"writes-outside"} | RED_TEAM if graded.sandboxed else set()), graded.output
     assert ("bubblewrap: own user" in graded.output) == graded.sandboxed, graded.output
     assert ("WARNING: NO bubblewrap" in graded.output) != graded.sandboxed, graded.output
     assert "student" in graded.output and "first problem" in graded.output  # the table
@@ -259,12 +342,11 @@ def _runs_from(pid: str, folder: Path) -> bool:
         return False
 
 
-def test_flood_is_cut_off(graded):
-    if not Path("/proc/self/fd").is_dir():
-        pytest.skip("without /proc, a server cannot reach the test runner's output (only the harness reads its own)")
+def test_flood_is_cut_off_or_fails(graded):
+    """A server's own output goes to the tests that read it, line by line, a line at most 64 KiB: with the tests
+    outside the sandbox it cannot reach the grader's output at all, and only its own row fails."""
     row = graded.row("floods")
-    assert row["status"] == "stopped", row
-    assert "printed more than" in row["reason"] and "a flood of output" in row["reason"], row
+    assert row["status"] in ("failed", "stopped"), row
     log = graded.out / "logs" / "floods" / f"{FIRST.name}-tests.log"
     assert log.stat().st_size < 256 * 1024, "the flood's log should have been cut to its head and tail"
 
@@ -280,8 +362,155 @@ def test_writes_outside_its_folder_land_nowhere(graded):
     outside = [course.HARNESS, Path("/tmp"), Path("/var/tmp"), graded.out, *graded.scratch.parents]
     escaped += [folder / "KQLAB_ESCAPED" for folder in outside if (folder / "KQLAB_ESCAPED").exists()]
     assert not escaped, f"a submission wrote outside its scratch folder: {escaped}"
-    # It did write where it may, so the attempt was real.
-    assert any(path.parent in allowed for path in graded.escapes), graded.escapes
+
+
+# The red team: attacks on the grader itself ----------------------------------------------------------------------
+
+def red_team(graded) -> None:
+    if not graded.sandboxed:
+        pytest.skip("without bubblewrap there is no second trust domain to attack (the grader says so): the red "
+                    "team is not in the class")
+
+
+def everything_shown(graded) -> str:
+    """All the grader showed: its terminal output, and every file it wrote."""
+    shown = [graded.output]
+    for path in sorted(graded.out.rglob("*")):
+        if path.is_file():
+            shown.append(path.read_bytes().decode("utf-8", "replace"))
+    return "\n".join(shown)
+
+
+def test_red_team_nothing_of_anyone_else_is_shown(graded):
+    red_team(graded)
+    shown = everything_shown(graded)
+    assert SECRET_OF_HANGS not in shown, "another student's source reached the grader's output"
+    assert TEACHER_SECRET not in shown, "the teacher's file reached the grader's output"
+    assert not re.search(r"^root:[^:\s]*:\d+:", shown, re.MULTILINE), "/etc/shadow reached the grader's output"
+    # The attempts were real: they said what they could not read.
+    assert f"could not read {TEACHER_FILE}" in shown
+    assert "found" in graded.row("reads-secrets")["reason"] or "could not read" in shown
+
+
+def test_red_team_reading_through_the_program(graded):
+    red_team(graded)
+    row = graded.row("reads-secrets")
+    assert row["status"] == "failed", row
+
+
+def test_red_team_reading_through_include(graded):
+    red_team(graded)
+    row = graded.row("includes-secrets")
+    assert row["status"] == "does not compile", row
+    assert "none of the files named by an absolute path was visible" in row["reason"], row
+
+
+def test_red_team_terminal_escapes_are_shown_as_text(graded):
+    red_team(graded)
+    assert graded.row("prints-escapes")["status"] == "failed"
+    shown = everything_shown(graded)
+    for control in SHOWN_CONTROLS:
+        assert control not in shown, f"{control!r} reached the grader's output"
+    assert not re.search("\r(?!\n)", shown), "a carriage return (but a CSV line's end) reached the grader's output"
+    assert "all tests passed" in shown and "\ufffd" in shown  # what it printed is there, as text
+
+
+def test_red_team_inode_flood_is_capped(graded):
+    red_team(graded)
+    row = graded.row("floods-inodes")
+    # The tmpfs caps end each folder's flood (as root), or the watchdog ends the run, saying so.
+    assert row["status"] == "failed" or "an inode flood" in row["reason"], row
+    made = [int(count) for count in re.findall(r"made (\d+) files in", everything_shown(graded))]
+    assert "an inode flood" in row["reason"] or made and max(made) < 200_000, f"not capped: {made}"
+    assert not list(SCRATCH.glob("slot-*/build/**/flood-*")), "the flood outlived its submission"
+
+
+@pytest.mark.parametrize("student", ["forges-report", "leaves-fifo", "traces-tests"])
+def test_red_team_a_failing_lesson_stays_failed(graded, student):
+    """It forged its report, left a FIFO where the report goes, or went for the test runner: the lesson's tests
+    still ran to their end, and its row says what was wrong with its server."""
+    red_team(graded)
+    row = graded.row(student)
+    assert row["status"] == "failed" and int(row["passed"]) < int(row["total"]), row
+    assert "crashed: the server was killed by SIGSEGV" in row["reason"], row
+
+
+def test_red_team_planted_python_never_runs(graded):
+    red_team(graded)
+    for lesson in LESSONS:
+        row = graded.row("plants-python", lesson)
+        assert row["status"] == "failed" and "crashed: the server was killed by SIGSEGV" in row["reason"], row
+    assert PLANT_RAN not in everything_shown(graded)
+    names = ("pytest.py", "conftest.py", "sitecustomize.py", "usercustomize.py", "vocabulary.py")
+    planted = [path for folder in (course.ROOT, *course.ROOT.parents, *course.HARNESS.rglob("*/"), SCRATCH)
+               for path in (folder / name for name in names)
+               if path.is_file() and PLANT_RAN in path.read_text(errors="replace")]
+    assert not planted, f"planted outside the sandbox: {planted}"
+
+
+def test_red_team_long_name_header_is_refused(graded):
+    red_team(graded)
+    row = graded.rows[("long-name", "")]
+    assert row["status"] == "not graded" and "GNU long name of 2147483648 bytes" in row["reason"], row
+
+
+def test_the_sandbox_shows_only_what_a_build_needs(tmp_path):
+    """What a student's code sees, tried directly: the project's sources, not its build/; the slot's own folders;
+    no teacher file, no other slot, no /home or /root; and it writes only its own build/."""
+    with tempfile.TemporaryDirectory(dir=SCRATCH) as probe:
+        grading.make_reachable(Path(probe))
+        isolation = sandbox.detect(Path(probe))
+        if not isolation.bwrap:
+            pytest.skip(f"no bubblewrap here: {isolation.why_no_bwrap}")
+        slot = grading.Slot(Path(probe) / "slot-0", isolation, 1)
+        for folder in (slot.build, slot.workspace, slot.testfiles, Path(probe) / "slot-1" / "workspace"):
+            folder.mkdir(parents=True)
+            grading.hand_over(folder, isolation)
+        TEACHER_FILE.parent.mkdir(parents=True, exist_ok=True)
+        TEACHER_FILE.write_text(f"{TEACHER_SECRET}\n")
+        script = "; ".join([
+            "ls / | tr '\\n' ' '; echo", f"test -e {course.ROOT / 'lessons'} && echo SEES-LESSONS",
+            f"test -e {course.ROOT / 'build' / 'default'} && echo SEES-BUILD",
+            f"test -e {Path(probe) / 'slot-1'} && echo SEES-OTHER-SLOT", f"test -e {TEACHER_FILE} && echo SEES-TEACHER",
+            f"test -e {course.ROOT / 'workspace'} && echo SEES-WORKSPACE",
+            f"test -e {slot.tmp} && echo SEES-TMP-SOURCE",  # so it cannot swap its /tmp for a link elsewhere
+            f"test -e {course.ROOT / '.git'} && echo SEES-GIT",
+            "test -e /etc/shadow && echo SEES-SHADOW", "test -e /home && echo SEES-HOME",
+            f"touch {slot.build}/mine && echo WROTE-BUILD", f"touch {slot.workspace}/mine && echo WROTE-WORKSPACE",
+            "touch /tmp/mine && echo WROTE-TMP", f"touch {course.HARNESS}/mine && echo WROTE-HARNESS",
+            "touch /mine && echo WROTE-ROOT", f"touch {course.ROOT.parent}/mine && echo WROTE-ABOVE",
+            "id -u"])
+        outcome = slot.sandbox.run(["sh", "-c", script], sandbox.Limits(seconds=30, cpu_seconds=10,
+                                                                         memory=sandbox.GiB), slot.build)
+        seen = outcome.output
+        assert "SEES-LESSONS" in seen and "WROTE-BUILD" in seen and "WROTE-TMP" in seen, seen
+        for absent in ("SEES-BUILD", "SEES-OTHER-SLOT", "SEES-TEACHER", "SEES-WORKSPACE", "SEES-TMP-SOURCE",
+                       "SEES-GIT", "SEES-SHADOW",
+                       "SEES-HOME", "WROTE-WORKSPACE", "WROTE-HARNESS", "WROTE-ROOT", "WROTE-ABOVE"):
+            assert absent not in seen, seen
+        assert (slot.build / "mine").exists() and not (course.HARNESS / "mine").exists()
+        assert seen.split()[-1] != "0", "the student's code runs as root in its namespace"
+        grading.remove(Path(probe) / "slot-0")
+        grading.remove(Path(probe) / "slot-1")
+
+
+def test_reports_are_read_only_as_small_regular_files(tmp_path):
+    (tmp_path / "report.xml").write_text("<testsuites/>")
+    assert grading.read_report(tmp_path / "report.xml") == b"<testsuites/>"
+    os.mkfifo(tmp_path / "fifo.xml")
+    assert grading.read_report(tmp_path / "fifo.xml") is None  # and returns at once: nobody writes it
+    (tmp_path / "link.xml").symlink_to(tmp_path / "report.xml")
+    assert grading.read_report(tmp_path / "link.xml") is None
+    (tmp_path / "huge.xml").write_bytes(b"x" * 2048)
+    assert grading.read_report(tmp_path / "huge.xml", limit=1024) is None
+
+
+def test_long_name_header_costs_the_grader_nothing(tmp_path):
+    long_name_tar(tmp_path / "bomb.tar")
+    read = submissions.read_confined(tmp_path / "bomb.tar", [FIRST.name])
+    assert "GNU long name of 2147483648 bytes" in read.problem
+    long_name_tar(tmp_path / "bomb.tar", size=50 << 20)  # under tarfile's own sanity, over ours
+    assert "at most" in submissions.read(tmp_path / "bomb.tar", [FIRST.name]).problem
 
 
 def test_tricky_archive_gives_up_only_its_sources(tmp_path):
@@ -318,13 +547,21 @@ def test_plain_pytest_for_teachers(graded, tmp_path):
     """pytest harness/ --impl workspace --workspace DIR: one student's lessons built and tested, JUnit out."""
     workspace = tmp_path / "alice" / "workspace"
     write_workspace(tmp_path / "alice", {FIRST.name: solution_files(FIRST)})
-    # A build tree the grade run left, already configured and with compat/ built: only the lesson is built.
-    build = graded.scratch / "slot-0" / "build"
-    done = subprocess.run([sys.executable, "-m", "pytest", "-c", str(course.HARNESS / "pytest.ini"), "--rootdir",
-                           str(course.HARNESS), str(course.HARNESS), "--impl", "workspace", "--workspace",
-                           str(workspace), "--build-dir", str(build), f"--junitxml={tmp_path / 'alice.xml'}", "-q"],
-                          cwd=course.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(course.HARNESS)))
+    # A build tree already configured and with compat/ built, where it was configured (a slot's pristine build,
+    # copied to the slot's build/ as the grader does, once the grade run is over): only the lesson is built.
+    slot = graded.scratch / "slot-0"
+    build = slot / "build"
+    grading.remove(build)
+    shutil.copytree(slot / "pristine", build, symlinks=True)
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-c", str(course.HARNESS / "pytest.ini"),
+                               "--rootdir", str(course.HARNESS), str(course.HARNESS), "--impl", "workspace",
+                               "--workspace", str(workspace), "--build-dir", str(build),
+                               f"--junitxml={tmp_path / 'alice.xml'}", "-q"], cwd=course.ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=300,
+                              env=dict(os.environ, PYTHONPATH=str(course.HARNESS)))
+    finally:
+        grading.remove(build)
     cases = list(ElementTree.parse(tmp_path / "alice.xml").iter("testcase"))
     first = [case for case in cases if FIRST.name in (case.get("classname") or "")]
     others = [case for case in cases if FIRST.name not in (case.get("classname") or "")]
@@ -387,6 +624,41 @@ def test_unreadable_submissions_say_why(tmp_path):
     assert "more than one workspace/" in submissions.read(tmp_path / "twins", [FIRST.name]).problem
 
 
+def test_a_lesson_of_several_programs_keeps_its_folders(tmp_path):
+    several = next(lesson for lesson in course.lessons() if lesson.programs())
+    files = {str(path.relative_to(several.solution)): path.read_bytes()
+             for path in several.program_files(several.solution)}
+    write_workspace(tmp_path / "kim", {several.name: {}})
+    for name, contents in files.items():
+        (tmp_path / "kim" / "workspace" / several.name / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "kim" / "workspace" / several.name / name).write_bytes(contents)
+    with tarfile.open(tmp_path / "kim.tar.gz", "w:gz") as archive:
+        for name, contents in files.items():
+            add_file(archive, f"workspace/{several.name}/{name}", contents)
+    for origin in (tmp_path / "kim", tmp_path / "kim.tar.gz"):
+        kim = submissions.read_confined(origin, [several.name])
+        assert kim.lessons == {several.name: files}, (kim.problem, kim.notes)
+
+
+def test_the_progress_file_is_read_with_the_sources(tmp_path):
+    """workspace/.progress (the hints the student asked for) comes with the sources, read the same careful way, for
+    the reports to quote: never through a link, never more than its limit."""
+    progress = b"01-echo failing: 3 of 9 tests pass | hints: TODO(1) rung 2\n"
+    write_workspace(tmp_path / "lea", {FIRST.name: {"main.cpp": b"int main() {}\n"}})
+    (tmp_path / "lea" / "workspace" / ".progress").write_bytes(progress)
+    with tarfile.open(tmp_path / "lea.tar.gz", "w:gz") as archive:
+        add_file(archive, f"workspace/{FIRST.name}/main.cpp", b"int main() {}\n")
+        add_file(archive, "workspace/.progress", progress)
+    for origin in (tmp_path / "lea", tmp_path / "lea.tar.gz"):
+        assert submissions.read_confined(origin, [FIRST.name]).progress == progress
+    (tmp_path / "lea" / "workspace" / ".progress").unlink()
+    (tmp_path / "lea" / "workspace" / ".progress").symlink_to("/etc/passwd")
+    assert submissions.read_confined(tmp_path / "lea", [FIRST.name]).progress is None
+    (tmp_path / "lea" / "workspace" / ".progress").unlink()
+    (tmp_path / "lea" / "workspace" / ".progress").write_bytes(b"x" * (submissions.PROGRESS_LIMIT + 1))
+    assert submissions.read_confined(tmp_path / "lea", [FIRST.name]).progress is None
+
+
 def test_folder_links_are_not_followed(tmp_path):
     write_workspace(tmp_path / "sam", {FIRST.name: {"main.cpp": b"int main() {}\n"}})
     (tmp_path / "sam" / "workspace" / FIRST.name / "secret.cpp").symlink_to("/etc/passwd")
@@ -398,7 +670,18 @@ def test_folder_links_are_not_followed(tmp_path):
 def test_spreadsheet_cells_are_never_formulas():
     assert reports._cell("=HYPERLINK(\"http://x\")").startswith("'=")
     assert reports._cell("-1+2").startswith("'-")
+    assert reports._cell("+1").startswith("'+") and reports._cell("@SUM(A1)").startswith("'@")
+    assert reports._cell("\t=1").startswith("'")
     assert reports._cell("alice") == "alice"
+
+
+def test_controls_are_replaced_wherever_they_come_from():
+    from kqlab.grade import text
+    dirty = "a\x1b[2Jb\x9bc\u202ed\u2066e\rf\x00g\tok\nnext"
+    assert text.clean(dirty) == "a\ufffd[2Jb\ufffdc\ufffdd\ufffde\ufffdf\ufffdg\tok\nnext"
+    student = grading.StudentResult("eve", "\x1b]0;title\x07eve.tar", problem="bad \u202e name")
+    row = reports.table([student], [FIRST.name], 200)
+    assert "\x1b" not in row and "\u202e" not in row and "\x07" not in row
 
 
 def test_failure_summaries():

@@ -144,26 +144,29 @@ def test_grade_reads_the_rungs_a_submission_used(tmp_path) -> None:
     import csv
     import tarfile
 
-    from kqlab.grade import hint_use, reports
+    from kqlab.grade import hint_use, reports, submissions
     from kqlab.grade.grading import LessonResult, StudentResult
 
-    folder = tmp_path / "ada" / "kqlab" / "workspace"
-    folder.mkdir(parents=True)
-    (folder / ".progress").write_text(PROGRESS)
-    used = hint_use.rungs_used(tmp_path / "ada")
+    used = hint_use.rungs_used(PROGRESS)
     assert used == {"01-echo": {1: 2, 3: 1}, "02-registration": {}}, used  # the <script> line is no lesson
-    assert hint_use.summary(str(tmp_path / "ada"), "02-registration") == "none"
+    assert hint_use.summary(PROGRESS, "02-registration") == "none"
+    assert hint_use.summary(PROGRESS, "01-echo") == "TODO(1) rung 2, TODO(3) rung 1"
+    assert hint_use.summary(None, "01-echo") == "", "no file: not known, not 'none'"
+
+    # The submission reader takes the file with the sources (a folder, or an archive in its confined child).
+    folder = tmp_path / "ada" / "workspace"
+    (folder / "01-echo").mkdir(parents=True)
+    (folder / ".progress").write_text(PROGRESS)
+    (folder / "01-echo" / "echo_server.cpp").write_text("// the student's copy\n")
     archive = tmp_path / "bob.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder / ".progress", "bob/workspace/.progress")
-    assert hint_use.summary(str(archive), "01-echo") == "TODO(1) rung 2, TODO(3) rung 1"
-    linked = tmp_path / "eve" / "workspace"
-    linked.mkdir(parents=True)
-    (linked / ".progress").symlink_to(folder / ".progress")
-    assert hint_use.rungs_used(tmp_path / "eve") is None, "a link is never followed"
-    assert hint_use.summary(str(tmp_path / "nobody"), "01-echo") == "", "no file: not known, not 'none'"
+        tar.add(folder / "01-echo", "bob/workspace/01-echo")
+    for origin in (tmp_path / "ada", archive):
+        taken = submissions.read_confined(origin, ["01-echo"]).progress
+        assert taken is not None and taken.decode() == PROGRESS, (origin, taken)
 
-    student = StudentResult("ada", str(tmp_path / "ada"), lessons=[LessonResult("01-echo", ["test_one"], 1)])
+    student = StudentResult("ada", str(tmp_path / "ada"), progress=PROGRESS, lessons=[LessonResult("01-echo", ["test_one"], 1)])
     reports._write_results_csv(tmp_path / "results.csv", [student])
     rows = list(csv.DictReader(open(tmp_path / "results.csv", encoding="utf-8")))
     assert rows[0]["hints used"] == "TODO(1) rung 2, TODO(3) rung 1", rows

@@ -23,6 +23,10 @@ import pytest
 
 from kqlab import browser, course, diagrams, mutants, site, snippets, theme
 
+# ./kqlab test runs the course's checks in parallel (pytest-xdist, --dist loadgroup): this file's tests share
+# state (a build tree or a site), so they all run in one worker, one after the other.
+pytestmark = pytest.mark.xdist_group("site")
+
 LESSONS = course.lessons()
 NO_DOXYGEN = shutil.which("doxygen") is None or shutil.which("dot") is None
 needs_doxygen = pytest.mark.skipif(NO_DOXYGEN, reason="Doxygen or Graphviz is not installed (./kqlab test installs "
@@ -123,6 +127,12 @@ def test_the_other_pages(built: Path) -> None:
         for mutant in mutants.of(lesson):
             assert mutant.name in mistakes and mutant.caught_by in mistakes, \
                 f"the Common mistakes page does not list mutant {mutant.name} of {lesson.name}"
+    inside = (built / "inside.html").read_text(encoding="utf-8")
+    assert "knote_fdclose" in inside and "dot_kqueue-inside.svg" in inside, \
+        "the page How kqueue works inside lacks its text or its diagram"
+    for lesson in LESSONS[:2]:
+        assert 'href="inside.html' in (built / f"{site.page_label(lesson)}.html").read_text(encoding="utf-8"), \
+            f"{lesson.name}'s page does not link to How kqueue works inside"
     portability = (built / "portability.html").read_text(encoding="utf-8")
     compat = (course.ROOT / "compat" / "README.md").read_text(encoding="utf-8")
     for deviation in re.findall(r"^\d+\. \*\*(.+?)\*\*", compat, re.MULTILINE):

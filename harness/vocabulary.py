@@ -20,6 +20,7 @@ import atexit
 import collections
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import importlib.util
 import os
@@ -40,6 +41,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+
+from kqlab.grade import launch
 
 SCALE = float(os.environ.get("KQLAB_TIMEOUT_SCALE") or 1)
 
@@ -160,6 +163,14 @@ class Story:
         self.draws_timeline = True  # a failure's report names a drawing of the run (kqlab/timeline.py)
         self.servers: list[Server] = []
         self._summaries: list[str] = []  # the summarized blocks under way, outermost first
+        # The section that teaches closing a connection, when the lesson's test module names it (CLOSE_SECTION): a
+        # connection that stays open although the server was told of its end may have been forgotten unclosed, and
+        # the report names that section too, beside the test's own.
+        self.close_section = ""
+        # What a server's own messages can say about the cause of a failure, from the lesson's test module
+        # (DIAGNOSES): (a regular expression for a line on its stderr, the section that teaches the cause, what the
+        # line means). A report whose server said such a line names that cause and section too.
+        self.diagnoses: list[tuple[str, str, str]] = []
 
     def step(self, text: str) -> None:
         if not self._summaries:
@@ -190,6 +201,11 @@ class Story:
         drawn = self._timeline() if self.draws_timeline else None
         if drawn:
             lines.append(f"Its event loop during this test, drawn: {drawn} (open it in a browser)")
+        for pattern, section, meaning in self.diagnoses:
+            said = next((line for server in self.servers for line in server.messages() if re.search(pattern, line)),
+                        None)
+            if said is not None and section != self.section:
+                lines.append(f"The server said {said!r}: {meaning}. See {self.readme}, section \"{section}\", too.")
         lines.append(f'See {self.readme}, section "{self.section}".')
         return "\n".join(lines)
 
@@ -290,6 +306,11 @@ class KeventCall:
     results: list[str]
 
 
+def _lines(stream) -> Iterator[bytes]:
+    """A program's output, line by line, a line cut at 64 KiB: one that never ends must not take all memory."""
+    return iter(lambda: stream.readline(64 * 1024), b"")
+
+
 class Server:
     """A lesson program, started on port 0, with the harness reading its stdout and stderr."""
 
@@ -297,11 +318,13 @@ class Server:
     TRACE_KEPT = 200_000  # trace lines kept for kevent_calls(), enough for any one test
 
     def __init__(self, program: Path, story: Story, label: str, arguments: tuple[str, ...] = (),
-                 descriptor_limit: int | None = None) -> None:
+                 descriptor_limit: int | None = None, environment: dict[str, str] | None = None) -> None:
         """`arguments` are the lesson's own options (e.g. "--idle-ms", "500"); `descriptor_limit` caps the server's
-        open descriptors (RLIMIT_NOFILE), as a busy machine or a stingy administrator would."""
+        open descriptors (RLIMIT_NOFILE), as a busy machine or a stingy administrator would; `environment` adds
+        variables to its environment (e.g. KQLAB_FAULT, see compat/src/fault.hpp)."""
         self.story = story
         self.label = label
+        extra = dict(environment or {})
         self.clients: list[Client] = []
         self._stderr: collections.deque[str] = collections.deque(maxlen=400)
         self._trace: list[str] = []  # the KQLAB_TRACE lines
@@ -312,15 +335,19 @@ class Server:
         self._listening = threading.Event()
         self.exit_expected = False  # set by expect_exit(): the test asked the server to end
         self.host, self.port = "", 0
-        environment = dict(os.environ, KQLAB_TRACE="1", UBSAN_OPTIONS="print_stacktrace=1")
+        # A ThreadSanitizer build stops at its first report, so a data race fails the test that provoked it.
+        environment = dict(os.environ, KQLAB_TRACE="1", UBSAN_OPTIONS="print_stacktrace=1",
+                           TSAN_OPTIONS=os.environ.get("TSAN_OPTIONS", "halt_on_error=1"))
+        environment.update(extra)
         limit = None
         if descriptor_limit is not None:
             def limit() -> None:  # runs in the child, between fork and exec: one system call, nothing else
                 resource.setrlimit(resource.RLIMIT_NOFILE, (descriptor_limit, descriptor_limit))
-        self.process = subprocess.Popen([str(program), "--host", "127.0.0.1", "--port", "0", *arguments],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, env=environment, preexec_fn=limit,
-                                        start_new_session=True)  # a process group of its own: see stop()
+        # launch.start is subprocess.Popen, or, under ./kqlab grade, the same in the student's sandbox.
+        self.process = launch.start([str(program), "--host", "127.0.0.1", "--port", "0", *arguments],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=environment, preexec_fn=limit,
+                                    start_new_session=True)  # a process group of its own: see stop()
         self.pid = self.process.pid
         _process_groups.add(self.pid)
         self._readers = [threading.Thread(target=self._read_stdout, daemon=True),
@@ -331,6 +358,7 @@ class Server:
         how = [" ".join(arguments)] if arguments else []
         if descriptor_limit is not None:
             how.append(f"a limit of {descriptor_limit} open descriptors")
+        how += [f"{name}={value}" for name, value in extra.items()]
         story.step(f"started {label} (pid {self.pid}){' with ' + ' and '.join(how) if how else ''}")
         deadline = time.monotonic() + seconds(10)
         while not self._listening.wait(0.05):
@@ -343,17 +371,17 @@ class Server:
                     pytest.fail(report, pytrace=False)
 
     def _read_stdout(self) -> None:
-        for raw in self.process.stdout:
+        for raw in _lines(self.process.stdout):
             match = re.fullmatch(r"listening on \[?([^\]]+)\]?:(\d+)", raw.decode("utf-8", "replace").strip())
             if match and not self._listening.is_set():
                 self.host, self.port = match.group(1), int(match.group(2))
                 self._listening.set()
 
     def _read_stderr(self) -> None:
-        for raw in self.process.stderr:
+        for raw in _lines(self.process.stderr):
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self._stderr.append(line)
-            if not line.startswith("kevent("):
+            if not line.startswith("kevent(kq="):  # KQLAB_TRACE's lines; kqlab::fail() says "kevent(<change>): ..."
                 if len(self._messages) < 10000:
                     self._messages.append(line)
             elif len(self._trace) < self.TRACE_KEPT:
@@ -422,6 +450,34 @@ class Server:
     def timed_trace(self) -> list[tuple[float, str]]:
         """The KQLAB_TRACE lines so far, each with when it was read."""
         return list(zip(list(self._trace_times), list(self._trace)))
+    def descriptor_of(self, client: Client) -> int | None:
+        """The server's descriptor for `client`'s connection, found through /proc (Linux only; None elsewhere, or if
+        the server has none open)."""
+        local_port = client.socket.getsockname()[1]
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError):
+                for row in Path(table).read_text().splitlines()[1:]:
+                    fields = row.split()
+                    ours, theirs = fields[1].rsplit(":", 1)[1], fields[2].rsplit(":", 1)[1]
+                    if int(ours, 16) == self.port and int(theirs, 16) == local_port:
+                        inodes.add(fields[9])
+        with contextlib.suppress(OSError):
+            for entry in Path(f"/proc/{self.pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(entry)
+                    if link.startswith("socket:[") and link[8:-1] in inodes:
+                        return int(entry.name)
+        return None
+
+    def saw_end_of(self, client: Client) -> int | None:
+        """The server's descriptor for `client`'s connection if its trace shows an EV_EOF event on it since the
+        client connected (the server knew the client was done); else None. TRACED platforms only."""
+        fd = self.descriptor_of(client) if TRACED else None
+        if fd is None:
+            return None
+        pattern = re.compile(rf"\bevent\s+EVFILT_READ fd={fd} \S*EV_EOF")
+        return fd if any(pattern.search(line) for line in self._trace[client.trace_mark:]) else None
 
     def cpu_seconds(self) -> float:
         return _cpu_seconds(self.pid)
@@ -524,6 +580,24 @@ class Server:
         """The server's child processes, each with its one-letter state (Z: not reaped)."""
         return children_of(self.pid)
 
+    def pid_of(self, reported: int) -> int:
+        """The pid the tests know for one of the server's processes that the server reports by its own getpid().
+        They differ where the server runs in a PID namespace of its own (./kqlab grade's sandbox): the tests then
+        find the process among the server's, by the pid it has in there (NSpid in /proc/PID/status)."""
+        def numbers(pid: int) -> list[int]:
+            try:
+                found = re.search(r"^NSpid:\s+(.*)$", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
+            except OSError:
+                return []
+            return [int(number) for number in found.group(1).split()] if found else []
+
+        if len(numbers(self.pid)) < 2:  # no PID namespace of its own: the same numbers
+            return reported
+        for pid in [self.pid, *children_of(self.pid)]:
+            if numbers(pid)[-1:] == [reported]:
+                return pid
+        return -1  # none of its processes: never a pid of the tests' that a test could signal by mistake
+
     def send_signal(self, number: signal.Signals) -> None:
         """Sends the server a signal, as `kill -TERM pid` would."""
         self._still_running(f"the server to be running to receive {number.name}")
@@ -579,6 +653,68 @@ def _kill_remaining_process_groups() -> None:
         _kill_process_group(group)
 
 
+def failed_registration_is_not_ignored(start_server, story: Story, fault: str, change: str) -> None:
+    """A registration that fails must stop the server, naming the change, or be handled (the client it was for
+    closed); ignored, a client waits for ever for a server that will never hear it.
+
+    On a working machine no registration fails, so no other test can tell a server that reads its receipts (or its
+    EV_ERROR entries) from one that does not. This one makes one fail with the fault switch of kqlab's Linux layer,
+    KQLAB_FAULT=`fault` (FILTER:ERRNO:N, compat/src/fault.hpp), as a kernel out of memory for knotes would (ENOMEM):
+    `change` says which change that is. Native kqueue has no such switch: the test is skipped there."""
+    if not TRACED:
+        pytest.skip("needs kqlab's Linux layer: KQLAB_FAULT makes a chosen registration fail, and native kqueue has "
+                    "no way to make one fail from outside")
+    errno_name = fault.split(":")[1]
+    server = start_server(environment={"KQLAB_FAULT": fault})
+    client = server.connect()
+    client.send(b"is anybody listening?\n")
+    if not client.closed_within(seconds(3)):
+        story.fail(f"the server to stop, naming {change}, which failed with {errno_name}, or to close the client it "
+                   f"was for", "the connection stayed open for 3 s: the failure was ignored")
+    eventually(lambda: not server.running(), within=seconds(1))
+    if not server.running():
+        server.exit_expected = True  # stopping is one right answer; it must say why
+        server.expect_message(rf"kevent.*({os.strerror(getattr(errno, errno_name))}|{errno_name})",
+                              "naming the kevent() change that failed, and why", within=seconds(1))
+    story.step(f"the failure of {change} was not ignored")
+
+
+def flood_past_descriptor_limit(start_server, story: Story, limit: int = 64, flood: int = 200) -> None:
+    """Lesson 05's rule, for every server after it: at its descriptor limit a server turns away the connections it
+    has no descriptor for (a spare descriptor frees one to accept and close them with), and goes on serving. The
+    server runs with RLIMIT_NOFILE `limit`; `flood` clients connect at once, more than it has descriptors for, and
+    each sends a line. Meanwhile a client connected before keeps being served, and the server does not spin; once
+    the flood has gone, a newcomer is echoed within a second. A server that stops accepting at EMFILE (edge-
+    triggered: the report is spent) leaves the queue full for good; one that returns with a level-triggered
+    listener spins; one that takes EMFILE as fatal dies."""
+    server = start_server(descriptor_limit=limit)
+    steady = server.connect()
+    steady.send(b"before the flood\n")
+    steady.expect(b"before the flood\n")
+    connections: list[socket.socket] = []
+    try:
+        with story.summarized(f"{flood} more clients connected at once, and each sent a line"):
+            for _ in range(flood):
+                connection = socket.create_connection((server.host, server.port), timeout=seconds(5))
+                connection.setblocking(False)
+                connections.append(connection)
+            for connection in connections:
+                with contextlib.suppress(OSError):  # turned away already
+                    connection.send(b"one of the flood\n")
+        steady.send(b"during the flood\n")
+        steady.expect(b"during the flood\n", within=seconds(5))
+        server.wait_until_quiet()
+        server.expect_idle(window=seconds(1))
+    finally:
+        for connection in connections:
+            connection.close()
+    story.step(f"the {flood} clients of the flood closed their connections")
+    server.wait_until_quiet()
+    newcomer = server.connect()
+    newcomer.send(b"after the flood\n")
+    newcomer.expect(b"after the flood\n", within=seconds(1))
+
+
 class Stall:
     """Notices when a long transfer stops moving, so a test reports it after a few seconds of silence instead of
     waiting out a deadline sized for a slow machine moving megabytes."""
@@ -599,7 +735,7 @@ class Stall:
         return max(0.0, self.limit - (time.monotonic() - self.last))
 
     def describe(self) -> str:
-        return f"then nothing moved for {time.monotonic() - self.last:.0f} s"
+        return f"then nothing for {time.monotonic() - self.last:.0f} s (stalled)"
 
 
 class Client:
@@ -613,6 +749,7 @@ class Client:
         self.name = name
         self.inbox = bytearray()
         self.closed_by_server = ""
+        self.trace_mark = len(server._trace)  # the server's trace lines from here on are about this client's time
         self.read_size = receive_buffer or 65536
         family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
@@ -714,11 +851,11 @@ class Client:
         got = bytes(self.inbox[:len(data)])
         if got != data:
             self.story.fail(f"{self.name} receives {show(data)} back within {within:g} s",
-                            self._describe_difference(data, got, ended, started))
+                            self._describe_difference(data, got, ended, started, within))
         del self.inbox[:len(data)]
         self.story.step(f"{self.name} got {show(data)} back")
 
-    def _describe_difference(self, expected: bytes, got: bytes, ended: str, started: float) -> str:
+    def _describe_difference(self, expected: bytes, got: bytes, ended: str, started: float, within: float) -> str:
         first = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), None)
         if first is not None:
             return (f"{show(got)}; the first difference is at byte {first}: expected "
@@ -729,7 +866,9 @@ class Client:
         elif self.closed_by_server:
             text = f"nothing: the server {self.closed_by_server} the connection"
         else:
-            text = f"nothing in {time.monotonic() - started:.0f} s"
+            waited = time.monotonic() - started
+            # A wait sized for a slow machine moving megabytes ends early once nothing comes for a while: say so.
+            text = f"nothing for {waited:.0f} s{' (stalled)' if waited + 0.5 < within else ''}"
         return text if self.server.running() else f"{text} (the server {self.server.state()})"
 
     def read_until(self, data: bytes, within: float | None = None) -> bytes:
@@ -793,9 +932,21 @@ class Client:
         if self.inbox:
             self.story.fail(f"the server to close {self.name}'s connection", f"more bytes: {show(bytes(self.inbox))}")
         if not self.closed_by_server:
+            seen = self.server.saw_end_of(self) if self.story.close_section else None
+            if seen is not None and self.story.close_section != self.story.section:
+                self.story.fail(f"the server to close {self.name}'s connection within {within:g} s",
+                                f"it stayed open, although the server was told of its end (EV_EOF on its "
+                                f"descriptor {seen}, in its trace): either it took no notice (this section), or "
+                                f"it forgot the client without close() (section \"{self.story.close_section}\")")
             self.story.fail(f"the server to close {self.name}'s connection within {within:g} s",
                             f"it stayed open (and the server {self.server.state()})")
         self.story.step(f"the server {self.closed_by_server} {self.name}'s connection")
+
+    def closed_within(self, within: float) -> bool:
+        """Reads (keeping what comes in the inbox) until the server closes the connection or `within` seconds
+        pass; True if it closed it. Not a check: for a test that accepts more than one outcome."""
+        self._wait_for(lambda: False, within)
+        return bool(self.closed_by_server)
 
     def expect_silence(self, duration: float) -> None:
         """Nothing arrives for `duration` seconds, and the connection stays open."""

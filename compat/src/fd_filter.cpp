@@ -10,6 +10,7 @@
 
 #include "fd_table.hpp"
 #include "file_watch.hpp"
+#include "socket_errors.hpp"
 
 namespace kqcompat {
 namespace {
@@ -113,10 +114,10 @@ bool is_queue_descriptor(int fd) {
   return queue_of(fd) != nullptr;
 }
 
-unsigned int socket_error(int fd) {
-  int error = 0;
-  socklen_t size = sizeof error;
-  return getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) == 0 ? static_cast<unsigned int>(error) : 0;
+unsigned int socket_error(int fd, uint32_t hint) {
+  // Only EPOLLERR says the kernel has a new error (reading it costs a system call); after it, FreeBSD goes on
+  // reporting so_error until the program takes it, which the kept copy stands in for.
+  return (hint & EPOLLERR) ? socket_error_for_event(fd) : static_cast<unsigned int>(kept_socket_error(fd));
 }
 
 }  // namespace kqcompat

@@ -6,8 +6,10 @@
 #include <mutex>
 
 #include "kqueue.hpp"
+#include "proc_events.hpp"
 #include "readable_queries.hpp"
 #include "signal_hooks.hpp"
+#include "socket_errors.hpp"
 
 namespace kqcompat {
 
@@ -82,12 +84,21 @@ void live_queue_remove(int epoll_fd) {
   }
 }
 
+bool any_live_queue() {
+  const int high = live_high.load(std::memory_order_acquire);
+  for (int i = 0; i < high; ++i)
+    if (live_fds[i].load(std::memory_order_acquire) >= 0) return true;
+  return false;
+}
+
 void forget_descriptor(int fd) {
   FdFacts* facts = fd_facts_find(fd);
   if (!facts) return;  // never watched, never a queue: the common case costs one load
   const int saved_errno = errno;
+  forget_socket_error(fd);  // an error the layer kept for the program (only watched numbers have one)
   signal_descriptor_closing(fd);  // the layer's own signal wake-up descriptor: its handler must stop writing there
   readable_queries_descriptor_closing(fd);  // the layer's io_uring ring: it must never submit to a reused number
+  proc_events_descriptor_closing(fd);       // a child side of NOTE_EXEC's pairs: closed on purpose, not by exec
   facts->generation.fetch_add(1, std::memory_order_acq_rel);
   if (Kqueue* queue = take_queue_of(fd)) {
     queue->closed_.store(true, std::memory_order_release);  // freed later by kqueue(), never here

@@ -68,6 +68,8 @@ Kqueue* take_queue_of(int fd);
 // epoll set before the real close. Returns false when the table is full (then kqueue() fails with EMFILE).
 bool live_queue_add(int epoll_fd);
 void live_queue_remove(int epoll_fd);
+// Whether any queue is open in this process now.
+bool any_live_queue();
 
 // What the close wrapper calls before the real close of `fd`. Async-signal-safe; keeps errno.
 void forget_descriptor(int fd);

@@ -35,7 +35,8 @@ struct FilterOps {
   // Decide whether the knote fires and fill `out.data`, `out.fflags` and `EV_EOF` in `out.flags`. `hint` holds
   // the epoll bits of a notification, or 0 when the core asks for a fresh look (a queued activation, a level
   // knote after delivery). Returning false drops the activation silently, as BSD does when a filter's
-  // condition no longer holds at retrieval time.
+  // condition no longer holds at retrieval time. A filter whose knote can never fire again may free it
+  // (Kqueue::drop_knote, FreeBSD's EV_DROP) and return false: the core does not touch it after a false return.
   bool (*evaluate)(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out);
 
   // After an EV_CLEAR delivery: forget what accumulated (counts, fflags). May be null.

@@ -8,8 +8,13 @@
 //
 // Counting is process-wide (signal_hooks.cpp): one counter per signal, bumped by the layer's handler. A knote
 // remembers the count it last reported (or found at registration, so only later deliveries count); `data` is the
-// difference. Each queue with signal knotes has the handler's wake-up eventfd in its epoll set.
+// difference. Each queue with signal knotes has the handler's wake-up eventfd in its epoll set, and a signalfd
+// of the signals it watches, never read: it becomes readable when one of them is left pending, blocked in every
+// thread, which the handler never sees (signals_record_pending counts it then, as FreeBSD counts at send time).
+#include <signal.h>
 #include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <vector>
@@ -25,11 +30,16 @@ struct SignalKnote : FilterState {
   uint64_t reported = 0;  // the count the last evaluation returned: EV_CLEAR makes it `seen`
 };
 
-// The wake-up eventfd in this queue's epoll set (not owned: it is the process's), and the knotes to look at when
-// it fires.
+// The wake-up eventfd in this queue's epoll set (not owned: it is the process's), the queue's signalfd of the
+// signals it watches (owned; -1 while it watches none), and the knotes to look at when either fires.
 struct SignalQueue : FilterState {
   InternalSource source;
+  InternalSource pending;
+  uint64_t watched = 0;  // signal_bit of each signal a knote here watches: the signalfd's mask
   std::vector<Knote*> knotes;
+  ~SignalQueue() override {
+    if (pending.fd_ >= 0) ::close(pending.fd_);
+  }
 };
 
 SignalKnote& state_of(Knote& knote) { return static_cast<SignalKnote&>(*source_knote(knote).state_); }
@@ -40,6 +50,41 @@ void wake_ready(Kqueue& queue, InternalSource&) {
   for (Knote* knote : queue_state(queue).knotes) {
     if (!knote->disabled_ && signal_deliveries(signal_of(*knote)) != state_of(*knote).seen) queue.queue_pending(*knote);
   }
+}
+
+// A watched signal was left pending (the signalfd became readable): count it, then look as for a delivery.
+void pending_ready(Kqueue& queue, InternalSource& source) {
+  signals_record_pending(queue_state(queue).watched);
+  wake_ready(queue, source);
+}
+
+// Makes the signalfd's mask the signals this queue's knotes watch; made on first need and kept (edge-triggered:
+// a signal that stays pending reports once per new signal sent, never in a loop). Returns 0 or an errno.
+int sync_pending_watch(Kqueue& queue, SignalQueue& signals) {
+  uint64_t watched = 0;
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (const Knote* knote : signals.knotes) {
+    watched |= signal_bit(signal_of(*knote));
+    sigaddset(&mask, signal_of(*knote));
+  }
+  if (signals.pending.fd_ >= 0) {
+    if (signalfd(signals.pending.fd_, &mask, 0) < 0) return errno;
+  } else if (watched) {
+    const int fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (fd < 0) return errno;
+    epoll_event event{};
+    event.events = EPOLLIN | EPOLLET;
+    event.data.u64 = epoll_data_for(signals.pending);
+    if (epoll_ctl(queue.epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0) {
+      const int error = errno;
+      ::close(fd);
+      return error;
+    }
+    signals.pending.fd_ = fd;
+  }
+  signals.watched = watched;
+  return 0;
 }
 
 // Puts the process's wake-up eventfd in the queue's epoll set: edge-triggered, so each write is one wake-up for
@@ -61,6 +106,7 @@ int attach(Kqueue& queue, Knote& knote) {
   if (!slot) {
     auto fresh = std::make_unique<SignalQueue>();
     fresh->source.on_ready = wake_ready;
+    fresh->pending.on_ready = pending_ready;
     slot = std::move(fresh);
   }
   if (const int error = signal_watch(signal_of(knote))) return error;
@@ -73,6 +119,8 @@ int attach(Kqueue& queue, Knote& knote) {
   source_knote(knote).state_ = std::move(state);
   knote.flags_ |= EV_CLEAR;
   queue_state(queue).knotes.push_back(&knote);
+  // Without its signalfd the knote still counts every delivery; only a signal left pending would go unseen.
+  sync_pending_watch(queue, queue_state(queue));
   return 0;
 }
 
@@ -89,6 +137,7 @@ void detach(Kqueue& queue, Knote& knote) {
   SignalQueue& signals = queue_state(queue);
   std::erase(signals.knotes, &knote);
   signal_unwatch(signal_of(knote));
+  if (!queue.closed_.load()) sync_pending_watch(queue, signals);
   if (signals.knotes.empty() && signals.source.fd_ >= 0) {
     if (!queue.closed_.load()) epoll_ctl(queue.epoll_fd_, EPOLL_CTL_DEL, signals.source.fd_, nullptr);
     signals.source.fd_ = -1;

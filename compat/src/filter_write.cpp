@@ -88,7 +88,7 @@ bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
   out.data = eof && record.kind_ == WatchedFd::Kind::pipe ? 0 : free_space(record);
   if (record.lost_) return false;
   if (eof) out.flags |= EV_EOF;
-  if ((hint & EPOLLERR) && record.kind_ != WatchedFd::Kind::pipe) out.fflags = socket_error(record.fd());
+  if (eof && record.kind_ != WatchedFd::Kind::pipe) out.fflags = socket_error(record.fd(), hint);
   if (!eof && (knote.sfflags_ & NOTE_LOWAT) && out.data < knote.sdata_) return false;
   return true;
 }

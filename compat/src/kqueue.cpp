@@ -17,6 +17,7 @@
 #include <ctime>
 #include <new>
 
+#include "fault.hpp"
 #include "fd_table.hpp"
 #include "fd_filter.hpp"
 #include "file_watch.hpp"
@@ -711,7 +712,8 @@ extern "C" int kevent(int kq, const struct kevent* changelist, int nchanges, str
     change.flags &= static_cast<unsigned short>(~EV_SYSFLAGS);
     trace_change(kq, change);
     if (change.filter == 0) continue;  // FreeBSD skips these silently
-    const int error = call.apply(change);
+    int error = injected_fault(change);  // KQLAB_FAULT, for tests: see fault.hpp
+    if (!error) error = call.apply(change);
     if (!error && !(change.flags & EV_RECEIPT)) continue;
     if (written == nevents) {
       queue->update_wake();

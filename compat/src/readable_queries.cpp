@@ -83,8 +83,10 @@ void readable_queries_fork_prepare() { ring_lock.lock(); }
 void readable_queries_fork_parent() { ring_lock.unlock(); }
 
 void readable_queries_fork_child() {
+  // A ring whose number the program closed is not ours to close: the number may be another file's by now.
+  const bool still_ours = ring && ring_descriptor.load() == ring->descriptor();
   ring_descriptor.store(-1);
-  if (ring) ring->release_copies();
+  if (ring) ring->release_copies(still_ours);
   delete ring;
   ring = nullptr;
   refused = false;
@@ -148,10 +150,10 @@ bool ReadableQueries::serves_tcp() {
 
 ReadableQueries::~ReadableQueries() { release_copies(); }
 
-void ReadableQueries::release_copies() {
+void ReadableQueries::release_copies(bool close_descriptor) {
   if (sqes_) munmap(sqes_, sqes_size_);
   if (rings_) munmap(rings_, rings_size_);
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0 && close_descriptor) ::close(fd_);
   sqes_ = nullptr;
   rings_ = nullptr;
   fd_ = -1;

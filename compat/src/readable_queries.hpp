@@ -56,8 +56,8 @@ class ReadableQueries {
   // A ring, or null when io_uring cannot make one.
   static std::unique_ptr<ReadableQueries> open();
   ~ReadableQueries();
-  // Unmaps and closes this process's copies only (a fork child's).
-  void release_copies();
+  // Unmaps and closes this process's copies only (a fork child's); the descriptor only when it is still the ring's.
+  void release_copies(bool close_descriptor = true);
   int descriptor() const { return fd_; }
   // Whether this kernel has the command: asks it once, for a fresh TCP socket.
   bool serves_tcp();

@@ -50,6 +50,8 @@ struct Disposition {
 
 constinit Disposition dispositions[kMaxSignal + 1];
 constinit uint64_t deliveries[kMaxSignal + 1];
+// 1 while a signal counted as pending (signals_record_pending) awaits its delivery, which is then not counted.
+constinit uint32_t recorded_pending[kMaxSignal + 1];
 constinit int wake_fd = -1;
 constinit int wake_writers = 0;  // handlers between reading wake_fd and writing to it
 constinit std::mutex registry_mutex;
@@ -264,7 +266,8 @@ KQ_IN_HANDLER void run_program_handler(int sig, siginfo_t* info, void* context, 
 
 KQ_IN_HANDLER void on_signal(int sig, siginfo_t* info, void* context) {
   const int saved_errno = errno;
-  __atomic_fetch_add(&deliveries[sig], 1, __ATOMIC_SEQ_CST);
+  if (__atomic_exchange_n(&recorded_pending[sig], 0, __ATOMIC_SEQ_CST) == 0)
+    __atomic_fetch_add(&deliveries[sig], 1, __ATOMIC_SEQ_CST);  // else counted when it was left pending
   wake_queues();
   Disposition& d = dispositions[sig];
   const Snapshot program = snapshot(d);
@@ -348,6 +351,10 @@ int signal_watch(int sig) {
     // Nobody watched: whatever the program set went straight to the kernel, which holds its disposition.
     struct sigaction current {};
     if (next_sigaction()(sig, nullptr, &current) == 0 && current.sa_sigaction != on_signal) publish(d, current);
+    // Sent before anything watched it: FreeBSD did not record it, so neither its delivery nor its pending counts.
+    sigset_t pending;
+    const bool already = sigpending(&pending) == 0 && sigismember(&pending, sig) == 1;
+    __atomic_store_n(&recorded_pending[sig], already ? 1u : 0u, __ATOMIC_SEQ_CST);
   }
   reconcile(sig, d);
   return 0;
@@ -356,7 +363,34 @@ int signal_watch(int sig) {
 void signal_unwatch(int sig) {
   RegistryLock lock;
   Disposition& d = dispositions[sig];
-  if (d.watchers > 0 && --d.watchers == 0) reconcile(sig, d);
+  if (d.watchers > 0 && --d.watchers == 0) {
+    reconcile(sig, d);
+    __atomic_store_n(&recorded_pending[sig], 0u, __ATOMIC_SEQ_CST);
+  }
+}
+
+void signals_record_pending(uint64_t watched) {
+  sigset_t pending;
+  if (sigpending(&pending) != 0) return;  // sigpending(2): pending and blocked in this thread, or process-wide
+  bool counted = false;
+  for (int sig = 1; sig <= kMaxSignal; ++sig) {
+    if (!(watched & bit(sig)) || sigismember(&pending, sig) != 1) continue;
+    uint32_t unmarked = 0;
+    if (!__atomic_compare_exchange_n(&recorded_pending[sig], &unmarked, 1, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+      continue;  // counted already, and still waiting for its delivery
+    // Marked. The handler may have run meanwhile (a thread unblocked it): if the signal is gone and the mark
+    // with it, the handler left the count to us; if the mark is still there, the delivery came before the mark
+    // and the handler counted it.
+    sigset_t now;
+    const bool still_pending = sigpending(&now) == 0 && sigismember(&now, sig) == 1;
+    uint32_t marked = 1;
+    if (!still_pending &&
+        __atomic_compare_exchange_n(&recorded_pending[sig], &marked, 0, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+      continue;
+    __atomic_fetch_add(&deliveries[sig], 1, __ATOMIC_SEQ_CST);
+    counted = true;
+  }
+  if (counted) wake_queues();  // other queues watching the same signal may have looked before the count
 }
 
 uint64_t signal_deliveries(int sig) { return __atomic_load_n(&deliveries[sig], __ATOMIC_ACQUIRE); }
@@ -426,6 +460,7 @@ void signals_fork_parent() {
 
 void signals_fork_child() {
   registry_mutex.unlock();
+  for (auto& mark : recorded_pending) __atomic_store_n(&mark, 0u, __ATOMIC_RELAXED);  // fork(2): none pending
   // The inherited eventfd is the parent's: a write would wake the parent's queues. A fresh one takes its number,
   // so the handler's copy of the number stays right throughout.
   if (const int fd = signal_wake_fd(); fd >= 0) {

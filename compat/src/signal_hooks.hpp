@@ -28,6 +28,16 @@ void signal_unwatch(int sig);
 // last reported; the difference is its `data`.
 uint64_t signal_deliveries(int sig);
 
+// A signal blocked in every thread stays pending and never reaches the handler; FreeBSD records it when it is
+// sent. Each queue with signal knotes also holds a signalfd (never read, so it takes nothing) that becomes
+// readable when a watched signal is left pending, and then calls this: every signal of `watched` pending and
+// blocked in the calling thread is counted now, once. A mark tells the handler not to count it again when it is
+// finally delivered (the program unblocks it). The queues are woken when anything was counted.
+void signals_record_pending(uint64_t watched);
+
+// One bit per signal, as signals_record_pending takes them.
+inline uint64_t signal_bit(int sig) { return uint64_t{1} << (sig - 1); }
+
 // The eventfd the handler writes after each delivery, or -1 before the first watch. Each queue with signal knotes
 // has it in its epoll set, edge-triggered: a write wakes every such queue, and nobody ever drains it.
 int signal_wake_fd();

@@ -1,4 +1,4 @@
-"""Lesson 01's mutants: the solution with one classic mistake put back (../shared/reference/common-mistakes.md).
+"""Lesson 01's mutants: the solution with one classic mistake put back (see docs/mistakes.md).
 `./kqlab test` builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py)."""
 from kqlab.mutants import Mutant
 
@@ -60,5 +60,44 @@ MUTANTS = [
         replacements=(("#include <unistd.h>\n", "#include <fcntl.h>\n#include <unistd.h>\n"),
                       ("    kqlab::set_nonblocking(fd);",
                        "    fcntl(fd, F_SETFL, 0);  // MUTANT: blocking (BSD's accept() copies O_NONBLOCK: undo it)\n   ")),
+    ),
+    Mutant(
+        name="closes-at-end-of-stream-owing-output",
+        mistake="The end of the client's stream taken as the end of the conversation: the server closes while it "
+                "still owes the client the echo of what it sent before half-closing.",
+        caught_by="test_half_close_with_much_still_owed",
+        file="echo_server.cpp",
+        replacements=(("    client.peer_done_ = true;\n    if (client.unsent_.empty()) {\n",
+                       "    client.peer_done_ = true;\n"
+                       "    if (true) {  // MUTANT: closes at once, whatever is still owed\n"),),
+    ),
+    Mutant(
+        name="ignores-failed-registration",
+        mistake="The receipt never read: a registration that failed goes unnoticed, and its client waits for ever "
+                "for a server that will never hear it.",
+        caught_by="test_failed_registration_is_not_ignored",
+        file="echo_server.cpp",
+        replacements=(("  if ((receipt.flags & EV_ERROR) && receipt.data != 0) {\n",
+                       "  if (false) {  // MUTANT: the receipt is never looked at\n"),),
+
+        linux_only=True,  # the test needs KQLAB_FAULT, kqlab's Linux layer's fault switch
+    ),
+    Mutant(
+        name="never-registers-write-interest",
+        mistake="EVFILT_WRITE never registered: what the socket did not take waits for an event nobody asked for, "
+                "and the output is stuck.",
+        caught_by="test_partial_writes",
+        file="echo_server.cpp",
+        replacements=(("    watch(fd, EVFILT_WRITE, pending ? EV_ADD : EV_DELETE, client.serial_);\n",
+                       "    // MUTANT: never asks to hear when the socket has room again\n"),),
+    ),
+    Mutant(
+        name="write-error-is-fatal",
+        mistake="A write that fails because one client went away (EPIPE, ECONNRESET) taken as the server's own "
+                "failure: one vanishing client ends the server for everyone.",
+        caught_by="test_vanishing_client_disturbs_nobody",
+        file="echo_server.cpp",
+        replacements=(("      close_client(fd);  // EPIPE, ECONNRESET: the client went away\n",
+                       "      kqlab::fail(\"write\");  // MUTANT: one client's error ends the server\n"),),
     ),
 ]

@@ -2,7 +2,11 @@
 there are, however slowly they read, and whatever the others do."""
 import subprocess
 
-from vocabulary import SMALL_BUFFER, overflowing_payload, see, seconds
+from vocabulary import (SMALL_BUFFER, failed_registration_is_not_ignored, overflowing_payload, patterned, see,
+                        seconds)
+
+# A connection that stays open after its end was reported: the cause may be the step that closes, not the test's.
+CLOSE_SECTION = "Step 5: close, and stale events"
 
 
 @see("The program you are finishing")
@@ -66,6 +70,28 @@ def test_eof_with_pending_data(server):
         client.shut_write()
     client.expect(b"the last words\n")
     client.expect_close()
+
+
+@see("Step 3: read, and what EV_EOF means")
+def test_half_close_with_much_still_owed(server):
+    """A client that sends a lot, then half-closes, still reads: the end of its stream (read() returning 0, or
+    EV_EOF with nothing left to read) is not the end of what the server owes it. With a small receive buffer the
+    client, reading nothing until it has sent all, holds back most of the echo: when the server meets the end of the
+    stream, megabytes are still owed."""
+    client = server.connect(receive_buffer=SMALL_BUFFER)
+    sent = client.send_until_stuck(patterned(10 << 20))
+    client.shut_write()
+    client.expect(sent, within=seconds(30))
+    client.expect_close(within=seconds(5))
+
+
+@see("Step 1: register, and read the receipt")
+def test_failed_registration_is_not_ignored(start_server, story):
+    """A registration that fails must stop the server (saying which change failed) or be handled (here: the client
+    closed); ignored, the client waits forever for a server that will never hear it. On a working machine no
+    registration fails, so this test makes the first client's fail (the second EVFILT_READ added: the first is the
+    listening socket's), as a kernel out of memory for knotes would: see failed_registration_is_not_ignored."""
+    failed_registration_is_not_ignored(start_server, story, "EVFILT_READ:ENOMEM:2", "the first client's EVFILT_READ")
 
 
 @see("Step 4: write back, and partial writes")

@@ -1,7 +1,5 @@
-"""Lesson 02's mutants: the solution with one classic mistake put back (../shared/reference/common-mistakes.md).
+"""Lesson 02's mutants: the solution with one classic mistake put back (see docs/mistakes.md).
 `./kqlab test` builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py)."""
-import platform
-
 from kqlab.mutants import Mutant
 
 MUTANTS = [
@@ -44,10 +42,7 @@ MUTANTS = [
         replacements=(("    change(fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, serial);\n",
                        "    change(fd, EVFILT_WRITE, EV_ADD, serial);  // MUTANT: level-triggered, for good\n"),),
     ),
-]
-
-if platform.system() == "Linux":  # the test reads the trace of kqlab's Linux layer; it is skipped elsewhere
-    MUTANTS.append(Mutant(
+    Mutant(
         name="registers-in-separate-calls",
         mistake="A kevent() call of its own for every change (lesson 01's way): two system calls per new client "
                 "on top of the wait, instead of riding in it.",
@@ -58,4 +53,35 @@ if platform.system() == "Linux":  # the test reads the trace of kqlab's Linux la
                        "  struct kevent change;\n"
                        "  EV_SET(&change, fd, filter, flags, 0, 0, udata_of(serial));\n"
                        "  register_now({change});  // MUTANT: applied at once, in a call of its own\n"),),
-    ))
+        linux_only=True,  # the test reads the trace of kqlab's Linux layer; it is skipped elsewhere
+    ),
+    Mutant(
+        name="treats-error-entries-as-events",
+        mistake="EV_ERROR entries taken for events: a change that failed in the wait is handled as if it had "
+                "fired, and the failure goes unnoticed.",
+        caught_by="test_failed_change_in_the_wait_is_not_ignored",
+        file="echo_server.cpp",
+        replacements=(("  if (event.flags & EV_ERROR) {\n    // A change handed",
+                       "  if (false) {  // MUTANT: never looks for EV_ERROR\n    // A change handed"),),
+        linux_only=True,  # the test needs KQLAB_FAULT, kqlab's Linux layer's fault switch
+    ),
+    Mutant(
+        name="never-clears-changes",
+        mistake="The changelist never cleared after the wait: every change is handed over again with every wait, "
+                "re-arming edge-triggered registrations and waking the loop for nothing.",
+        caught_by="test_no_spinning_while_idle",
+        file="echo_server.cpp",
+        replacements=(("  changes_.clear();\n", "  // MUTANT: the changes stay in the list, for the next wait too\n"),),
+    ),
+    Mutant(
+        name="receipts-in-the-wait",
+        mistake="EV_RECEIPT on the changes handed to the wait: the call returns their receipts instead of waiting, "
+                "so every change costs a kevent() call of its own after all.",
+        caught_by="test_registrations_ride_in_the_wait",
+        file="echo_server.cpp",
+        replacements=(("  if (events.size() < changes_.size()) events.resize(changes_.size());\n",
+                       "  if (events.size() < changes_.size()) events.resize(changes_.size());\n"
+                       "  for (struct kevent& change : changes_) change.flags |= EV_RECEIPT;  // MUTANT\n"),),
+        linux_only=True,  # the test reads the trace of kqlab's Linux layer; it is skipped elsewhere
+    ),
+]

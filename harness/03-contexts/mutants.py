@@ -1,4 +1,4 @@
-"""Lesson 03's mutants: the solution with one classic mistake put back (../shared/reference/common-mistakes.md).
+"""Lesson 03's mutants: the solution with one classic mistake put back (see docs/mistakes.md).
 `./kqlab test` builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py)."""
 from kqlab.mutants import Mutant
 
@@ -44,12 +44,29 @@ MUTANTS = [
         name="keeps-changes-of-closed-connections",
         mistake="A connection is closed with changes for it still queued: the next wait hands the kernel a change "
                 "for a closed descriptor (EBADF), or for the new connection that accept() gave the same number.",
-        # Caught when the slow reader's first blocked write (which queues EV_ENABLE) and its disconnection fall in
-        # the same loop turn: with --max-backlog 4096, unless that write is among the last few lines of a part.
-        caught_by="test_too_slow_reader_is_disconnected",
+        caught_by="test_close_with_changes_still_queued",
         file="chat_server.cpp",
         replacements=(("  std::erase_if(changes_, [&connection](const struct kevent& change) { return change.udata == "
                        "&connection; });\n",
                        "  // MUTANT: the changes queued for it stay queued\n"),),
+    ),
+    Mutant(
+        name="dispatch-without-stale-check",
+        mistake="No check for a connection closed earlier in the batch: its stale event is handled as its own, on a "
+                "descriptor number that accept() may already have given to someone else.",
+        caught_by="test_stale_event_for_a_reused_descriptor",
+        file="chat_server.cpp",
+        replacements=(("  if (connection.closed_) return;  // a stale event\n",
+                       "  // MUTANT: no check for a connection closed earlier in this batch\n"),),
+    ),
+    Mutant(
+        name="enable-without-udata",
+        mistake="EV_ENABLE and EV_DISABLE passed without the connection's address: a change replaces udata, so "
+                "the next EVFILT_WRITE event points at nothing.",
+        caught_by="test_slow_reader_delays_nobody",
+        file="chat_server.cpp",
+        replacements=(("  EV_SET(&change, connection.fd_, filter, flags, 0, 0, &connection);\n",
+                       "  EV_SET(&change, connection.fd_, filter, flags, 0, 0,\n"
+                       "         (flags & EV_ADD) ? &connection : nullptr);  // MUTANT: udata only when adding\n"),),
     ),
 ]

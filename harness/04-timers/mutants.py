@@ -1,5 +1,5 @@
-"""Lesson 04's mutants: the solution with one classic timer mistake put back (../shared/reference/common-mistakes.md,
-#5, #7 and #10). `./kqlab test` builds each and checks that the test named in caught_by fails against it (see
+"""Lesson 04's mutants: the solution with one classic timer mistake put back (see
+docs/mistakes.md). `./kqlab test` builds each and checks that the test named in caught_by fails against it (see
 kqlab/mutants.py)."""
 from kqlab.mutants import Mutant
 
@@ -81,5 +81,14 @@ MUTANTS = [
         caught_by="test_idle_connection_closed_on_time",
         file="timer_server.cpp",
         replacements=(("error != 0 && error != ENOENT", "error != 0 /* MUTANT */"),),
+    ),
+    Mutant(
+        name="one-ident-for-every-job",
+        mistake="One timer ident for every job: adding an ident in use restarts that timer, so each AFTER or EVERY "
+                "replaces the one before, which never fires.",
+        caught_by="test_after_replies_in_deadline_order",
+        file="timer_server.cpp",
+        replacements=(("  const std::uintptr_t ident = next_timer_++;\n",
+                       "  const std::uintptr_t ident = 1'000'000;  // MUTANT: the same ident for every job\n"),),
     ),
 ]

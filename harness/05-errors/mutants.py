@@ -1,6 +1,5 @@
-"""Lesson 05's mutants: the solution with one classic error-handling mistake put back
-(../shared/reference/common-mistakes.md #1, #10, and the EMFILE and SIGPIPE notes below the table). `./kqlab test`
-builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py)."""
+"""Lesson 05's mutants: the solution with one classic error-handling mistake put back (see docs/mistakes.md).
+`./kqlab test` builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py)."""
 from kqlab.mutants import Mutant
 
 EMFILE = "    if (fd == -1 && (errno == EMFILE || errno == ENFILE)) {\n"

@@ -1,4 +1,4 @@
-"""Lesson 06's mutants: the solution with one classic mistake put back (../shared/reference/common-mistakes.md).
+"""Lesson 06's mutants: the solution with one classic mistake put back (see docs/mistakes.md).
 `./kqlab test` builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py)."""
 from kqlab.mutants import Mutant
 
@@ -48,5 +48,41 @@ MUTANTS = [
         file="signal_server.cpp",
         replacements=(("  if (kevent(kq_, &trigger, 1, nullptr, 0, nullptr) == -1) kqlab::fail(",
                        "  if (false) kqlab::fail(  // MUTANT: never triggers\n"),),
+    ),
+    Mutant(
+        name="counts-signal-events",
+        mistake="Signals counted per event (++) instead of by event.data: signals that arrive while the loop is "
+                "busy come as one event, and all but one are lost.",
+        caught_by="test_signals_that_pile_up_are_all_counted",
+        file="signal_server.cpp",
+        replacements=(("    reloads_ += event.data;\n",
+                       "    ++reloads_;  // MUTANT: one per event, whatever data says\n"),),
+    ),
+    Mutant(
+        name="one-result-per-wake-up",
+        mistake="One worker result taken per wake-up: triggers merge, so results finished while the loop was busy "
+                "wait for a wake-up that never comes.",
+        caught_by="test_results_that_pile_up_are_all_taken",
+        file="signal_server.cpp",
+        replacements=(("  return std::exchange(done_, {});\n",
+                       "  std::deque<Job> one;  // MUTANT: one result per wake-up\n"
+                       "  if (!done_.empty()) {\n"
+                       "    one.push_back(done_.front());\n"
+                       "    done_.pop_front();\n"
+                       "  }\n"
+                       "  return one;\n"),),
+    ),
+    Mutant(
+        name="user-event-by-udata",
+        mistake="The user event recognised by its udata: a trigger is a change, and a change replaces udata, so "
+                "after the first trigger the event is not recognised, and the results it announces are never "
+                "delivered.",
+        caught_by="test_fifty_slow_requests_keep_echo_fast",
+        file="signal_server.cpp",
+        replacements=(("  watch(kResultsReady, EVFILT_USER, EV_ADD | EV_CLEAR);\n",
+                       "  watch(kResultsReady, EVFILT_USER, EV_ADD | EV_CLEAR, kResultsReady);  // MUTANT: a udata\n"),
+                      ("  } else if (event.filter == EVFILT_USER) {\n",
+                       "  } else if (event.filter == EVFILT_USER &&\n"
+                       "             event.udata == udata_of(kResultsReady)) {  // MUTANT: by udata\n")),
     ),
 ]

@@ -2,7 +2,10 @@
 SIGINT stop the server without losing a reply it promised, and slow work done on a worker thread never slows the
 loop down."""
 import contextlib
+import errno
+import os
 import signal
+import threading
 import time
 
 import pytest
@@ -196,3 +199,100 @@ def test_fifty_slow_requests_keep_echo_fast(server, story):
     with story.summarized(f"each of the {SQUARES} clients got its own square back"):
         for number, client in enumerate(clients, 1000):
             client.expect(f"square {number} = {number * number}\n".encode(), within=seconds(10))
+
+
+class BlockingConfig:
+    """A configuration "file" that is a named pipe (FIFO): the server's reload waits in fopen() and fgets() until
+    the test opens the other end and writes. No other lever holds the loop still while the rest of the process
+    runs (SIGSTOP would stop the worker and the signal handling too), and a loop held still is what makes
+    signals, and results, pile up for one event, as they do on a busy server."""
+
+    def __init__(self, path, story):
+        self.path = path
+        self.story = story
+        os.mkfifo(path)
+
+    def open_when_read(self, within: float) -> int:
+        """Opens the writing end once the server has opened the reading end (O_NONBLOCK: ENXIO until then);
+        returns it. The server then waits in fgets() until write()."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                return os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as error:
+                if error.errno != errno.ENXIO:
+                    raise
+            if time.monotonic() > deadline:
+                self.story.fail(f"the server to open {self.path.name} to read it within {within:g} s", "it did not")
+            time.sleep(0.01)
+
+    def write(self, end: int, text: str) -> None:
+        os.write(end, f"{text}\n".encode())
+        os.close(end)
+
+    def serve(self, text: str, within: float) -> None:
+        self.write(self.open_when_read(within), text)
+
+    def release(self, end: int, text: str) -> None:
+        """Lets the reload under way read `text`, and makes the file a plain one with the same line, so that the
+        reloads after it do not wait (their fopen() could otherwise meet this writer still open)."""
+        plain = self.path.with_suffix(".plain")
+        plain.write_text(f"{text}\n")
+        os.replace(plain, self.path)
+        self.write(end, text)
+
+
+@pytest.fixture
+def blocking_config(tmp_path, story):
+    return BlockingConfig(tmp_path / "greeting.fifo", story)
+
+
+def start_with_blocking_config(start_server, blocking_config):
+    feeder = threading.Thread(target=blocking_config.serve, args=(VERSION_1, seconds(10)), daemon=True)
+    feeder.start()  # the server reads its greeting once before it listens
+    server = start_server("--config", str(blocking_config.path))
+    feeder.join()
+    server.story.step(f"the server read '{VERSION_1}' from a named pipe (FIFO) as its configuration file")
+    return server
+
+
+@see("Step 2: act on a signal in the loop")
+def test_signals_that_pile_up_are_all_counted(start_server, blocking_config, story):
+    """While the loop is held up (reading its configuration, here from a FIFO that the test feeds), three SIGHUPs
+    arrive, far enough apart that the kernel delivers each one: the next event about SIGHUP says data 3. A loop
+    that counts events, not `data`, says one."""
+    server = start_with_blocking_config(start_server, blocking_config)
+    client = greeted(server)
+    server.send_signal(signal.SIGHUP)
+    held = blocking_config.open_when_read(seconds(5))
+    story.step("the server's reload waits for the FIFO: the loop is held up")
+    for _ in range(3):
+        time.sleep(seconds(0.1))  # apart: a signal sent while the last is still pending may merge with it
+        server.send_signal(signal.SIGHUP)
+    blocking_config.release(held, VERSION_2)
+    story.step(f"the test let the reload read '{VERSION_2}'")
+    deadline = time.monotonic() + seconds(2)
+    while (got := ask_surviving(server, client, "stats", signal.SIGHUP)) != "reloads 4":
+        # 'reloads 1' until the loop gets to the event about the three
+        if got != "reloads 1" or time.monotonic() > deadline:
+            story.fail("'reloads 4' after 4 SIGHUPs, 3 of them reported in one event (data 3)", repr(got))
+        time.sleep(0.01)
+    story.step("stats said 'reloads 4'")
+
+
+@see("Step 5: take every result")
+def test_results_that_pile_up_are_all_taken(start_server, blocking_config, story):
+    """While the loop is held up (a reload waiting on a FIFO that the test feeds), the worker finishes five
+    squares and triggers the user event five times: the triggers merge into one event. A loop that takes one
+    result per event leaves four waiting for a wake-up that never comes."""
+    server = start_with_blocking_config(start_server, blocking_config)
+    client = greeted(server)
+    numbers = [11, 12, 13, 14, 15]
+    early = send_squares_and_wait_until_read([client], {client: numbers})
+    server.send_signal(signal.SIGHUP)
+    held = blocking_config.open_when_read(seconds(5))
+    story.step("the server's reload waits for the FIFO: the loop is held up")
+    time.sleep(seconds(1))  # the worker's five squares take 0.2 s; this is the time they are given, not a check
+    blocking_config.release(held, VERSION_2)
+    story.step("the worker had the time to finish the five squares; the test let the reload finish")
+    expect_squares(client, numbers, early[client], within=seconds(2))

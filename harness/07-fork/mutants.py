@@ -1,4 +1,4 @@
-"""Lesson 07's mutants: the solution with one classic mistake put back (../shared/reference/common-mistakes.md, #6).
+"""Lesson 07's mutants: the solution with one classic mistake put back (see docs/mistakes.md).
 `./kqlab test` builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py)."""
 from kqlab.mutants import Mutant
 
@@ -47,5 +47,14 @@ MUTANTS = [
         caught_by="test_sigterm_leaves_no_process_behind",
         file="prefork_server.cpp",
         replacements=(("  std::signal(SIGTERM, SIG_DFL);\n", "  // MUTANT: SIGTERM stays ignored\n"),),
+    ),
+    Mutant(
+        name="child-returns-into-the-parent",
+        mistake="The child returns from fork() into the supervisor's code: it goes on as a second supervisor, with "
+                "a queue it does not have, instead of serving.",
+        caught_by="test_workers_serve_side_by_side",
+        file="prefork_server.cpp",
+        replacements=(("  if (pid == 0) become_worker();  // the child; never returns\n",
+                       "  if (pid == 0) return false;  // MUTANT: the child goes back into the supervisor's code\n"),),
     ),
 ]

@@ -36,7 +36,7 @@ def wait_for_workers(server, story, expected_gone: int | None = None) -> set[int
 def ask_pid(client) -> int:
     client.send(b"pid\n")
     [(_, reply)] = client.receive_lines(1, within=seconds(2))
-    return int(reply)
+    return client.server.pid_of(int(reply))
 
 
 def serve_side_by_side(server, story) -> set[int]:
@@ -47,8 +47,9 @@ def serve_side_by_side(server, story) -> set[int]:
         client = server.connect()
         client.send(b"sleep 10000\n")
         [(_, reply)] = client.receive_lines(1, within=seconds(2))
-        pid = int(reply.split()[0])
-        if pid in answered or reply != f"{pid} sleeping".encode():
+        reported = int(reply.split()[0])
+        pid = server.pid_of(reported)
+        if pid in answered or reply != f"{reported} sleeping".encode():
             story.fail(f"'PID sleeping' from a worker that is not asleep already (asleep: {sorted(answered)})",
                        f"{reply.decode('latin-1')!r}")
         answered.add(pid)

@@ -59,4 +59,13 @@ MUTANTS = [
         replacements=(("  watch(file_, EVFILT_VNODE, EV_ADD | EV_CLEAR, kFileNotes);",
                        "  watch(file_, EVFILT_VNODE, EV_ADD, kFileNotes);  // MUTANT: no EV_CLEAR"),),
     ),
+    Mutant(
+        name="takes-a-write-for-a-line",
+        mistake="Each read taken for whole lines: the start of a line whose end is not written yet is sent as a line "
+                "of its own, and the line arrives cut in two.",
+        caught_by="test_a_write_is_not_a_line",
+        file="tail_server.cpp",
+        replacements=(("    } else if (partial_.size() > kLongestLine) {\n",
+                       "    } else if (true) {  // MUTANT: what was read is a line, newline or not\n"),),
+    ),
 ]

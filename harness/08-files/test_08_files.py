@@ -142,3 +142,16 @@ def test_idle_follower_uses_no_cpu(server, log):
     log.append(numbered("busy", 100), "100 lines")
     expect_lines(clients, numbered("busy", 100))
     server.expect_idle(window=seconds(1))
+
+
+@see("Step 2: read what was appended")
+def test_a_write_is_not_a_line(server, log):
+    """The writer writes half a line, and the follower reads it before the rest is written: what it read is kept
+    until its newline comes, not sent as a line of its own."""
+    clients = subscribe(server, log, count=2)
+    log.writer.write(b"half a li")
+    log.story.step("appended 'half a li' to the log, without a newline")
+    server.wait_until_quiet()
+    log.writer.write(b"ne, and the rest of it\n")
+    log.story.step("appended 'ne, and the rest of it' and a newline")
+    expect_lines(clients, [b"half a line, and the rest of it"])

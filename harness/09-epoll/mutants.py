@@ -1,4 +1,4 @@
-"""Lesson 09's mutants: the solution with one classic mistake put back (../shared/reference/common-mistakes.md).
+"""Lesson 09's mutants: the solution with one classic mistake put back (see docs/mistakes.md).
 `./kqlab test` builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py).
 A mistake in the server, written once, is caught on the kqueue program, which every platform builds."""
 from kqlab.mutants import Mutant
@@ -69,5 +69,49 @@ MUTANTS = [
         replacements=(("  if (event.events & EPOLLERR) ready.error = socket_error(ready.fd);\n",
                        "  if (event.events & EPOLLERR) ready.error = socket_error(ready.fd);\n"
                        "  if (event.events & EPOLLRDHUP) ready.error = ECONNRESET;  // MUTANT: hang-up is broken\n"),),
+    ),
+    Mutant(
+        name="stops-accepting-at-the-limit",
+        mistake="EMFILE on accept() handled by returning: edge-triggered, the listener is not reported again for "
+                "the connections already waiting, and the server stops accepting for good.",
+        caught_by="test_descriptor_limit_flood[kqueue]",
+        file="echo_server.cpp",
+        replacements=(("      if (turn_away_one()) continue;\n      return;",
+                       "      std::perror(\"accept\");  // MUTANT: returns, and the waiting connections wait for good\n"
+                       "      return;"),),
+        program="kqueue",
+    ),
+    Mutant(
+        name="stops-accepting-at-the-limit-on-epoll",
+        mistake="EMFILE on accept() handled by returning, under EPOLLET: the listener is not reported again for the "
+                "connections already waiting, and the server stops accepting for good.",
+        caught_by="test_descriptor_limit_flood[epoll]",
+        file="echo_server.cpp",
+        replacements=(("      if (turn_away_one()) continue;\n      return;",
+                       "      std::perror(\"accept\");  // MUTANT: returns, and the waiting connections wait for good\n"
+                       "      return;"),),
+        program="epoll",
+    ),
+    Mutant(
+        name="epoll-data-without-descriptor",
+        mistake="The descriptor left out of epoll's data: an epoll event carries nothing else, so every report "
+                "comes back about descriptor 0.",
+        caught_by="test_one_client[epoll]",
+        file="epoll/poller.cpp",
+        replacements=(("std::uint64_t data_of(int fd, std::uint64_t serial) { return serial << 32 | "
+                       "static_cast<std::uint32_t>(fd); }",
+                       "std::uint64_t data_of(int, std::uint64_t serial) { return serial << 32; }  // MUTANT: no fd"),),
+        program="epoll",
+    ),
+    Mutant(
+        name="keeps-changes-for-closed-descriptors",
+        mistake="Changes collected for a descriptor kept when it is closed: handed to the next wait, they name a "
+                "closed descriptor (EBADF), or the connection that accept() gave the same number.",
+        caught_by="test_half_close_with_much_still_owed[kqueue]",
+        file="kqueue/poller.cpp",
+        replacements=(("  std::erase_if(state_->changes, [fd](const struct kevent& change) { return change.ident == "
+                       "std::uintptr_t(fd); });\n",
+                       "  static_cast<void>(fd);  // MUTANT: the changes collected for it stay\n"),),
+        program="kqueue",
     ),
 ]

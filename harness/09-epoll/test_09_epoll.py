@@ -4,7 +4,7 @@ import platform
 
 import pytest
 
-from vocabulary import from_lesson, patterned, rerun, see
+from vocabulary import flood_past_descriptor_limit, from_lesson, patterned, rerun, see
 
 READ_SIZE = 16 * 1024  # what the server reads at a time (echo_server.cpp, on_readable)
 
@@ -29,6 +29,13 @@ test_no_spinning_while_idle = rerun(lesson_01.test_no_spinning_while_idle, "Writ
 test_vanishing_client_disturbs_nobody = rerun(lesson_01.test_vanishing_client_disturbs_nobody,
                                               "End of stream and errors")
 test_no_descriptor_leak = rerun(lesson_01.test_no_descriptor_leak, "Closing, and fork")
+test_half_close_with_much_still_owed = rerun(lesson_01.test_half_close_with_much_still_owed,
+                                             "End of stream and errors")
+
+
+@see("Edge-triggered: drain to EAGAIN")
+def test_descriptor_limit_flood(start_server, story):
+    flood_past_descriptor_limit(start_server, story)
 
 
 @see("Edge-triggered: drain to EAGAIN")

@@ -1,4 +1,4 @@
-"""Lesson 10's mutants: the reactor with one classic mistake put back (../shared/reference/common-mistakes.md).
+"""Lesson 10's mutants: the reactor with one classic mistake put back (see docs/mistakes.md).
 `./kqlab test` builds each and checks that the test named in caught_by fails against it (see kqlab/mutants.py)."""
 from kqlab.mutants import Mutant
 
@@ -106,5 +106,26 @@ MUTANTS = [
         program="unit_tests",
         replacements=(("  if (was_empty) wake();\n",
                        "  static_cast<void>(was_empty);  // MUTANT: no wake-up\n"),),
+    ),
+    Mutant(
+        name="stops-accepting-at-the-limit",
+        mistake="EMFILE on accept() taken as the end of accepting: the server serves the clients it has, and no "
+                "other, ever again.",
+        caught_by="test_descriptor_limit_flood",
+        file="echo/echo_server.cpp",
+        replacements=(("      ::close(spare);\n      spare = -1;\n      accept_clients(reactor, listener);\n",
+                       "      // MUTANT: accepts no more\n"
+                       "      std::fprintf(stderr, \"accept: %s\\n\", std::strerror(error));\n"),),
+        program="echo",
+    ),
+    Mutant(
+        name="retries-at-once-at-the-limit",
+        mistake="EMFILE on accept() answered by accepting again at once: the connection is still waiting, so the "
+                "accept fails again at once, and the loop spins at 100% CPU for as long as the limit lasts.",
+        caught_by="test_descriptor_limit_flood",
+        file="echo/echo_server.cpp",
+        replacements=(("      ::close(spare);\n      spare = -1;\n      accept_clients(reactor, listener);\n",
+                       "      accept_clients(reactor, listener);  // MUTANT: again, at once, without a spare\n"),),
+        program="echo",
     ),
 ]

@@ -1,7 +1,7 @@
 """Lesson 10: the echo server on the reactor passes lesson 01's tests, every one of them."""
 import pytest
 
-from vocabulary import from_lesson, rerun
+from vocabulary import flood_past_descriptor_limit, from_lesson, rerun, see
 
 
 @pytest.fixture
@@ -21,3 +21,9 @@ test_no_spinning_while_idle = rerun(lesson_01.test_no_spinning_while_idle, "Step
 test_vanishing_client_disturbs_nobody = rerun(lesson_01.test_vanishing_client_disturbs_nobody,
                                               "Step 4: closing cancels")
 test_no_descriptor_leak = rerun(lesson_01.test_no_descriptor_leak, "Step 4: closing cancels")
+test_half_close_with_much_still_owed = rerun(lesson_01.test_half_close_with_much_still_owed, "The servers on top")
+
+
+@see("The servers on top")
+def test_descriptor_limit_flood(start_server, story):
+    flood_past_descriptor_limit(start_server, story)

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from kqlab import course
 from vocabulary import see, seconds
 
 SUITES = ["operations", "registration", "speculative", "ordering", "batch", "cancellation", "timers", "post",
@@ -13,13 +12,9 @@ SUITES = ["operations", "registration", "speculative", "ordering", "batch", "can
 
 
 @pytest.fixture
-def unit_tests(request: pytest.FixtureRequest, lesson: course.Lesson, impl: str) -> Path:
-    path = course.program(Path(request.config.getoption("--build-dir")), impl, lesson, "unit_tests")
-    if not path.exists():
-        pytest.fail(f"{path} does not exist. It needs doctest: is it installed (Debian: apt-get install doctest-dev; "
-                    f"macOS: brew install doctest; FreeBSD: pkg install doctest)? Then ./kqlab check "
-                    f"{lesson.number} builds it.", pytrace=False)
-    return path
+def unit_tests(locate_program) -> Path:
+    return locate_program("unit_tests", "It needs doctest: is it installed (Debian: apt-get install doctest-dev; "
+                                        "macOS: brew install doctest; FreeBSD: pkg install doctest)? Then build it")
 
 
 def run_suite(unit_tests: Path, story, suite: str) -> None:

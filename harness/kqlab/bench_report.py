@@ -4,12 +4,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from . import plots
-
-if TYPE_CHECKING:
-    from .bench import Config, Measurements, Server
+from . import bench_proxy, bench_threads, plots
+from .bench_setup import Config, Measurements, Server
 
 # The targets the layer is held to (issue 6), checked in the report's first table.
 CPU_TARGET = 0.05          # server CPU per round trip at most 5% above raw epoll's
@@ -56,6 +52,8 @@ def write(results: Measurements, config: Config, chosen: list[Server], out: Path
     lines += _modes_table(results)
     lines += _memory_table(results, names)
     lines += _event_cost_table(results)
+    lines += bench_threads.report_lines(results.threads)
+    lines += bench_proxy.report_lines(results.proxy)
     lines += ["## Running it", "",
               "`./kqlab bench` (a few minutes) or `./kqlab bench --quick` (seconds); `./kqlab bench --help` for the "
               "connection counts, rounds and duration. The load generator runs on its own against any server that "

@@ -13,6 +13,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .grade import launch
+
 ROOT = Path(__file__).resolve().parents[2]
 LESSONS = ROOT / "lessons"
 SOLUTIONS = ROOT / "solutions"
@@ -121,9 +123,11 @@ def lesson(key: str | int) -> Lesson:
 def program(build_dir: Path, impl: str, lesson: Lesson, name: str | None = None) -> Path:
     """Where CMake puts a lesson's program (see lessons/lessons.cmake): impl is solution, exercise, workspace or
     mutant-NAME; `name` picks one of the programs of a lesson that has several (the directory that holds them all
-    when it is None)."""
+    when it is None). Under ./kqlab grade, a script that runs that program in the student's sandbox instead: every
+    test that runs a program gets it from here (grade/launch.py)."""
     path = build_dir / "bin" / impl / lesson.name
-    return path / name if name else path
+    path = path / name if name else path
+    return launch.sandboxed(path)
 
 
 # Progress: one line per lesson the student has checked or asked hints for, such as "01-echo done" or

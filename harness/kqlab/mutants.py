@@ -31,6 +31,7 @@ class Mutant:
     file: str  # the solution file it patches, relative to the lesson's directory (e.g. "epoll/poller.cpp")
     replacements: tuple[tuple[str, str], ...]  # (old, new) pairs; each old occurs exactly once
     program: str | None = None  # for a lesson of several programs, the one caught_by runs: only it is built
+    linux_only: bool = False  # caught_by needs kqlab's Linux layer (its trace, its fault switch): skipped elsewhere
 
     def write(self, lesson: Lesson, build_dir: Path) -> Path:
         """Writes the solution with this mistake into the build tree; returns the lesson directory written.

@@ -7,8 +7,9 @@ tree, one page per lesson in course order, and pages made from what the project 
 - one page per lesson from lessons/NN-topic/README.md: a label on each heading, GitHub-style links
   (`#section`, `../NN-topic/README.md#section`) turned into Doxygen links, "previous · index · next" at the top
   and bottom, and each quoted code block (snippets.py) filled from its source as it is now;
-- "Common mistakes" (docs/mistakes.md): every mutant of every lesson (harness/NN-topic/mutants.py), with the
-  section of the lesson that teaches the mistake (the @see of the test that catches it);
+- "How kqueue works inside" (docs/inside.md): the kernel's side, which the lessons' rules follow from;
+- "Common mistakes" (docs/mistakes.md, made from the lessons' rule registers by mistakes_page.py): every rule each
+  lesson teaches, and the mutants and tests that prove it;
 - "Portability" (docs/portability.md): sections of compat/README.md, included, and the FreeBSD-only behaviours
   that compat's tests skip on macOS, read from the tests;
 - "Diagrams": every docs/diagrams/*.dot, as its committed SVG (diagrams.py: a page shows one with
@@ -31,7 +32,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import course, diagrams, mutants, snippets, theme, ui
+from . import course, diagrams, mistakes_page, snippets, theme, ui
 from .commands import Command
 from .course import ROOT, Lesson
 
@@ -135,7 +136,8 @@ class Site:
 
     def _write(self, source: Path, header: str, footer: str, strict: bool = True) -> Path:
         page = self.pages[source.resolve()]
-        text = source.read_text(encoding="utf-8")
+        # The mistakes page is made from the lessons' rule registers: made afresh, it lists the lessons being built.
+        text = mistakes_page.render() if source == mistakes_page.PAGE else source.read_text(encoding="utf-8")
         body = Converter(self, page, strict).convert(text)
         lines = body.split("\n")
         title_at = next((i for i, line in enumerate(lines) if line.startswith("# ")), None)
@@ -176,7 +178,9 @@ class Site:
         return "\n".join(lines)
 
     def other_pages(self) -> str:
-        lines = ["- \\subpage mistakes — each classic mistake, the lesson that teaches it, the test that catches it",
+        lines = ["- \\subpage inside — what the kernel does with a registration: knotes, the active list, "
+                 "kqueue_scan() and close(), the reasons behind the lessons' rules",
+                 "- \\subpage mistakes — each classic mistake, the lesson that teaches it, the test that catches it",
                  "- \\subpage portability — FreeBSD, macOS, and kqlab's kqueue for Linux",
                  "- \\subpage diagrams — the event loop, a connection's life, kqueue and epoll side by side, and "
                  "more"]
@@ -187,23 +191,6 @@ class Site:
         lines.append("- <a href=\"files.html\">The API reference</a>: compat/ (kqueue for Linux) and "
                      "lessons/common/, from their headers")
         return "\n".join(lines)
-
-    def mistakes_table(self) -> str:
-        rows = ["| Mistake | Taught in | Caught by | Mutant |", "|---|---|---|---|"]
-        for lesson in self.lessons:
-            for mutant in mutants.of(lesson):
-                section = see_section(lesson, mutant.caught_by)
-                page = self.pages[lesson.readme.resolve()]
-                anchor = page.anchors.get(slug(section)) if section else None
-                taught = f"[{escape_text(section)}](#{anchor})" if anchor else ""
-                if section and anchor is None:
-                    self.problems.append(f"{lesson.tests}: {mutant.caught_by} sends the reader to \"{section}\", "
-                                         f"which {lesson.readme.relative_to(ROOT)} does not have")
-                rows.append(f"| {table_cell(mutant.mistake)} | \\ref {page_label(lesson)} \"{lesson.number:02d}\": "
-                            f"{taught} | <tt>{mutant.caught_by}</tt> | <tt>{mutant.name}</tt> |")
-        if len(rows) == 2:
-            return "No lesson lists mutants yet."
-        return "\n".join(rows)
 
     def macos_table(self) -> str:
         rows = ["| FreeBSD (and kqlab on Linux) | macOS | Test |", "|---|---|---|"]
@@ -320,16 +307,6 @@ def summary(lesson: Lesson) -> str:
     paragraph = next((part for part in re.split(r"\n\s*\n", text) if part.strip() and not part.startswith("#")), "")
     sentence = re.split(r"(?<=[.!?])\s", " ".join(paragraph.split()), maxsplit=1)[0]
     return sentence
-
-
-def see_section(lesson: Lesson, test: str) -> str:
-    """The README section a lesson test sends the student to (its @see("...") decorator)."""
-    for path in sorted(lesson.tests.glob("test_*.py")):
-        text = path.read_text(encoding="utf-8")
-        found = re.search(rf"@see\(\s*\"([^\"]+)\"\s*\)\s*\n(?:@.*\n)*def {re.escape(test)}\(", text)
-        if found:
-            return found.group(1)
-    return ""
 
 
 def freebsd_only_tests() -> list[tuple[str, str, str]]:
@@ -461,8 +438,6 @@ class Converter:
                 return [self.site.course_map()]
             if name == "pages":
                 return [self.site.other_pages()]
-            if name == "mistakes":
-                return [self.site.mistakes_table()]
             if name == "macos-differences":
                 return [self.site.macos_table()]
             if name == "diagrams":

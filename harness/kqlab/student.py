@@ -114,7 +114,8 @@ def build(lesson: Lesson, *, show_warnings: bool = True) -> Outcome | None:
     paragraph already printed."""
     if not (tools.build_dir("default") / "CMakeCache.txt").exists():
         print("(The first build also compiles the course's own libraries: a minute or so.)", flush=True)
-    status, output = tools.capture(["cmake", "--preset", "default"])
+    with tools.build_lock(tools.build_dir("default")):
+        status, output = tools.capture(["cmake", "--preset", "default"])
     if status == 127:
         return _no_toolchain("CMake is not installed, or not on PATH.", output)
     if status:
@@ -124,8 +125,9 @@ def build(lesson: Lesson, *, show_warnings: bool = True) -> Outcome | None:
                    "cause: delete build/default and try again.", output, title="Cannot build")
         return Outcome("no-build", summary="CMake could not set up the build", raw=output)
     target = f"{course.WORKSPACE_KIND}_{lesson.name}"
-    status, output = tools.capture(["cmake", "--build", tools.shown(tools.build_dir("default")),
-                                    "--parallel", str(tools.jobs()), "--target", target])
+    with tools.build_lock(tools.build_dir("default")):
+        status, output = tools.capture(["cmake", "--build", tools.shown(tools.build_dir("default")),
+                                        "--parallel", str(tools.jobs()), "--target", target])
     if status:
         first = _FIRST_ERROR.search(output)
         where = (f" The first error is at {_relative(Path(first.group('file')))}:{first.group('line')}: "
@@ -178,7 +180,9 @@ _CRASH_ADVICE = {
 }
 
 
-def crash_paragraph(lesson: Lesson, test: str, what: str, report: str) -> None:
+def crash_paragraph(lesson: Lesson, test: str, what: str, report: str, *, shown_above: bool = False) -> None:
+    """Says what the crash was and where in the student's code, then the report, unless the live test output
+    above showed it already (`shown_above`): a sanitizer report is printed once."""
     kind = next((k for k in _CRASH_ADVICE if k in what), "")
     # The first frame of the sanitizer's stack in one of the lesson's files ("#3 0x55d0 in Class::f(int)
     # /path/to/workspace/01-echo/echo_server.cpp:206:5"; macOS may print the file's name alone).
@@ -188,10 +192,11 @@ def crash_paragraph(lesson: Lesson, test: str, what: str, report: str) -> None:
     where = (f" The first line of your code in its report: {Path(frame.group(2)).name}:{frame.group(3)}, in "
              f"{frame.group(1)}." if frame else "")
     explained = f": {_CRASH_ADVICE[kind]}" if kind else ""
+    where_report = "in that test's failure above" if shown_above else "below"
     ui.problem(f"Your server crashed during {test}: {what}{explained}.{where}",
-               "A crash is a bug in your copy even when other tests pass: the report below says what happened and "
-               "where (read the stack from the top; for freed memory, 'freed by thread' says where it was freed).",
-               report, title="Crash")
+               f"A crash is a bug in your copy even when other tests pass: the report {where_report} says what "
+               f"happened and where (read the stack from the top; for freed memory, 'freed by thread' says where it "
+               f"was freed).", "" if shown_above else report, title="Crash")
 
 
 def run_tests(lesson: Lesson, *, live: bool, first_failure_only: bool = False) -> Outcome:
@@ -253,7 +258,7 @@ def check(args: argparse.Namespace) -> int:
             print(f"Next: lesson {following.number:02d}, {following.title}. Run ./kqlab to start it.")
         return 0
     if outcome.kind == "crashed":
-        crash_paragraph(lesson, outcome.test, outcome.crash, outcome.raw)
+        crash_paragraph(lesson, outcome.test, outcome.crash, outcome.raw, shown_above=True)
     ui.note(f"Lesson {lesson.number:02d}: {outcome.tally.passed} of {outcome.tally.total} tests pass. Each "
             f"failure above replays what the test did and names the section of {_relative(lesson.readme)} to "
             f"reread.")

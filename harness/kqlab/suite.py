@@ -2,16 +2,19 @@
 
 1. Build everything with the `default` preset (AddressSanitizer and UBSan), warnings as errors.
 2. compat's doctest suite, through CTest.
-3. The threaded tests (CTest label `threads`) again, built with the `tsan` preset, under ThreadSanitizer.
+3. The threaded tests (CTest label `threads`, and the lessons' pytest tests marked `threads`) again, built with the
+   `tsan` preset, under ThreadSanitizer.
 4. The course tests, through pytest: every lesson's tests against its solution, and the course's checks on itself
    (harness/test_course.py: every untouched exercise fails, every mutant is caught, gaps are gaps; test_site.py:
    the site builds with no Doxygen warning, its links resolve, quoted code matches its source; test_command.py:
-   the kqlab command, with fixture exercises).
+   the kqlab command, with fixture exercises). With pytest-xdist, the lessons' tests run first, one at a time,
+   and the course's checks then run in parallel, one worker per CPU.
 
 The last line says how it went, with the totals.
 """
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 
@@ -60,16 +63,59 @@ def run(args=None) -> int:
         # then; its exit status is 0 by default but 8 with --no-tests=error, so say which we mean.)
         status, tally = tools.ctest("tsan", junit / "ctest-tsan.xml", "-L", "threads", "--no-tests=ignore")
         results.append(("tsan", status == 0, tally.summary() if tally.total else "no tests labelled threads"))
+        # The lessons' tests marked `threads` (their servers run threads: lesson 11), against the tsan build of
+        # the solutions. A data race ends such a server at once (TSAN_OPTIONS=halt_on_error=1, vocabulary.py).
+        lessons = [tools.shown(lesson.tests) for lesson in course.lessons() if lesson.tests.is_dir()]
+        status, tally = tools.pytest([*lessons, "-m", "threads", "--build-dir", tools.shown(tools.build_dir("tsan")),
+                                      "-rfE"], junit / "pytest-tsan.xml")
+        results.append(("tsan pytest", status in (0, 5), tally.summary() if status != 5 else "no tests marked threads"))
 
     tools.banner("The course's tests (pytest): every solution passes, every untouched exercise fails, every mutant "
                  "is caught")
-    status, tally = tools.pytest([tools.shown(course.HARNESS), "--build-dir", tools.shown(tools.build_dir("default")),
-                                  "-rfE"], junit / "pytest.xml")
+    build = ["--build-dir", tools.shown(tools.build_dir("default")), "-rfE"]
+    if not _have_xdist():
+        status, tally = tools.pytest([tools.shown(course.HARNESS), *build], junit / "pytest.xml")
+    else:
+        # The lessons' tests first, one at a time: they measure time and CPU, and share the machine with nothing;
+        # with them the checks that build in build/default beside the mutants (SERIAL_CHECKS). Then the course's
+        # other checks, in parallel (pytest-xdist): mutants and exercises are independent runs, each needing only
+        # to fail; a file whose tests share state keeps them in one worker (its xdist_group).
+        serial = [tools.shown(lesson.tests) for lesson in course.lessons()]
+        serial += [tools.shown(course.HARNESS / name) for name in SERIAL_CHECKS]
+        status, tally = tools.pytest([*serial, *build], junit / "pytest-lessons.xml")
+        checks = [tools.shown(path) for path in sorted(course.HARNESS.glob("test_*.py"))
+                  if path.name not in SERIAL_CHECKS]
+        more, more_tally = tools.pytest([*checks, *build, "-n", str(tools.jobs()), "--dist", "loadgroup"],
+                                        junit / "pytest-course.xml")
+        status, tally = _combined(status, more), tally.merged(more_tally)
     if status == 5:
         results.append(("pytest", False, "no tests were collected"))
     else:
         results.append(("pytest", status == 0, tally.summary() + ("" if status in (0, 1) else f" (status {status})")))
     return _finish(results, started)
+
+
+# Checks that configure and build in build/default, creating and deleting fixture workspaces that CMake then looks
+# for (test_grade_platforms.py: its Classroom run of ./kqlab check): run beside test_course's mutant builds in the
+# same tree, they would make its regeneration fail.
+SERIAL_CHECKS = ("test_command.py", "test_grade_platforms.py")
+
+
+def _combined(first: int, second: int) -> int:
+    """One pytest exit status for two runs: an error (2, 3, 4) if either had one, else 1 if either failed, else 5
+    if neither collected a test, else 0."""
+    for status in (first, second):
+        if status not in (0, 1, 5):
+            return status
+    if 1 in (first, second):
+        return 1
+    return 5 if first == second == 5 else 0
+
+
+def _have_xdist() -> bool:
+    """Whether pytest-xdist is there to run the course's checks in parallel (the kqlab command installs Debian's
+    python3-pytest-xdist where it can; without it, everything runs one test at a time, only slower)."""
+    return importlib.util.find_spec("xdist") is not None
 
 
 def _finish(results: list[tuple[str, bool, str]], started: float) -> int:

@@ -5,6 +5,8 @@ progress and can rerun any step by hand.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shlex
 import subprocess
@@ -12,6 +14,7 @@ import sys
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from .course import HARNESS, ROOT
 
@@ -63,6 +66,19 @@ def shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+@contextlib.contextmanager
+def build_lock(tree: Path) -> Iterator[None]:
+    """Holds the build tree `tree` for one configure-and-build at a time: `./kqlab test` runs independent test files
+    at once (pytest-xdist), and two CMake runs in one tree would trip over each other's files."""
+    tree.mkdir(parents=True, exist_ok=True)
+    with open(tree / ".kqlab-build-lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def configure(preset: str, *definitions: str, quiet: bool = False) -> int:
     return run(["cmake", "--preset", preset, *(f"-D{d}" for d in definitions)], quiet=quiet)
 
@@ -87,6 +103,11 @@ class Tally:
     @property
     def total(self) -> int:
         return self.passed + self.failed + self.skipped
+
+    def merged(self, other: Tally) -> Tally:
+        """This tally and `other` together (two pytest runs of one suite)."""
+        return Tally(self.passed + other.passed, self.failed + other.failed, self.skipped + other.skipped,
+                     self.failures + other.failures, {**self.reports, **other.reports})
 
     def summary(self) -> str:
         parts = [f"{self.passed} passed", f"{self.failed} failed"]

@@ -105,7 +105,9 @@ int EchoServer::wait(std::vector<struct kevent>& events) {
   // reach the kernel. (README, step 2)
   const int ready = kevent(kq_, nullptr, 0, events.data(), static_cast<int>(events.size()), nullptr);
   if (ready == -1) {
-    if (errno == EINTR) return 0;  // On Linux even SIGSTOP and SIGCONT interrupt it (signal(7)): just wait again.
+    // A signal the program catches ended the wait: wait again. (Stopping and continuing the process, SIGSTOP and
+    // SIGCONT, never interrupts kevent() on BSD; kqlab's layer hides it on Linux too.)
+    if (errno == EINTR) return 0;
     kqlab::fail("kevent");
   }
   return ready;

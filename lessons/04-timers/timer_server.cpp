@@ -114,7 +114,7 @@ void TimerServer::run() {
   for (;;) {
     const int ready = kevent(kq_, nullptr, 0, events, static_cast<int>(std::size(events)), nullptr);
     if (ready == -1) {
-      if (errno == EINTR) continue;  // a signal interrupted the wait (SIGSTOP/SIGCONT do on Linux): wait again
+      if (errno == EINTR) continue;  // a signal the program catches ended the wait (SIGSTOP/SIGCONT never do)
       kqlab::fail("kevent");
     }
     for (int i = 0; i < ready; ++i) dispatch(events[i]);

@@ -173,8 +173,8 @@ void RobustServer::accept_connections(const struct kevent& event) {
 // (the client shut down its sending side or closed), or the socket's error, ECONNRESET when it reset.
 void RobustServer::on_readable(Connection& conn, const struct kevent& event) {
   if ((event.flags & EV_EOF) && event.fflags != 0) {
-    // A reset: what is left to read is moot, and nothing we send can arrive. (Linux reports the error here, in
-    // fflags, once: the next read() returns 0, not ECONNRESET. compat/README.md, deviation 2.)
+    // A reset: what is left to read is moot, and nothing we send can arrive. (The error stays in the socket too,
+    // as getsockopt(SO_ERROR) would show: a read() now would fail with it, once.)
     on_eof(conn, static_cast<int>(event.fflags));
   } else if (event.data > 0) {
     receive(conn);  // bytes first: an orderly EOF can come with data still waiting (lesson 01)

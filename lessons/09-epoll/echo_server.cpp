@@ -3,6 +3,7 @@
 // This is lesson 02's server: edge-triggered, so each report means "something new happened" and the handler works
 // until the socket says EAGAIN. It never names kqueue or epoll: it asks a Poller (poller.hpp), and the build links
 // it once with kqueue/poller.cpp and once with epoll/poller.cpp. Read lessons/09-epoll/README.md alongside.
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -36,6 +37,7 @@ class EchoServer {
  private:
   void dispatch(const Ready& ready);
   void accept_clients();
+  bool turn_away_one();
   Client& add_client(int fd);
   Client* client_for(const Ready& ready);
   void on_readable(int fd, Client& client);
@@ -44,11 +46,15 @@ class EchoServer {
 
   Poller poller_;
   int listener_;
+  int spare_;  // a descriptor kept open to be given up at the descriptor limit (turn_away_one)
   std::uint64_t next_serial_ = 1;  // 0 stays the listening socket's
   std::unordered_map<int, Client> clients_;
 };
 
-EchoServer::EchoServer(int listener) : listener_(listener) { poller_.add(listener_, 0); }
+EchoServer::EchoServer(int listener) : listener_(listener), spare_(open("/dev/null", O_RDONLY | O_CLOEXEC)) {
+  if (spare_ == -1) kqlab::fail("open /dev/null");
+  poller_.add(listener_, 0);
+}
 
 void EchoServer::run() {
   std::array<Ready, 256> ready;
@@ -72,12 +78,18 @@ void EchoServer::dispatch(const Ready& ready) {
   }
 }
 
-// The listening socket is readable: connections are waiting. Accepts them all, and watches each new client.
+// The listening socket is readable: connections are waiting. Accepts them all and watches each new client; at the
+// descriptor limit, turns away those it has no descriptor for.
 void EchoServer::accept_clients() {
   // Edge-triggered: one report for however many connections arrived since the last one, and no other until a new
   // one arrives. Every connection left in the queue now would wait for that newcomer: accept until EAGAIN.
   for (;;) {
     const int fd = accept(listener_, nullptr, nullptr);
+    if (fd == -1 && (errno == EMFILE || errno == ENFILE)) {
+      // Lesson 05, step 4: no descriptor for it. Returning now would leave the queue full for good.
+      if (turn_away_one()) continue;
+      return;  // none was waiting (Linux says EMFILE before it looks at the queue): all taken
+    }
     if (fd == -1) {
       if (errno == EINTR || errno == ECONNABORTED) continue;  // a client that gave up: take the next
       if (errno != EAGAIN && errno != EWOULDBLOCK) std::perror("accept");
@@ -86,6 +98,20 @@ void EchoServer::accept_clients() {
     kqlab::set_nonblocking(fd);
     poller_.add(fd, add_client(fd).serial_);
   }
+}
+
+// At the descriptor limit (lesson 05, step 4): gives up the spare descriptor so that accept() can take the first
+// connection waiting, closes that connection at once, and takes the spare back. Edge-triggered, the listener is not
+// reported again for connections already waiting, so each one must leave the queue now, served or turned away.
+// Returns false if none was waiting.
+bool EchoServer::turn_away_one() {
+  close(spare_);
+  const int refused = accept(listener_, nullptr, nullptr);
+  const int error = errno;
+  if (refused != -1) close(refused);
+  spare_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (spare_ == -1) kqlab::fail("open /dev/null");
+  return refused != -1 || error == ECONNABORTED || error == EINTR;
 }
 
 Client& EchoServer::add_client(int fd) {

@@ -117,7 +117,9 @@ int EchoServer::wait(std::vector<struct kevent>& events) {
   // Applied, all of them, even when a signal then interrupted the wait (kqueue(2), EINTR): never hand them twice.
   changes_.clear();
   if (ready == -1) {
-    if (errno == EINTR) return 0;  // On Linux even SIGSTOP and SIGCONT interrupt it (signal(7)): just wait again.
+    // A signal the program catches ended the wait: wait again. (Stopping and continuing the process, SIGSTOP and
+    // SIGCONT, never interrupts kevent() on BSD; kqlab's layer hides it on Linux too.)
+    if (errno == EINTR) return 0;
     kqlab::fail("kevent");
   }
   return ready;

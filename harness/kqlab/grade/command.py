@@ -9,6 +9,11 @@ forks without end or floods its output costs its own row only, with the reason. 
 
 The exit status says whether everything ran, not whether the students passed: 0 every submission was graded,
 1 some could not be (unreadable, no workspace/, an error of the grader's), 2 the grading could not start.
+
+    ./kqlab grade [--lessons 01-05] --export gradescope|classroom DIR
+
+writes, instead, a Gradescope autograder (gradescope.py) or a GitHub Classroom template (classroom.py) that grade
+the same lessons with the same tests, one submission per run, on those platforms.
 """
 from __future__ import annotations
 
@@ -27,10 +32,11 @@ from queue import Queue
 
 from .. import course
 from ..course import Lesson
-from . import grading, reports, sandbox, submissions
+from . import grading, reports, sandbox, submissions, text
 from .grading import Slot, StudentResult
 
-USAGE = "./kqlab grade [--lessons 01-05] [--out DIR] [--jobs N] [--timeout SECONDS] SUBMISSION..."
+USAGE = ("./kqlab grade [--lessons 01-05] [--out DIR] [--jobs N] [--timeout SECONDS] SUBMISSION...\n"
+         "       ./kqlab grade [--lessons 01-05] --export gradescope|classroom DIR")
 
 
 def select_lessons(text: str | None) -> list[Lesson]:
@@ -59,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         "Build and test each SUBMISSION (a folder holding a student's workspace/, or a clone of kqlab with one, "
         "or a .tar.gz/.zip of it) with the project's own tests, each in its own sandbox; write a table, CSV, "
         "JUnit XML and an HTML report."))
-    parser.add_argument("submissions", nargs="+", metavar="SUBMISSION")
+    parser.add_argument("submissions", nargs="*", metavar="SUBMISSION")
     parser.add_argument("--lessons", help="which lessons: 01-05, 1,3, 02-, 01-echo (default: all)")
     parser.add_argument("--out", default="grades", help="the folder to write the reports to (default: grades)")
     parser.add_argument("--jobs", type=int, default=0, help="submissions graded at once (default: one per CPU)")
@@ -67,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds one lesson's tests may take (default: 300, times KQLAB_TIMEOUT_SCALE)")
     parser.add_argument("--no-sandbox", action="store_true",
                         help="do not use bubblewrap, even where it works (limits and watchdog only)")
+    parser.add_argument("--export", nargs=2, metavar=("PLATFORM", "DIR"),
+                        help="instead of grading: write a Gradescope autograder (gradescope) or a GitHub Classroom "
+                             "template (classroom) for --lessons into DIR; README.md says what each isolates")
     parser.add_argument("--scratch", default=str(course.ROOT / "build" / "grade"),
                         help="where the scratch builds live, kept from one run to the next (default: build/grade)")
     return parser
@@ -92,13 +101,14 @@ class Progress:
             self.doing.pop(student.name, None)
             if not self.live:
                 cells = " ".join(f"{r.lesson} {r.cell}" for r in student.lessons) or student.problem
-                print(f"grade: [{self.done}/{self.total}] {student.name}: {cells}", file=sys.stderr, flush=True)
+                print(text.clean(f"grade: [{self.done}/{self.total}] {student.name}: {cells}"), file=sys.stderr,
+                      flush=True)
             self._show()
 
     def _show(self) -> None:
         if self.live:
             doing = "; ".join(f"{name}: {what}" for name, what in self.doing.items())
-            line = f"grade: {self.done}/{self.total} done" + (f"; {doing}" if doing else "")
+            line = text.clean(f"grade: {self.done}/{self.total} done" + (f"; {doing}" if doing else ""))
             width = shutil.get_terminal_size().columns - 1
             print("\r" + line[:width].ljust(width), end="", file=sys.stderr, flush=True)
 
@@ -108,8 +118,13 @@ class Progress:
 
 
 def main(arguments: list[str]) -> int:
-    options = _parser().parse_args(arguments)
+    parser = _parser()
+    options = parser.parse_args(arguments)
     lessons = select_lessons(options.lessons)
+    if options.export:
+        return _export(*options.export, lessons)
+    if not options.submissions:
+        parser.error("no SUBMISSION to grade")
     origins = [Path(path) for path in options.submissions]
     absent = [str(path) for path in origins if not path.exists()]
     if absent:
@@ -127,12 +142,46 @@ def main(arguments: list[str]) -> int:
         sandbox.stop_all()
 
 
+def _export(platform: str, folder: str, lessons: list[Lesson]) -> int:
+    from . import classroom, gradescope
+    if platform == "gradescope":
+        archive = gradescope.export(Path(folder), lessons)
+        print(f"kqlab grade: a Gradescope autograder for {', '.join(l.name for l in lessons)} in {folder}/; "
+              f"upload {archive} as the assignment's autograder (Ubuntu base image)")
+    elif platform == "classroom":
+        written = classroom.export(Path(folder), lessons)
+        print(f"kqlab grade: a GitHub Classroom template in {folder}/: {', '.join(map(str, written))}; copy them "
+              f"into the assignment's template repository (see README.md, For teachers)")
+    else:
+        print(f"kqlab grade: --export {platform}: the platforms are gradescope and classroom", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _grade(options, lessons: list[Lesson], origins: list[Path], scratch: Path, test_seconds: float) -> int:
     started = time.monotonic()
+    names = [lesson.name for lesson in lessons]
+    results, isolation = grade(origins, lessons, scratch, test_seconds, options.jobs, not options.no_sandbox)
+    out = Path(options.out)
+    reports.write(out, results, names, isolation)
+    # On a terminal, each row fits its width; into a file or a pipe, nothing is cut.
+    print(reports.table(results, names, shutil.get_terminal_size().columns if sys.stdout.isatty() else 10_000))
+    ungraded = [result.name for result in results if not result.graded]
+    minutes, seconds = divmod(int(time.monotonic() - started), 60)
+    print(f"\nkqlab grade: {len(results) - len(ungraded)} of {_count(len(results), 'submission')} graded in "
+          f"{minutes}m{seconds:02d}s" + (f"; not graded: {', '.join(ungraded)}" if ungraded else "") +
+          f". Reports: {out}/index.html, results.csv, gradebook.csv, junit.xml, logs/")
+    return 1 if ungraded else 0
+
+
+def grade(origins: list[Path], lessons: list[Lesson], scratch: Path, test_seconds: float, jobs: int = 0,
+          use_bwrap: bool = True) -> tuple[list[StudentResult], list[str]]:
+    """Grades the submissions at `origins`: their results, and how they were isolated (lines to show). RuntimeError
+    when grading cannot start. Used by the command, and by the Gradescope autograder (gradescope.py)."""
     grading.make_reachable(scratch)
     with tempfile.TemporaryDirectory(prefix="probe-", dir=scratch) as probe:
         grading.make_reachable(Path(probe))
-        isolation = sandbox.detect(Path(probe), use_bwrap=not options.no_sandbox)
+        isolation = sandbox.detect(Path(probe), use_bwrap=use_bwrap)
     print("kqlab grade: how submissions are isolated:", file=sys.stderr)
     for line in isolation.describe():
         print(f"  {'WARNING: ' if line.startswith('NO ') else ''}{line}", file=sys.stderr)
@@ -140,7 +189,7 @@ def _grade(options, lessons: list[Lesson], origins: list[Path], scratch: Path, t
     names = [lesson.name for lesson in lessons]
     tests = grading.expected_tests(lessons)
     students = _read_all(origins, names)
-    jobs = max(1, min(options.jobs or os.cpu_count() or 1, len(students)))
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(students)))
     build_jobs = max(1, (os.cpu_count() or 1) // jobs)
     with contextlib.ExitStack() as held:
         prepared = [held.enter_context(slot) for slot in grading.free_slots(scratch, jobs, isolation, build_jobs)]
@@ -152,18 +201,7 @@ def _grade(options, lessons: list[Lesson], origins: list[Path], scratch: Path, t
             if not outcome.ok:
                 raise RuntimeError("the project itself does not build for grading: "
                                    f"{outcome.stopped or 'see below'}\n{outcome.output[-4000:]}")
-        results = _grade_all(students, prepared, lessons, tests, test_seconds)
-
-    out = Path(options.out)
-    reports.write(out, results, names, isolation.describe())
-    # On a terminal, each row fits its width; into a file or a pipe, nothing is cut.
-    print(reports.table(results, names, shutil.get_terminal_size().columns if sys.stdout.isatty() else 10_000))
-    ungraded = [result.name for result in results if not result.graded]
-    minutes, seconds = divmod(int(time.monotonic() - started), 60)
-    print(f"\nkqlab grade: {len(results) - len(ungraded)} of {_count(len(results), 'submission')} graded in "
-          f"{minutes}m{seconds:02d}s" + (f"; not graded: {', '.join(ungraded)}" if ungraded else "") +
-          f". Reports: {out}/index.html, results.csv, gradebook.csv, junit.xml, logs/")
-    return 1 if ungraded else 0
+        return _grade_all(students, prepared, lessons, tests, test_seconds), isolation.describe()
 
 
 def _count(number: int, thing: str) -> str:
@@ -214,11 +252,13 @@ def _in_parallel(function, items: list, workers: int) -> list:
 def _read_all(origins: list[Path], lessons: list[str]) -> list[tuple[submissions.Submission, StudentResult]]:
     pairs, taken = [], set()
     for origin in origins:
-        submission = submissions.read(origin, lessons)
+        submission = submissions.read_confined(origin, lessons)
         name, number = submission.name, 2
         while name in taken:  # two alice.tar.gz from different folders
             name, number = f"{submission.name}-{number}", number + 1
         taken.add(name)
         submission.name = name
-        pairs.append((submission, StudentResult(name, str(origin), submission.problem, submission.notes)))
+        progress = submission.progress.decode("utf-8", "replace") if submission.progress is not None else None
+        pairs.append((submission, StudentResult(name, str(origin), submission.problem, submission.notes,
+                                                progress=progress)))
     return pairs

@@ -5,13 +5,26 @@ Work happens in slots, one per submission graded at a time, each a scratch folde
 
     slot-N/pristine/   the project configured for grading, with what every lesson links (compat/, lessons/common)
                        built: brought up to date at the start of each run, never written by a submission
-    slot-N/build/      a fresh copy of pristine/ for each submission, where its lessons are built and tested
-    slot-N/workspace/  the submission's sources, laid out like workspace/ (the build's KQLAB_WORKSPACE_DIR)
-    slot-N/results/    the tests' JUnit XML
-    slot-N/tmp/        TMPDIR, when bubblewrap is not there to give each run a private /tmp
+    slot-N/build/      a fresh copy of pristine/ for each submission, where its lessons are built and its servers
+                       run: the one folder the student's code may write, with /tmp and /dev/shm. When the grader
+                       is root, a tmpfs of its own with a size and an inode cap (SCRATCH_SIZE, SCRATCH_INODES),
+                       unmounted once the submission is graded
+    slot-N/sandbox-tmp/  where the sandbox's /tmp and /dev/shm come from: never shown as itself, so the student
+                       cannot swap them for a link (a tmpfs with caps too, when root)
+    slot-N/workspace/  the submission's sources, laid out like workspace/ (the build's KQLAB_WORKSPACE_DIR),
+                       read-only to the student's code
+    slot-N/private/    the grader's alone, never shown to the student's sandbox: the tests' JUnit XML, and how
+                       the tests start a server in the sandbox (launch.py)
+    slot-N/testfiles/  the tests' own files (pytest's tmp_path: a configuration file, a log to follow), which the
+                       tests write and the sandbox shows read-only
 
 A CMake build tree must stay where it was configured, so each slot keeps its own pristine build and copies it back
-in place: a submission never sees the one before it, and its program cannot leave anything for the next.
+in place: a submission never sees the one before it, and its program cannot leave anything for the next. Once a
+submission is graded, its build/, workspace/ and private/ are removed.
+
+The student's build and servers run in the sandbox (sandbox.py, view.py); the tests run outside it, as the grader,
+with `python -I` from a folder the student cannot write, and start each server in the sandbox (launch.py). Their
+JUnit XML is read with O_NOFOLLOW, as a regular file, size-capped.
 
 The grade build is the `default` preset's Debug build with UndefinedBehaviorSanitizer but not AddressSanitizer
 (sandbox.py says why). Warnings stay warnings, as for `./kqlab check`.
@@ -22,19 +35,26 @@ import fcntl
 import os
 import re
 import shutil
+import stat
+import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..course import HARNESS, ROOT, Lesson
-from .sandbox import GiB, Isolation, Limits, Outcome, Sandbox
+from . import launch, text
+from .sandbox import GiB, MiB, Isolation, Limits, Outcome, Sandbox
 from .submissions import Submission
 
 BASE_LIMITS = Limits(seconds=1800, cpu_seconds=1800, memory=4 * GiB)  # the project's own code, built once
 CONFIGURE_LIMITS = Limits(seconds=300, cpu_seconds=300, memory=2 * GiB)
 BUILD_LIMITS = Limits(seconds=300, cpu_seconds=300, memory=2 * GiB)
 TEST_MEMORY = 2 * GiB
+SCRATCH_SIZE = 1 * GiB  # the tmpfs of a submission's build/, when the grader is root
+SCRATCH_INODES = 20_000  # files and folders in it (a build of every lesson makes about 1,500)
+TMP_SIZE, TMP_INODES = 256 * MiB, 10_000  # the tmpfs of its /tmp and /dev/shm, when the grader is root
+REPORT_LIMIT = 8 * MiB  # bytes of JUnit XML read from one test run
 
 
 @dataclass
@@ -72,6 +92,7 @@ class StudentResult:
     notes: list[str] = field(default_factory=list)
     lessons: list[LessonResult] = field(default_factory=list)
     seconds: float = 0.0
+    progress: str | None = None  # the submission's workspace/.progress (the hints asked for), as read with it
 
     @property
     def graded(self) -> bool:
@@ -120,11 +141,13 @@ class Slot:
     def __init__(self, root: Path, isolation: Isolation, build_jobs: int) -> None:
         self.root = root
         self.pristine, self.build = root / "pristine", root / "build"
-        self.workspace, self.results, self.tmp = root / "workspace", root / "results", root / "tmp"
+        self.workspace, self.private, self.testfiles = root / "workspace", root / "private", root / "testfiles"
+        self.tmp = root / "sandbox-tmp"
         self.isolation = isolation
         self.build_jobs = build_jobs
-        self.sandbox = Sandbox(isolation, writable=[self.build, self.results, self.tmp], readable=[self.workspace],
-                               tmp=self.tmp)
+        # Without bubblewrap there is no second trust domain: the tests run as the student's code, in private/.
+        writable = [self.build] if isolation.bwrap else [self.build, self.private]
+        self.sandbox = Sandbox(isolation, writable=writable, readable=[self.workspace, self.testfiles], tmp=self.tmp)
         self._lock = None
 
     def lock(self) -> bool:
@@ -150,21 +173,59 @@ class Slot:
             folder.mkdir(parents=True)
             hand_over(folder, self.isolation)
 
+    def _fresh_private(self) -> None:
+        for folder in (self.private, self.testfiles):
+            remove(folder)
+            folder.mkdir(parents=True)
+        self.testfiles.chmod(0o755)
+        if self.isolation.bwrap:
+            self.private.chmod(0o700)
+        else:
+            hand_over(self.private, self.isolation)
+            hand_over(self.testfiles, self.isolation)
+
+    def _mount_scratch(self, folder: Path, size: int, inodes: int) -> None:
+        """A tmpfs of its own at `folder`, when the grader is root: an inode flood or a full disk ends at its caps,
+        and unmounting takes it all away. Elsewhere a plain folder, which the watchdog measures."""
+        self._unmount(folder)
+        remove(folder)
+        folder.mkdir(parents=True)
+        if self.isolation.bwrap and os.geteuid() == 0:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},nr_inodes={inodes},mode=0755,nosuid,nodev",
+                            "kqlab-grade", str(folder)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    @staticmethod
+    def _unmount(folder: Path) -> None:
+        if os.path.ismount(folder):
+            subprocess.run(["umount", "--lazy", str(folder)], check=False, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+
     def _build_from_pristine(self) -> None:
-        remove(self.build)
-        shutil.copytree(self.pristine, self.build, symlinks=True)
+        self._mount_scratch(self.build, SCRATCH_SIZE, SCRATCH_INODES)
+        self._mount_scratch(self.tmp, TMP_SIZE, TMP_INODES)
+        if not self.isolation.bwrap:
+            hand_over(self.tmp, self.isolation)
+        if self.pristine.is_dir():
+            shutil.copytree(self.pristine, self.build, symlinks=True, dirs_exist_ok=True)
         hand_over(self.build, self.isolation, recursive=True)
+
+    def clear(self) -> None:
+        """Removes what a submission left: its build, its /tmp, its sources, its reports."""
+        for folder in (self.build, self.tmp):
+            self._unmount(folder)
+            remove(folder)
+        remove(self.workspace)
+        remove(self.private)
+        remove(self.testfiles)
 
     def prepare(self) -> Outcome:
         """Brings pristine/ up to date: the project configured for grading, with what every lesson links built.
         The first time it builds compat/ and lessons/common; after that, only what changed in the project."""
         make_reachable(self.root)
-        self._fresh(self.workspace, self.results, self.tmp)
+        self._fresh(self.workspace)
         self.workspace.chmod(0o755)
-        if self.pristine.is_dir():
-            self._build_from_pristine()
-        else:
-            self._fresh(self.build)
+        self._fresh_private()
+        self._build_from_pristine()
         configure = self.sandbox.run(["cmake", "-S", str(ROOT), "-B", str(self.build), "-DCMAKE_BUILD_TYPE=Debug",
                                       "-DKQLAB_SANITIZE=undefined", f"-DKQLAB_WORKSPACE_DIR={self.workspace}"],
                                      BASE_LIMITS, self.build)
@@ -175,19 +236,31 @@ class Slot:
         if built.ok:
             remove(self.pristine)
             shutil.copytree(self.build, self.pristine, symlinks=True)
+        self.clear()
         built.output = configure.output + built.output
         return built
 
     def grade(self, submission: Submission, lessons: list[Lesson], tests: dict[str, list[str]],
               test_seconds: float, progress) -> list[LessonResult]:
-        self._fresh(self.workspace, self.results, self.tmp)
+        try:
+            return self._grade(submission, lessons, tests, test_seconds, progress)
+        finally:
+            self.clear()
+
+    def _grade(self, submission: Submission, lessons: list[Lesson], tests: dict[str, list[str]],
+               test_seconds: float, progress) -> list[LessonResult]:
+        self._fresh(self.workspace)
         self.workspace.chmod(0o755)
+        self._fresh_private()
         self._build_from_pristine()
         for lesson_name, files in submission.lessons.items():
             folder = self.workspace / lesson_name
             folder.mkdir()
             folder.chmod(0o755)
             for name, contents in files.items():
+                if "/" in name:  # a program's folder, in a lesson of several
+                    (folder / name).parent.mkdir(exist_ok=True)
+                    (folder / name).parent.chmod(0o755)
                 (folder / name).write_bytes(contents)
                 (folder / name).chmod(0o644)
         progress(submission.name, "configuring")
@@ -225,12 +298,27 @@ class Slot:
         return False
 
     def _test(self, lesson: Lesson, result: LessonResult, expected: list[str], seconds: float) -> None:
-        junit = self.results / f"{lesson.name}.xml"
+        junit = self.private / f"{lesson.name}.xml"
         limits = Limits(seconds=seconds, cpu_seconds=int(seconds) + 1, memory=TEST_MEMORY)
-        outcome = self.sandbox.run([sys.executable, "-m", "pytest", "-c", str(HARNESS / "pytest.ini"), "--rootdir",
-                                    str(HARNESS), str(lesson.tests), "--impl", "workspace", "--build-dir",
-                                    str(self.build), "-v", "--no-header", "-rN", f"--junitxml={junit}"],
-                                   limits, self.build)
+        launcher = self.private / "launcher.json"
+        if self.isolation.bwrap:
+            launch.write_spec(launcher, self.sandbox.program_prefix(limits),
+                              self.isolation.user[:2] if self.isolation.user else None)
+        # python -I: neither the environment nor the working folder reaches the import path, which then holds
+        # only the system's folders and the project's harness/ (pytest adds the conftest's): none the student's
+        # code can write. The working folder is private/, which the student's sandbox does not show.
+        environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(self.private),
+                       "PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+                       launch.VARIABLE: str(launcher)}
+        if "KQLAB_TIMEOUT_SCALE" in os.environ:
+            environment["KQLAB_TIMEOUT_SCALE"] = os.environ["KQLAB_TIMEOUT_SCALE"]
+        if not self.isolation.bwrap:
+            del environment[launch.VARIABLE]
+        outcome = self.sandbox.run_trusted(
+            [sys.executable, "-I", "-m", "pytest", "-p", "no:cacheprovider", "-c", str(HARNESS / "pytest.ini"),
+             "--rootdir", str(HARNESS), str(lesson.tests), "--impl", "workspace", "--build-dir", str(self.build),
+             "-v", "--no-header", "-rN", f"--junitxml={junit}", f"--basetemp={self.testfiles / 'pytest'}"],
+            limits, self.private, environment)
         result.logs["tests"] = outcome.output
         reported = _read_junit(junit) if outcome.status in (0, 1) else None
         if reported is None:
@@ -259,11 +347,29 @@ class Slot:
                 result.failures.append(Failure(test, f"not run: {result.reason}"))
 
 
+def read_report(path: Path, limit: int = REPORT_LIMIT) -> bytes | None:
+    """A report file's bytes, only if it is a regular file (never through a link, never a FIFO that would block)
+    of at most `limit` bytes; None otherwise."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(descriptor, "rb") as file:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        contents = file.read(limit + 1)
+    return contents if len(contents) <= limit else None
+
+
 def _read_junit(path: Path) -> tuple[set[str], list[Failure]] | None:
     """The tests that passed, and the failures with their messages, from pytest's JUnit XML; None if unreadable."""
+    contents = read_report(path)
+    if contents is None:
+        return None
     try:
-        tree = ElementTree.parse(path)
-    except (OSError, ElementTree.ParseError):
+        tree = ElementTree.fromstring(contents)
+    except ElementTree.ParseError:
         return None
     passed, failures = set(), []
     for case in tree.iter("testcase"):
@@ -272,7 +378,7 @@ def _read_junit(path: Path) -> tuple[set[str], list[Failure]] | None:
         if problem is None:
             problem = case.find("error")
         if problem is not None:
-            failures.append(Failure(name, (problem.text or problem.get("message") or "").strip()))
+            failures.append(Failure(name, text.clean(problem.text or problem.get("message") or "").strip()))
         elif case.find("skipped") is None:
             passed.add(name)
     return passed, failures
@@ -280,7 +386,8 @@ def _read_junit(path: Path) -> tuple[set[str], list[Failure]] | None:
 
 def _read_verbose(output: str) -> tuple[set[str], list[Failure]]:
     passed, failures = set(), []
-    for match in re.finditer(r"::(test\w*(?:\[[^\]\s]*\])?) (PASSED|FAILED|ERROR)", output):
+    # Anchored at a line's start: a server's output quoted in a failure message cannot add a line that counts.
+    for match in re.finditer(r"^\S+\.py::(test\w*(?:\[[^\]\s]*\])?) (PASSED|FAILED|ERROR)", output, re.MULTILINE):
         if match.group(2) == "PASSED":
             passed.add(match.group(1))
         else:

@@ -29,6 +29,22 @@ def build_dir_for(workspace: Path) -> Path:
     return ROOT / "build" / "workspaces" / f"{name}-{digest}"
 
 
+def locate(lesson: Lesson, impl: str, build_dir: Path, workspace: Path | None, name: str | None = None, *,
+           build_dir_given: bool = True, build=None) -> tuple[Path | None, str]:
+    """Where every lesson fixture finds a lesson's program (or the one called `name`: a program of a lesson that
+    has several, or lesson 10's unit_tests), in the build folder the options chose: with a `workspace`, built from
+    it into `build_dir` if the user gave one (`build_dir_given`), else into build/workspaces/NAME-HASH; without,
+    bin/IMPL/ of `build_dir`, as `./kqlab test` or `./kqlab check` built it. (the path, "") or (None, why not).
+    `build` stands in for program() (tests of this function)."""
+    if workspace is not None:
+        chosen = build_dir if build_dir_given else build_dir_for(workspace)
+        return (build or program)(workspace, chosen, lesson, name)
+    path = course.program(build_dir, impl, lesson, name)
+    if not path.exists():
+        return None, f"{path} does not exist"
+    return path, ""
+
+
 def program(workspace: Path, build_dir: Path, lesson: Lesson, name: str | None = None) -> tuple[Path | None, str]:
     """Builds `lesson` from `workspace` into `build_dir`: (the program, or the one called `name` of a lesson with
     several, and "") or (None, why not, with the output)."""

@@ -7,8 +7,9 @@
     index.html     a static page: the table, then each student's failures with their full messages
     logs/STUDENT/  each lesson's build and test output (capped), and what was left out of the submission
 
-Everything a submission wrote (its compiler errors, its servers' output inside failure messages) is treated as
-text to show: escaped in HTML and XML, kept from being read as a formula by spreadsheets, and cut to a length.
+Everything a submission can influence (its compiler errors, its servers' output inside failure messages, its file
+names) is treated as text to show: control characters and bidirectional overrides replaced (text.clean), escaped
+in HTML and XML, kept from being read as a formula by spreadsheets, and cut to a length.
 """
 from __future__ import annotations
 
@@ -21,25 +22,26 @@ from pathlib import Path
 
 from . import hint_use
 from .grading import LessonResult, StudentResult
+from .text import clean
 
 MESSAGE_LIMIT = 16 * 1024  # characters of one failure message kept in junit.xml and index.html
 
 
 def _cut(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    text = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "?", text)  # XML 1.0 cannot hold these
+    text = clean(text)  # also what XML 1.0 cannot hold
     return text if len(text) <= limit else text[:limit] + f"\n[... {len(text) - limit} more characters cut ...]"
 
 
 def _cell(value) -> str:
     """A CSV cell a spreadsheet shows as text: one starting with = + - @ would be read as a formula."""
-    text = _cut(str(value), 1000).replace("\r", " ").replace("\n", " ")
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t") else text
+    text = _cut(str(value), 1000).replace("\n", " ").replace("\t", " ")
+    return "'" + text if text.lstrip()[:1] in ("=", "+", "-", "@") else text
 
 
 # The terminal ------------------------------------------------------------------------------------------------------
 
 def table(students: list[StudentResult], lessons: list[str], width: int) -> str:
-    names = [student.name for student in students]
+    names = [clean(student.name) for student in students]
     name_width = max([len("student"), *map(len, names)])
     cells = [[lesson.cell for lesson in student.lessons] if not student.problem else ["?"] * len(lessons)
              for student in students]
@@ -49,10 +51,10 @@ def table(students: list[StudentResult], lessons: list[str], width: int) -> str:
     lines = [header, "-" * min(len(header) + 20, width)]
     used = name_width + sum(w + 2 for w in widths) + 2
     for student, row in zip(students, cells):
-        problem = student.first_problem() or "-"
+        problem = clean(student.first_problem() or "-").replace("\n", " ").replace("\t", " ")
         room = max(width - used, 30)
         problem = problem if len(problem) <= room else problem[:room - 3] + "..."
-        lines.append("  ".join([student.name.ljust(name_width), *(c.ljust(w) for c, w in zip(row, widths)),
+        lines.append("  ".join([clean(student.name).ljust(name_width), *(c.ljust(w) for c, w in zip(row, widths)),
                                 problem]))
     lines.append("")
     lines.append("Cells: tests passed/total; build: does not compile; -: not submitted; N/M!: stopped (time, "
@@ -81,10 +83,10 @@ def _write_logs(folder: Path, student: StudentResult) -> None:
     if student.problem:
         summary.append(f"not graded: {student.problem}")
     summary += student.notes
-    (folder / "submission.txt").write_text("\n".join(summary) + "\n", encoding="utf-8")
+    (folder / "submission.txt").write_text(clean("\n".join(summary) + "\n"), encoding="utf-8")
     for result in student.lessons:
-        for kind, text in result.logs.items():
-            (folder / f"{result.lesson}-{kind}.log").write_text(text, encoding="utf-8")
+        for kind, log in result.logs.items():
+            (folder / f"{result.lesson}-{kind}.log").write_text(clean(log), encoding="utf-8")
 
 
 def _write_results_csv(path: Path, students: list[StudentResult]) -> None:
@@ -98,7 +100,8 @@ def _write_results_csv(path: Path, students: list[StudentResult]) -> None:
             for result in student.lessons:
                 first = result.failures[0].test if result.failures and result.status != "passed" else ""
                 writer.writerow([_cell(student.name), result.lesson, result.passed, result.total, result.status,
-                                 first, _cell(result.reason), hint_use.summary(student.origin, result.lesson)])
+                                 _cell(first), _cell(result.reason),
+                                 _cell(hint_use.summary(student.progress, result.lesson))])
 
 
 def _write_gradebook_csv(path: Path, students: list[StudentResult], lessons: list[str]) -> None:
@@ -165,8 +168,9 @@ def _html(students: list[StudentResult], lessons: list[str], isolation: list[str
 
 
 def _shown(value):
-    """Every value the page shows passes here first (Jinja2's finalize), before it is escaped."""
-    return value
+    """Every value the page shows passes here first (Jinja2's finalize), before it is escaped: a student's text loses
+    its control characters (text.clean), so nothing they wrote can reorder or hide what a teacher reads."""
+    return clean(value) if isinstance(value, str) else value
 
 
 def _student_view(student: StudentResult) -> dict:
@@ -179,7 +183,7 @@ def _student_view(student: StudentResult) -> dict:
             "total": result.total,
             "kind": {"passed": "passed", "failed": "failed", "missing": "missing"}.get(result.status, "bad"),
             "reason": result.reason if result.status != "passed" else "",
-            "hints": hint_use.summary(student.origin, result.lesson),
+            "hints": hint_use.summary(student.progress, result.lesson),
             "failures": [(failure.test, _cut(failure.message)) for failure in result.failures],
             "build": _cut(result.logs["build"]) if result.status == "does not compile" and "build" in result.logs
             else "",

@@ -10,19 +10,19 @@ Every run gets three layers, and each says what it could not do:
    many (a fork bomb) or hold too much memory together; its output, of which the head and tail are kept, stopped
    when it passes the flood limit; its writable folders, stopped when they grow too much. Stopping kills the
    whole run, never anything else.
-3. bubblewrap (Linux, where `bwrap` works): new user, PID, network, IPC and UTS namespaces, so the run sees only
-   its own processes and a network of its own with loopback alone; the file system read-only but for the run's
-   scratch folders; /tmp and /dev/shm private and small; /home, /root and /run hidden (but for this Python, pytest
-   and the project, where they live there); no further user namespaces; it all dies with the run.
+3. bubblewrap (Linux, where `bwrap` works): new user, PID, IPC and UTS namespaces, so the run sees only its own
+   processes; a build has no network, a server shares its tests' loopback and nothing else; the file system of
+   view.py (/usr, a few /etc files, the project's sources read-only, the slot's own folders); no further user
+   namespaces; it all dies with the run. The tests themselves run outside it, as the grader (run_trusted), and
+   start each program in it (launch.py): the student's code cannot reach them.
    Without it (macOS, or no bwrap), the file system, the network and the teacher's files are open to the code,
-   and a process that leaves its process group escapes the watchdog: describe() says so.
+   the tests share its user, and a process that leaves its process group escapes the watchdog: describe() says so.
 
 When the grader runs as root, every run runs as `nobody` instead: root ignores RLIMIT_NPROC. Under bubblewrap, a
 user namespace of its own makes that count per run (kernel ucounts), so parallel runs do not share one budget.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import platform
@@ -36,15 +36,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..course import HARNESS, ROOT
+from ..course import ROOT
+from . import launch, text, view
 
 CONFINE = Path(__file__).with_name("confine.py")
 KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
 
-# Folders a run must not read (the teacher's and other users' files; system sockets such as D-Bus's live in /run).
-HIDDEN = ("/home", "/root", "/run", "/var/tmp", "/mnt", "/media")
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,7 @@ class Limits:
     file_size: int = 64 * MiB  # the largest file a run may write
     output: int = 8 * MiB  # a run that prints more is stopped: a flood
     disk: int = 1 * GiB  # a run whose writable folders grow by more is stopped
+    files: int = 20_000  # or that makes more files there (empty files take no bytes: an inode flood)
     kept: int = 64 * KiB  # bytes kept of the output's head, and as many of its tail
 
     def confine_arguments(self, processes: int) -> list[str]:
@@ -93,9 +93,12 @@ class Isolation:
                  "watchdog: wall-clock deadline, process count (fork bombs), total memory, output size (floods), "
                  "disk use"]
         if self.bwrap:
-            lines.append("bubblewrap: own user, PID, network (loopback only) and IPC namespaces; file system "
-                         "read-only except the run's scratch folders; /tmp and /dev/shm private and small; "
-                         "/home, /root, /run hidden")
+            lines.append("bubblewrap: own user, PID, IPC and UTS namespaces, and for builds no network; servers "
+                         "share only the loopback of their tests, which run outside the sandbox as the grader; "
+                         "the file system shows /usr, a few /etc files, the project's sources read-only and the "
+                         "submission's own scratch folder" + (", a tmpfs capped in size and inodes" if
+                                                              os.geteuid() == 0 else "") +
+                         "; no home folders, no other submission, no report")
         else:
             lines.append(f"NO bubblewrap ({self.why_no_bwrap}): submissions' code can read and write your files, "
                          "reach the network, and a process that leaves its process group can outlive its run; "
@@ -114,22 +117,6 @@ def _user_for_runs() -> tuple[int, int, str] | None:
     return entry.pw_uid, entry.pw_gid, entry.pw_name
 
 
-@functools.lru_cache(maxsize=None)
-def _exposed_under(hidden: str) -> list[str]:
-    """What a run needs that lives inside a hidden folder: this Python, pytest, the project, the build tools."""
-    needed = [sys.prefix, sys.base_prefix, str(ROOT)]
-    try:
-        import pytest  # noqa: F401  (only to find where it is installed)
-        needed.append(str(Path(pytest.__file__).resolve().parents[1]))
-    except ImportError:
-        pass
-    for tool in ("cmake", "make", "c++", "g++", "clang++", "ninja"):
-        found = shutil.which(tool)
-        if found:
-            needed.append(str(Path(found).resolve().parents[1]))
-    return sorted({path for path in needed if Path(path).is_relative_to(hidden)})
-
-
 class Sandbox:
     """Runs commands for a submission, under isolation (see the module's text), in one slot's scratch folders."""
 
@@ -137,37 +124,29 @@ class Sandbox:
         self.isolation = isolation
         self.writable = writable
         self.readable = readable
-        self.tmp = tmp  # TMPDIR without bubblewrap (with it, /tmp is private)
+        self.tmp = tmp  # TMPDIR without bubblewrap; with it, the folder /tmp and /dev/shm come from (view.py)
 
     def environment(self) -> dict[str, str]:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(self.writable[0]),
                "TMPDIR": "/tmp" if self.isolation.bwrap else str(self.tmp), "PYTHONDONTWRITEBYTECODE": "1",
-               "PYTHONPATH": str(HARNESS), "MALLOC_ARENA_MAX": "2"}
+               "MALLOC_ARENA_MAX": "2"}
         for name in ("KQLAB_TIMEOUT_SCALE", "CC", "CXX"):
             if name in os.environ:
                 env[name] = os.environ[name]
         return env
 
-    def _bwrap(self, cwd: Path) -> list[str]:
-        # Every tmpfs gets a size: unsized, one could hold half the machine's memory.
-        command = [self.isolation.bwrap, "--unshare-all", "--unshare-user", *self.isolation.bwrap_options,
-                   "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--proc", "/proc",
-                   "--dev", "/dev", "--remount-ro", "/dev", "--size", str(16 * MiB), "--tmpfs", "/dev/shm",
-                   "--size", str(256 * MiB), "--tmpfs", "/tmp"]
-        for path in _exposed_under("/tmp"):  # a project cloned under /tmp must stay visible over the fresh /tmp
-            command += ["--ro-bind", path, path]
-        for hidden in HIDDEN:
-            if Path(hidden).is_dir() and not Path(hidden).is_symlink():
-                command += ["--size", str(1 * MiB), "--tmpfs", hidden]
-                for path in _exposed_under(hidden):
-                    command += ["--ro-bind", path, path]
-        for path in self.readable:
-            command += ["--ro-bind", str(path), str(path)]
-        for path in self.writable:
-            command += ["--bind", str(path), str(path)]
-        return command + ["--chdir", str(cwd), "--"]
+    def _bwrap(self, cwd: Path, *, share_network: bool = False) -> list[str]:
+        """bubblewrap's command line: namespaces of its own, and the file system view.py describes. A server the
+        tests start shares their network namespace (a loopback of their own, see trusted()), and nothing else."""
+        namespaces = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        if not share_network:
+            namespaces.append("--unshare-net")
+        return [self.isolation.bwrap, *namespaces, *self.isolation.bwrap_options, "--die-with-parent",
+                "--new-session", *view.system(), *view.private_tmp(self.tmp), *view.project(),
+                *view.scratch(self.readable, self.writable),
+                *view.sealed(), "--chdir", str(cwd), "--"]
 
-    def command(self, argv: list[str] | None, limits: Limits, cwd: Path) -> list[str]:
+    def command(self, argv: list[str] | None, limits: Limits, cwd: Path, *, share_network: bool = False) -> list[str]:
         """The command line that runs `argv` confined (None: confine.py's probe, to see what works)."""
         processes = limits.processes
         if not self.isolation.bwrap:
@@ -176,24 +155,62 @@ class Sandbox:
             processes += _tasks_of(os.getuid() if self.isolation.user is None else self.isolation.user[0])
         confined = [sys.executable, "-I", str(CONFINE), *limits.confine_arguments(processes),
                     *(["--", *argv] if argv is not None else ["--probe"])]
-        return (self._bwrap(cwd) if self.isolation.bwrap else []) + confined
+        if not self.isolation.bwrap:
+            return confined
+        return self._bwrap(cwd, share_network=share_network) + confined
+
+    def trusted(self, argv: list[str]) -> list[str]:
+        """The command line for the grader's own side of a test run (pytest): as the grader, outside the student's
+        sandbox, in a network namespace of its own whose loopback it shares with the servers it starts, and with
+        nothing else of theirs. Without bubblewrap, just `argv`."""
+        if not self.isolation.bwrap:
+            return argv
+        user = [] if os.geteuid() == 0 else ["--unshare-user"]  # root needs no user namespace for one of net
+        return [self.isolation.bwrap, *user, "--unshare-net", "--unshare-ipc", "--die-with-parent", "--dev-bind",
+                "/", "/", "--", *argv]
 
     def run(self, argv: list[str] | None, limits: Limits, cwd: Path) -> Outcome:
+        """Runs `argv` as the student's code: in the sandbox, under the limits, watched."""
         if _STOPPING.is_set():
             return Outcome(None, "", "the grader stopped")
-        return _Run(self, argv, limits, cwd).wait()
+        if self.isolation.bwrap:
+            view.make_private_folders(self.tmp)
+        return _Run(self, self.command(argv, limits, cwd), self.isolation.user, self.environment(), limits,
+                    cwd).wait()
 
-    def disk_use(self) -> int:
-        """Bytes in the folders a run may write (RLIMIT_FSIZE caps one file, not how many)."""
-        total = 0
-        for folder in self.writable:
+    def run_trusted(self, argv: list[str], limits: Limits, cwd: Path, environment: dict[str, str]) -> Outcome:
+        """Runs the grader's own `argv` (the tests) outside the sandbox, as the grader (see trusted()), under the
+        same limits and watchdog: what the student's servers print reaches it, and must not take it down."""
+        if _STOPPING.is_set():
+            return Outcome(None, "", "the grader stopped")
+        if not self.isolation.bwrap:  # no second trust domain to be had: the tests run as the student's code does
+            return _Run(self, self.command(argv, limits, cwd), self.isolation.user,
+                        {**self.environment(), **environment}, limits, cwd).wait()
+        view.make_private_folders(self.tmp)
+        confined = [sys.executable, "-I", str(CONFINE), "--trusted",
+                    *limits.confine_arguments(0), "--", *argv]
+        return _Run(self, self.trusted(confined), None, environment, limits, cwd).wait()
+
+    def program_prefix(self, limits: Limits) -> list[str]:
+        """The command line that puts a program the tests run in this sandbox (launch.py): it shares the tests'
+        network namespace, and nothing else; its HOME and TMPDIR are its own, nothing of the tests' environment
+        tells it where they are."""
+        command = self.command([], limits, self.writable[0], share_network=True)
+        return [command[0], "--setenv", "HOME", str(self.writable[0]), "--setenv", "TMPDIR", "/tmp", "--unsetenv",
+                launch.VARIABLE, *command[1:]]
+
+    def disk_use(self) -> tuple[int, int]:
+        """Bytes and files in the folders a run may write (RLIMIT_FSIZE caps one file, not how many)."""
+        total = count = 0
+        for folder in {*self.writable, self.tmp}:
             for parent, _, files in os.walk(folder):
+                count += len(files)
                 for name in files:
                     try:
                         total += os.lstat(os.path.join(parent, name)).st_blocks * 512
                     except OSError:
                         pass
-        return total
+        return total, count
 
 
 _ACTIVE: set[_Run] = set()
@@ -213,7 +230,8 @@ def stop_all() -> None:
 class _Run:
     """One run and its watchdog."""
 
-    def __init__(self, sandbox: Sandbox, argv: list[str] | None, limits: Limits, cwd: Path) -> None:
+    def __init__(self, sandbox: Sandbox, command: list[str], user: tuple[int, int, str] | None,
+                 environment: dict[str, str], limits: Limits, cwd: Path) -> None:
         self.sandbox = sandbox
         self.limits = limits
         self.started = time.monotonic()
@@ -224,10 +242,10 @@ class _Run:
         self.tail = bytearray()
         self.total = 0
         extra = {}
-        if sandbox.isolation.user:
-            uid, gid, _ = sandbox.isolation.user
+        if user:
+            uid, gid, _ = user
             extra = {"user": uid, "group": gid, "extra_groups": []}
-        self.process = subprocess.Popen(sandbox.command(argv, limits, cwd), cwd=cwd, env=sandbox.environment(),
+        self.process = subprocess.Popen(command, cwd=cwd, env=environment,
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, start_new_session=True, **extra)
         with _ACTIVE_LOCK:
@@ -259,7 +277,7 @@ class _Run:
         # without a PID namespace they live on, reparented to init. They still run a program from this slot's
         # folders, which is how they are found; kill until none is left (bounded: each round kills what it saw).
         for _ in range(50):
-            strays = _running_from(self.sandbox.writable)
+            strays = _running_from([*self.sandbox.writable, self.sandbox.tmp])
             if not strays:
                 break
             for pid in strays:
@@ -282,11 +300,15 @@ class _Run:
                 break
 
     def _watch(self) -> None:
-        disk_at_start, rounds = self.sandbox.disk_use(), 0
+        (bytes_at_start, files_at_start), rounds = self.sandbox.disk_use(), 0
         while self.process.poll() is None:
             rounds += 1
-            if rounds % 5 == 0 and self.sandbox.disk_use() - disk_at_start > self.limits.disk:
-                self.stop(f"wrote more than {self.limits.disk // MiB} MiB into its folders")
+            if rounds % 5 == 0:
+                written, files = self.sandbox.disk_use()
+                if written - bytes_at_start > self.limits.disk:
+                    self.stop(f"wrote more than {self.limits.disk // MiB} MiB into its folders")
+                elif files - files_at_start > self.limits.files:
+                    self.stop(f"made more than {self.limits.files} files in its folders: an inode flood")
             tree = _descendants(self.process.pid)
             self.seen |= set(tree)
             resident = sum(tree.values())
@@ -313,7 +335,9 @@ class _Run:
             cut = self.total - len(self.head) - len(self.tail)
             output += (f"\n[... {cut} bytes cut ...]\n".encode() if cut > 0 else b"") + bytes(self.tail)
         status = None if self.stopped else self.process.returncode
-        return Outcome(status, output.decode("utf-8", "replace"), self.stopped, time.monotonic() - self.started)
+        # What the student's code printed reaches the terminal, the logs and the reports: no control characters.
+        return Outcome(status, text.clean(output.decode("utf-8", "replace")), self.stopped,
+                       time.monotonic() - self.started)
 
 
 # Processes ---------------------------------------------------------------------------------------------------------

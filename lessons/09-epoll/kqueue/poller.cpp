@@ -21,6 +21,8 @@ struct Poller::State {
   int kq = -1;
   std::vector<struct kevent> changes;  // made since the last wait: the next wait hands them to the kernel
   std::vector<struct kevent> events;   // what the kernel hands back
+  std::size_t handed = 0;              // events[handed, returned) are still to be handed to the caller
+  std::size_t returned = 0;
 };
 
 namespace {
@@ -73,8 +75,9 @@ void Poller::forget(int fd) {
 
 int Poller::wait(std::span<Ready> ready) {
   // TODO(1): hand the collected changes to the kernel and wait, in one kevent() call; check what comes back, and
-  // describe each event in `ready`. Until this is done nothing is ever registered, and the loop spins: wait()
-  // returns at once, with nothing. (README, step 1)
+  // describe each event in `ready`. Leave room in the eventlist for one entry per change (lesson 02): more changes
+  // than `ready` holds? Keep what does not fit in `state` for the next wait(). Until this is done nothing is ever
+  // registered, and the loop spins: wait() returns at once, with nothing. (README, step 1)
   static_cast<void>(ready), static_cast<void>(&ready_from);
   return 0;
 }

@@ -21,6 +21,8 @@ struct Poller::State {
   int kq = -1;
   std::vector<struct kevent> changes;  // made since the last wait: the next wait hands them to the kernel
   std::vector<struct kevent> events;   // what the kernel hands back
+  std::size_t handed = 0;              // events[handed, returned) are still to be handed to the caller
+  std::size_t returned = 0;
 };
 
 namespace {
@@ -78,25 +80,34 @@ void Poller::forget(int fd) {
 
 int Poller::wait(std::span<Ready> ready) {
   State& state = *state_;
-  state.events.resize(ready.size());
-  // One call applies every change collected since the last wait, in order, then waits: the kernel applies the
-  // changes first, so a registration made here already counts in this very wait.
-  const int got = kevent(state.kq, state.changes.data(), static_cast<int>(state.changes.size()), state.events.data(),
-                         static_cast<int>(state.events.size()), nullptr);
-  // -1 is a broken queue, or a change that failed with no room left in the eventlist to say so (kqueue(2)).
-  if (got == -1 && errno != EINTR) kqlab::fail("kevent");
-  // Applied, even when a signal cut the wait short: kqueue(2) applies the whole changelist before waiting.
-  state.changes.clear();
-  for (int i = 0; i < got; ++i) {
-    const struct kevent& event = state.events[i];
+  if (state.handed == state.returned) {
+    // Room for one entry per change (lesson 02): a change that fails comes back as an entry of the eventlist, and
+    // with no room left for it, fails the whole call and stops the changes after it. So the eventlist is never
+    // shorter than the changelist, whatever the caller's batch; what does not fit the caller's batch is handed out
+    // by the next wait(), before the kernel is asked again.
+    state.events.resize(std::max(ready.size(), state.changes.size()));
+    // One call applies every change collected since the last wait, in order, then waits: the kernel applies the
+    // changes first, so a registration made here already counts in this very wait.
+    const int got = kevent(state.kq, state.changes.data(), static_cast<int>(state.changes.size()),
+                           state.events.data(), static_cast<int>(state.events.size()), nullptr);
+    // -1 is a broken queue, or a change that failed with no room left in the eventlist to say so (kqueue(2)).
+    if (got == -1 && errno != EINTR) kqlab::fail("kevent");
+    // Applied, even when a signal cut the wait short: kqueue(2) applies the whole changelist before waiting.
+    state.changes.clear();
+    state.handed = 0;
+    state.returned = static_cast<std::size_t>(std::max(got, 0));
+  }
+  int count = 0;
+  for (; state.handed < state.returned && static_cast<std::size_t>(count) < ready.size(); ++state.handed) {
+    const struct kevent& event = state.events[state.handed];
     // Without EV_RECEIPT, a change that fails comes back as an entry of its own: EV_ERROR set, the errno in data.
     // Test the bit: macOS returns the change's flags with EV_ERROR added.
     if (event.flags & EV_ERROR) {
       kqlab::fail("kevent(" + kqlab::describe(event) + ")", static_cast<int>(event.data));
     }
-    ready[i] = ready_from(event);
+    ready[count++] = ready_from(event);
   }
-  return std::max(got, 0);
+  return count;
 }
 
 const char* Poller::name() { return "kqueue"; }

@@ -1,0 +1,32 @@
+"""Lesson 08's rule register: every rule lessons/08-files/README.md teaches, with the mutants that break it (see
+mutants.py) or the reason no portable test can provoke it. Checked by harness/test_rules.py; docs/mistakes.md is
+made from it."""
+from kqlab.rules import Rule
+
+RULES = [
+    Rule(name="read-0-is-not-closed",
+         rule="read() returning 0 on a file means 'nothing more yet', not 'closed'.",
+         section="Step 2: read what was appended",
+         mutants=("stops-at-end-of-file",)),
+    Rule(name="a-knote-follows-the-file",
+         rule="A knote follows the file (the descriptor), not the name. To follow a name, watch its directory and "
+              "compare st_dev and st_ino.",
+         section="Step 4: follow the name through a rotation",
+         mutants=("never-reopens",)),
+    Rule(name="finish-the-old-file-first",
+         rule="On a rotation, read the old file to its end before switching: lines are still written to it.",
+         section="Step 4: follow the name through a rotation",
+         mutants=("reads-the-path-not-the-descriptor",)),
+    Rule(name="notice-a-truncation",
+         rule="A file shorter than your offset was truncated: start again from 0. Nothing tells you but the size.",
+         section="Step 3: notice a truncation",
+         mutants=("ignores-truncation",)),
+    Rule(name="vnode-needs-ev-clear",
+         rule="EVFILT_VNODE needs EV_CLEAR, or it fires forever.",
+         section="Step 1: watch the descriptor",
+         mutants=("vnode-without-clear",)),
+    Rule(name="a-write-is-not-a-line",
+         rule="A write is not a line: keep the unfinished one.",
+         section="Step 2: read what was appended",
+         mutants=("takes-a-write-for-a-line",)),
+]
