@@ -112,7 +112,8 @@ void count_usr1(int) { usr1_runs = usr1_runs + 1; }
 
 // A child that catches SIGUSR1, tells the parent through `ready` that it is about to wait, and waits in kevent()
 // for 2 s on an empty queue. Its exit code: 0 when the wait timed out, 2 for EINTR after a SIGUSR1 handler ran,
-// 3 for EINTR with no handler run, 4 for anything else.
+// 3 for EINTR with no handler run, 4 for another result; a failed set-up step exits with its errno plus 10
+// (sigaction), 100 (kqueue) or 200 (the word to the parent).
 int wait_two_seconds(int ready) {
   struct sigaction action {};
   action.sa_handler = count_usr1;
