@@ -73,8 +73,10 @@ struct Deadline {
   bool poll_only = false;
   timespec at{};
 
+  // FreeBSD's kqueue_scan waits forever for a timeout beyond INT32_MAX seconds (68 years: a limit such as
+  // Clock::duration::max() converted to a timespec), so no deadline computed here can overflow.
   explicit Deadline(const timespec* timeout) {
-    if (!timeout) {
+    if (!timeout || timeout->tv_sec > INT32_MAX) {
       forever = true;
       return;
     }
@@ -427,7 +429,7 @@ int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
     if (n < 0) {
       // epoll fails with EINTR for any handler, the layer's own too (a watched signal the program ignores or
       // leaves at its default), and after a stop and continue even with no handler at all. Only a handler of
-      // the program's may end the wait, as on BSD: else wait on.
+      // the program's that ran may end the wait, as on BSD: else wait on (signal_hooks.hpp, signal_marks).
       if (errno == EINTR && signal_marks().passed == marks_before.passed &&
           (signal_marks().absorbed != marks_before.absorbed || !program_catches_unwatched_signal()))
         continue;

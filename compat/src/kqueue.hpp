@@ -83,7 +83,12 @@ inline const SourceKnote& source_knote(const Knote& knote) { return static_cast<
 
 // A write knote: kept apart from its record (most connections never have one), so it points back to it.
 struct WriteKnote : Knote {
+  // An EV_CLEAR knote on a TCP socket whose epoll entry it shares with a read knote: the bytes the peer had
+  // acknowledged when it last fired (filter_write.cpp, room_made), or one of these.
+  static constexpr uint64_t kNeverFired = ~uint64_t{0};
+  static constexpr uint64_t kUncountable = ~uint64_t{0} - 1;  // not TCP: no count to compare
   WatchedFd* record_ = nullptr;
+  uint64_t acked_when_fired_ = kNeverFired;
 };
 
 // "epoll accepts a descriptor once": the one epoll entry that a descriptor's read and write knotes share. Its

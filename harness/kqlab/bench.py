@@ -338,6 +338,8 @@ MODES = {
     "oneshot": "EV_ONESHOT added again each time: no epoll_ctl (the entry stays until trimmed)",
     "mixed": "a level read knote on an edge-triggered entry (EV_CLEAR write knote): re-queued and probed, "
              "no wake-up from epoll",
+    "reactor": "EV_CLEAR read and write knotes on one socket: each arrival is a read edge only (one "
+               "getsockopt(TCP_INFO) tells that no room was made)",
 }
 
 
