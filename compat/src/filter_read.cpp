@@ -111,8 +111,11 @@ __attribute__((noinline)) bool evaluate_generally(Kqueue& queue, Knote& knote, u
   const bool eof = hint & (EPOLLRDHUP | EPOLLHUP);
   const bool error = hint & EPOLLERR;
   if (record.kind_ == WatchedFd::Kind::other) {
-    // eventfd, timerfd, signalfd...: readable is all epoll tells.
-    out.data = 0;
+    // eventfd, timerfd, signalfd...: readable is all epoll tells. A terminal answers FIONREAD with what a read
+    // would return (FreeBSD's filt_ttyread reports that count), and a hang-up is its end of file.
+    int bytes = 0;
+    out.data = ioctl(record.fd(), FIONREAD, &bytes) == 0 ? bytes : 0;
+    if (eof) out.flags |= EV_EOF;
     return (hint & EPOLLIN) || eof;
   }
   out.data = readable_bytes(queue, record);

@@ -130,6 +130,7 @@ class Call {
   Knote* find(short filter, uintptr_t ident);
   int create(const struct kevent& change, const FilterOps& ops);
   int modify(Knote& knote, const struct kevent& change);
+  void force_oneshot(Knote& knote);
   void destroy(Knote& knote, bool settle_now);
   void settle(WatchedFd& record);
   void set_enabled(Knote& knote, bool enabled);
@@ -188,7 +189,17 @@ int Call::apply(const struct kevent& change) {
     destroy(*knote, true);
     return 0;
   }
-  return modify(*knote, change);
+  const int error = modify(*knote, change);
+  if (!error && (flags & EV_FORCEONESHOT)) force_oneshot(*knote);
+  return error;
+}
+
+// EV_FORCEONESHOT (FreeBSD; its AIO uses it) on an existing knote: one-shot from now on, and active whether or not
+// its condition holds, as kqueue_register's KNOTE_ACTIVATE.
+void Call::force_oneshot(Knote& knote) {
+  knote.flags_ |= EV_ONESHOT;
+  knote.forced_ = true;
+  if (!knote.disabled_) queue_.queue_pending(knote);
 }
 
 void fill_new_knote(Knote& knote, const struct kevent& change) {
@@ -250,7 +261,7 @@ void Call::set_enabled(Knote& knote, bool enabled) {
   if (!enabled) queue_.unqueue_pending(knote);
   const bool source_reports = knote.ops().enable_changed(queue_, knote);
   // A condition that already holds (data left unread, state accumulated while disabled) fires on enable.
-  if (enabled && !source_reports) queue_.queue_pending(knote);
+  if (enabled && (!source_reports || knote.forced_)) queue_.queue_pending(knote);
 }
 
 void Call::destroy(Knote& knote, bool settle_now) {
@@ -277,7 +288,9 @@ inline bool Call::deliver(Knote& knote, const FilterOps& ops, uint32_t hint) {
   if (knote.disabled_ || knote.delivered_in_scan_ == serial_) return false;
   struct kevent& out = out_[count_];
   EV_SET(&out, knote.ident_, knote.filter_, knote.flags_, 0, 0, knote.udata_);
-  if (!ops.evaluate(queue_, knote, hint, out)) return false;
+  // EV_FORCEONESHOT: returned as it stands, without asking the filter (which may drop a knote), as BSD copies out a
+  // one-shot knote.
+  if (!knote.forced_ && !ops.evaluate(queue_, knote, hint, out)) return false;
   ++count_;
   knote.delivered_in_scan_ = serial_;
   if (!(knote.flags_ & (EV_ONESHOT | EV_DISPATCH | EV_CLEAR))) {
@@ -697,8 +710,12 @@ extern "C" int kevent(int kq, const struct kevent* changelist, int nchanges, str
     Kqueue* queue;
     ~Leave() { queue->callers_.fetch_sub(1); }
   } leave{queue};
-  if (nchanges < 0 || nevents < 0 || (nchanges > 0 && !changelist) || (nevents > 0 && !eventlist)) {
+  if (nchanges < 0 || nevents < 0) {
     errno = EINVAL;
+    return -1;
+  }
+  if ((nchanges > 0 && !changelist) || (nevents > 0 && !eventlist)) {
+    errno = EFAULT;  // FreeBSD's copyin/copyout of a NULL list; checked before any change is applied
     return -1;
   }
 

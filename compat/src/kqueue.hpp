@@ -55,6 +55,7 @@ struct Knote {
   uint32_t delivered_in_scan_ = 0;  // the number of the kevent call that returned it last (Kqueue::scan_serial_)
   bool disabled_ = false;
   bool pending_ = false;
+  bool forced_ = false;  // EV_FORCEONESHOT: returned once, condition or not
 
   const FilterOps& ops() const { return *filter_ops(filter_); }
   bool hangs_on_record() const { return filter_hangs_on_record(filter_); }
