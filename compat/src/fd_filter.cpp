@@ -6,7 +6,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstdio>
+#include <cstring>
 
 #include "fd_table.hpp"
 #include "file_watch.hpp"
@@ -32,6 +36,11 @@ void learn_kind(WatchedFd& record) {
   if (S_ISFIFO(info.st_mode)) {
     record.kind_ = WatchedFd::Kind::pipe;
     record.capacity_ = fcntl(record.fd(), F_GETPIPE_SZ);
+    // FreeBSD's pipe_kqfilter accepts the filter of the other direction "but also [doesn't] ever generate an
+    // event"; Linux's epoll would report the far end's close to it.
+    const int access = fcntl(record.fd(), F_GETFL) & O_ACCMODE;
+    record.read_only_ = access == O_RDONLY;
+    record.write_only_ = access == O_WRONLY;
     return;
   }
   if (!S_ISSOCK(info.st_mode)) return;
@@ -46,11 +55,24 @@ void learn_kind(WatchedFd& record) {
     record.kind_ = type == SOCK_DGRAM ? WatchedFd::Kind::datagram : WatchedFd::Kind::stream;
 }
 
+// FreeBSD refuses EVFILT_WRITE on a pipe whose reader is gone (EPIPE, pipe_kqfilter). A FIFO is not refused: a
+// new reader may open it. Linux reports a pipe with no reader as POLLERR; its link names it "pipe:[inode]".
+bool pipe_reader_gone(const WatchedFd& record) {
+  pollfd probe{record.fd(), POLLOUT, 0};
+  if (poll(&probe, 1, 0) != 1 || !(probe.revents & POLLERR)) return false;
+  char path[32], target[8];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", record.fd());
+  return readlink(path, target, sizeof target) >= 5 && std::memcmp(target, "pipe:", 5) == 0;
+}
+
 }  // namespace
 
 int fd_attach(Kqueue& queue, Knote& knote) {
   WatchedFd& record = record_of(knote);
   if (record.kind_ == WatchedFd::Kind::unknown) learn_kind(record);
+  if (knote.filter_ == EVFILT_WRITE && record.kind_ == WatchedFd::Kind::pipe && !record.inert(EVFILT_WRITE) &&
+      pipe_reader_gone(record))
+    return EPIPE;
   record.set_hung(knote.filter_, true);
   const bool file = record.kind_ == WatchedFd::Kind::file;
   bool touched = false;

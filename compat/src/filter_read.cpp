@@ -101,6 +101,7 @@ __attribute__((noinline)) bool evaluate_generally(Kqueue& queue, Knote& knote, u
   WatchedFd& record = record_of_read_knote(knote);
   if (record.kind_ == WatchedFd::Kind::file) return evaluate_file(knote, out);
   if (record.kind_ == WatchedFd::Kind::queue) return evaluate_queue(record, out);
+  if (record.inert(EVFILT_READ)) return false;
   if (hint == 0) hint = fd_probe(knote, POLLIN);
   if (record.lost_) return false;
   if (record.kind_ == WatchedFd::Kind::listener) {

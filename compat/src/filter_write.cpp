@@ -48,6 +48,7 @@ bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
     out.data = 0;
     return !record.lost_;
   }
+  if (record.inert(EVFILT_WRITE)) return false;
   if (hint == 0) hint = fd_probe(knote, POLLOUT);
   if (record.lost_) return false;
   if (fd_unconnected_stream(queue, knote, hint)) return false;

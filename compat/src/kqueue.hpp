@@ -118,6 +118,8 @@ struct WatchedFd {
   bool never_connected_ : 1 = false;  // a stream socket epoll reports as hung up before it ever connected
   bool ring_refused_ : 1 = false;     // io_uring cannot ask this socket for its byte count (readable_queries.hpp)
   bool lost_ : 1 = false;             // a filter found the number closed behind the layer's back (raw close)
+  bool read_only_ : 1 = false;        // a pipe or FIFO opened for reading only: EVFILT_WRITE is inert
+  bool write_only_ : 1 = false;       // ... for writing only: EVFILT_READ is inert
 
   WatchedFd() : capacity_(0) {}
   int fd() const { return static_cast<int>(read_knote_.ident_); }
@@ -128,6 +130,8 @@ struct WatchedFd {
   bool has_knotes() const { return read_hung_ || write_hung_; }
   // Whether the read or write knote is registered (its filter's attach and detach say so).
   void set_hung(short filter, bool hung) { (filter == EVFILT_READ ? read_hung_ : write_hung_) = hung; }
+  // A filter this descriptor's direction does not support: registered, never fires (FreeBSD's pipe_nfiltops).
+  bool inert(short filter) const { return filter == EVFILT_READ ? write_only_ : read_only_; }
   // A blank read knote that still carries the record's number (fd() reads it there).
   void reset_read_knote() {
     const uintptr_t fd = read_knote_.ident_;

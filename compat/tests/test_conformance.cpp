@@ -7,6 +7,9 @@
 #include <sys/stat.h>
 #include <termios.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "support.hpp"
 
 using namespace kqtest;
@@ -287,6 +290,88 @@ TEST_CASE("EVFILT_READ on a terminal: EV_EOF once the other side hangs up") {
   expect_nothing(kq);
   pty.master.reset();
   CHECK((expect_event(kq, pty.terminal, EVFILT_READ).flags & EV_EOF));
+}
+
+// --- pipes: the filter a descriptor's direction does not support ---------------------------------------------
+
+TEST_CASE("EVFILT_WRITE on a pipe's read end is accepted and never fires, even when the writer goes (FreeBSD)" *
+          doctest::skip(kMacOS)) {  // pipe_kqfilter's pipe_nfiltops; macOS is not documented to agree
+  auto kq = new_queue();
+  auto pipe = pipe_pair();
+  add(kq, pipe.a, EVFILT_WRITE);
+  expect_nothing(kq);
+  pipe.b.reset();
+  expect_nothing(kq);
+}
+
+TEST_CASE("EVFILT_READ on a pipe's write end is accepted and never fires, even when the reader goes (FreeBSD)" *
+          doctest::skip(kMacOS)) {
+  auto kq = new_queue();
+  auto pipe = pipe_pair();
+  add(kq, pipe.b, EVFILT_READ);
+  write_bytes(pipe.b, 4);
+  expect_nothing(kq);
+  pipe.a.reset();
+  expect_nothing(kq);
+}
+
+TEST_CASE("EVFILT_WRITE on a pipe whose reader is already gone fails with EPIPE (FreeBSD)" * doctest::skip(kMacOS)) {
+  auto kq = new_queue();
+  auto pipe = pipe_pair();
+  pipe.a.reset();
+  CHECK(apply(kq, {change(pipe.b, EVFILT_WRITE, EV_ADD)}) == -1);
+  CHECK(errno == EPIPE);
+}
+
+// --- timers and udata ----------------------------------------------------------------------------------------
+
+TEST_CASE("a timer's event has fflags 0, whatever unit it was given") {
+  auto kq = new_queue();
+  add_timer(kq, 1, 1000, NOTE_USECONDS);
+  const struct kevent event = expect_event(kq, 1, EVFILT_TIMER);
+  CHECK(event.fflags == 0);
+  CHECK(event.data >= 1);
+}
+
+TEST_CASE("a timer far in the future is accepted and does not fire") {
+  auto kq = new_queue();
+  add_timer(kq, 1, INT64_MAX, NOTE_SECONDS);
+  add_timer(kq, 2, INT64_MAX / 2);
+  add_timer(kq, 3, INT64_MAX, NOTE_NSECONDS, EV_ONESHOT);
+  expect_nothing(kq);
+}
+
+TEST_CASE("udata comes back as given, for every filter") {
+  auto kq = new_queue();
+  auto pipe = pipe_pair();
+  TempFile file;
+  KeepDisposition keep(SIGUSR2);
+  signal(SIGUSR2, SIG_IGN);
+  int marks[6];
+  REQUIRE(apply(kq, {change(pipe.a, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, &marks[0]),
+                     change(pipe.b, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0, &marks[1]),
+                     change(1, EVFILT_TIMER, EV_ADD | EV_ONESHOT, 0, 1, &marks[2]),
+                     change(2, EVFILT_USER, EV_ADD | EV_CLEAR, 0, 0, &marks[3]),
+                     change(SIGUSR2, EVFILT_SIGNAL, EV_ADD, 0, 0, &marks[4]),
+                     change(file.writer, EVFILT_VNODE, EV_ADD | EV_CLEAR, NOTE_WRITE, 0, &marks[5])}) == 0);
+  write_bytes(pipe.b, 1);
+  REQUIRE(apply(kq, {change(2, EVFILT_USER, 0, NOTE_TRIGGER, 0, &marks[3])}) == 0);  // a change sets udata too
+  REQUIRE(kill(getpid(), SIGUSR2) == 0);
+  write_bytes(file.writer, 1);
+  const short filters[6] = {EVFILT_READ, EVFILT_WRITE, EVFILT_TIMER, EVFILT_USER, EVFILT_SIGNAL, EVFILT_VNODE};
+  void* seen[6] = {};
+  for (int call = 0; call < 50 && std::count(seen, seen + 6, nullptr) > 0; ++call) {
+    for (const struct kevent& event : wait(kq, 20)) {
+      INFO(kqlab::describe(event));
+      for (int i = 0; i < 6; ++i) {
+        if (event.filter == filters[i]) seen[i] = event.udata;
+      }
+    }
+  }
+  for (int i = 0; i < 6; ++i) {
+    CAPTURE(filters[i]);
+    CHECK(seen[i] == &marks[i]);
+  }
 }
 
 // --- EVFILT_EMPTY (FreeBSD) ----------------------------------------------------------------------------------
