@@ -374,6 +374,104 @@ TEST_CASE("udata comes back as given, for every filter") {
   }
 }
 
+// --- modifying an event: what a change without EV_ADD leaves alone --------------------------------------------
+
+TEST_CASE("EV_ENABLE with new data does not restart a timer: only EV_ADD re-arms it") {
+  auto kq = new_queue();
+  add_timer(kq, 1, 300, 0, EV_ONESHOT);
+  REQUIRE(apply(kq, {change(1, EVFILT_TIMER, EV_ENABLE, 0, 1)}) == 0);
+  expect_nothing(kq, 100);
+  CHECK(expect_event(kq, 1, EVFILT_TIMER, 2000).data == 1);
+}
+
+TEST_CASE("re-adding a vnode event replaces its notes, it does not add to them") {
+  TempFile file;
+  auto kq = new_queue();
+  REQUIRE(apply(kq, {change(file.writer, EVFILT_VNODE, EV_ADD | EV_CLEAR, NOTE_WRITE)}) == 0);
+  REQUIRE(apply(kq, {change(file.writer, EVFILT_VNODE, EV_ADD | EV_CLEAR, NOTE_ATTRIB)}) == 0);
+  write_bytes(file.writer, 3);
+  expect_nothing(kq);
+  REQUIRE(fchmod(file.writer, 0640) == 0);
+  CHECK((expect_event(kq, file.writer, EVFILT_VNODE).fflags & NOTE_ATTRIB));
+}
+
+TEST_CASE("EV_DISPATCH with EV_CLEAR: EV_ENABLE asks the filter again, as every change does") {
+  auto kq = new_queue();
+  auto pair = socket_pair();
+  add(kq, pair.a, EVFILT_READ, EV_DISPATCH | EV_CLEAR);
+  write_bytes(pair.b, 2);
+  CHECK(expect_event(kq, pair.a, EVFILT_READ).data == 2);
+  REQUIRE(apply(kq, {change(pair.a, EVFILT_READ, EV_ENABLE)}) == 0);
+  CHECK(expect_event(kq, pair.a, EVFILT_READ).data == 2);  // kqueue_register calls f_event: the bytes are there
+  read_bytes(pair.a, 2);
+  REQUIRE(apply(kq, {change(pair.a, EVFILT_READ, EV_ENABLE)}) == 0);
+  expect_nothing(kq);
+  write_bytes(pair.b, 1);
+  CHECK(expect_event(kq, pair.a, EVFILT_READ).data == 1);
+  write_bytes(pair.b, 1);
+  expect_nothing(kq);  // disabled again by the delivery
+}
+
+TEST_CASE("EV_ADD|EV_DISABLE on an existing event disables it; EV_ADD alone does not enable it") {
+  auto kq = new_queue();
+  auto pipe = pipe_pair();
+  add(kq, pipe.a, EVFILT_READ);
+  write_bytes(pipe.b, 1);
+  REQUIRE(apply(kq, {change(pipe.a, EVFILT_READ, EV_ADD | EV_DISABLE)}) == 0);
+  expect_nothing(kq);
+  REQUIRE(apply(kq, {change(pipe.a, EVFILT_READ, EV_ADD)}) == 0);
+  expect_nothing(kq);  // kqueue_register changes the enabled state only for EV_ENABLE or EV_DISABLE
+  REQUIRE(apply(kq, {change(pipe.a, EVFILT_READ, EV_ENABLE)}) == 0);
+  CHECK(expect_event(kq, pipe.a, EVFILT_READ).data == 1);
+}
+
+// --- end of file and low-water marks ---------------------------------------------------------------------------
+
+TEST_CASE("a pipe's EV_EOF stays after the data is read: level-triggered, data 0") {
+  auto kq = new_queue();
+  auto pipe = pipe_pair();
+  add(kq, pipe.a, EVFILT_READ);
+  write_bytes(pipe.b, 2);
+  pipe.b.reset();
+  CHECK(expect_event(kq, pipe.a, EVFILT_READ).data == 2);
+  read_bytes(pipe.a, 2);
+  const struct kevent after = expect_event(kq, pipe.a, EVFILT_READ);
+  CHECK((after.flags & EV_EOF));
+  CHECK(after.data == 0);
+}
+
+TEST_CASE("EV_CLEAR: an end of file is reported once") {
+  auto kq = new_queue();
+  auto pair = socket_pair();
+  add(kq, pair.a, EVFILT_READ, EV_CLEAR);
+  REQUIRE(shutdown(pair.b, SHUT_WR) == 0);
+  CHECK((expect_event(kq, pair.a, EVFILT_READ).flags & EV_EOF));
+  expect_nothing(kq);
+}
+
+TEST_CASE("NOTE_LOWAT on EVFILT_WRITE: fires only once that much room is free") {
+  auto kq = new_queue();
+  auto pipe = pipe_pair();
+  REQUIRE(apply(kq, {change(pipe.b, EVFILT_WRITE, EV_ADD, NOTE_LOWAT, int64_t{1} << 30)}) == 0);
+  expect_nothing(kq);
+  REQUIRE(apply(kq, {change(pipe.b, EVFILT_WRITE, EV_ADD, NOTE_LOWAT, 1)}) == 0);
+  CHECK(expect_event(kq, pipe.b, EVFILT_WRITE).data > 0);
+}
+
+TEST_CASE("SO_RCVLOWAT: a TCP socket is readable only once that many bytes wait") {
+  auto listener = tcp_listener();
+  auto client = tcp_connect(listener);
+  Fd server(accept(listener, nullptr, nullptr));
+  const int low_water = 10;
+  REQUIRE(setsockopt(server, SOL_SOCKET, SO_RCVLOWAT, &low_water, sizeof low_water) == 0);
+  auto kq = new_queue();
+  add(kq, server, EVFILT_READ);
+  write_bytes(client, 4);
+  expect_nothing(kq, 100);
+  write_bytes(client, 6);
+  CHECK(expect_event(kq, server, EVFILT_READ).data == 10);
+}
+
 // --- EVFILT_EMPTY (FreeBSD) ----------------------------------------------------------------------------------
 
 TEST_CASE("EVFILT_EMPTY: a connected socket with nothing left to send fires, data 0 (FreeBSD)" *
