@@ -700,6 +700,14 @@ extern "C" int kqueuex(unsigned int flags) {
 
 extern "C" int kqueue(void) { return kqueuex(0); }
 
+extern "C" int kqueue1(int flags) {
+  if (flags & ~O_CLOEXEC) {
+    errno = EINVAL;
+    return -1;
+  }
+  return kqueuex((flags & O_CLOEXEC) ? KQUEUE_CLOEXEC : 0);
+}
+
 extern "C" int kevent(int kq, const struct kevent* changelist, int nchanges, struct kevent* eventlist, int nevents,
                       const struct timespec* timeout) {
   Kqueue* queue = resolve_queue(kq);

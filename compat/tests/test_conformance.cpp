@@ -32,6 +32,21 @@ constexpr short kFilterEmpty = EVFILT_EMPTY;
 constexpr short kFilterEmpty = 0;
 #endif
 
+// kqueuex() and kqueue1() (FreeBSD 14+, which defines KQUEUE_CLOEXEC with them); stand-ins elsewhere.
+#if defined(KQUEUE_CLOEXEC)
+constexpr bool kHaveKqueuex = true;
+int queue_x(unsigned flags) { return kqueuex(flags); }
+int queue_1(int flags) { return kqueue1(flags); }
+constexpr unsigned kQueueCloexec = KQUEUE_CLOEXEC;
+#else
+constexpr bool kHaveKqueuex = false;
+int queue_x(unsigned) { return -1; }
+int queue_1(int) { return -1; }
+constexpr unsigned kQueueCloexec = 0;
+#endif
+
+bool close_on_exec(int fd) { return (fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0; }
+
 // A FIFO in a temporary directory, opened without blocking: `reader` first, then `writer`.
 struct Fifo {
   TempDir dir;
@@ -114,6 +129,29 @@ TEST_CASE("EV_FORCEONESHOT of an event never added is ENOENT (FreeBSD)" * doctes
   auto kq = new_queue();
   CHECK(apply(kq, {change(7, EVFILT_USER, kForceOneshot)}) == -1);
   CHECK(errno == ENOENT);
+}
+
+// --- making a queue ---------------------------------------------------------------------------------------
+
+TEST_CASE("kqueue() is not close-on-exec; kqueuex(KQUEUE_CLOEXEC) and kqueue1(O_CLOEXEC) are (FreeBSD 14)" *
+          doctest::skip(!kHaveKqueuex)) {
+  Fd plain(kqueue()), with_x(queue_x(kQueueCloexec)), with_1(queue_1(O_CLOEXEC)), without_1(queue_1(0));
+  REQUIRE(plain.get() >= 0);
+  REQUIRE(with_x.get() >= 0);
+  REQUIRE(with_1.get() >= 0);
+  REQUIRE(without_1.get() >= 0);
+  CHECK(!close_on_exec(plain));
+  CHECK(close_on_exec(with_x));
+  CHECK(close_on_exec(with_1));
+  CHECK(!close_on_exec(without_1));
+  struct kevent event;
+  const timespec poll_only{0, 0};
+  CHECK(kevent(with_1, nullptr, 0, &event, 1, &poll_only) == 0);  // a queue like any other
+}
+
+TEST_CASE("kqueuex() with an unknown flag is EINVAL (FreeBSD 14)" * doctest::skip(!kHaveKqueuex)) {
+  CHECK(queue_x(0x8000) == -1);
+  CHECK(errno == EINVAL);
 }
 
 // --- the changelist: errors, receipts, bad arguments -------------------------------------------------------
