@@ -131,6 +131,8 @@ class Call {
   int create(const struct kevent& change, const FilterOps& ops);
   int modify(Knote& knote, const struct kevent& change);
   void force_oneshot(Knote& knote);
+  void remember_ext(const Knote& knote, const struct kevent& change);
+  void copy_ext(const Knote& knote, struct kevent& out) const;
   void destroy(Knote& knote, bool settle_now);
   void settle(WatchedFd& record);
   void set_enabled(Knote& knote, bool enabled);
@@ -194,6 +196,11 @@ int Call::apply(const struct kevent& change) {
   return error;
 }
 
+void Call::copy_ext(const Knote& knote, struct kevent& out) const {
+  const auto it = queue_.ext_.find(&knote);
+  if (it != queue_.ext_.end()) std::copy(it->second.begin(), it->second.end(), out.ext);
+}
+
 // EV_FORCEONESHOT (FreeBSD; its AIO uses it) on an existing knote: one-shot from now on, and active whether or not
 // its condition holds, as kqueue_register's KNOTE_ACTIVATE.
 void Call::force_oneshot(Knote& knote) {
@@ -227,14 +234,21 @@ int Call::create(const struct kevent& change, const FilterOps& ops) {
       queue_.drop_fd_record_if_empty(record);
       return error;
     }
+    remember_ext(knote, change);
     return 0;
   }
   auto knote = std::make_unique<SourceKnote>();
   fill_new_knote(*knote, change);
   if (is_descriptor_filter(change.filter)) knote->fd_generation_ = fd_generation(static_cast<int>(change.ident));
   if (const int error = ops.attach(queue_, *knote)) return error;
+  remember_ext(*knote, change);
   queue_.knotes_.emplace(knote_key(change.filter, change.ident), std::move(knote));
   return 0;
+}
+
+void Call::remember_ext(const Knote& knote, const struct kevent& change) {
+  if (change.ext[0] | change.ext[1] | change.ext[2] | change.ext[3])
+    queue_.ext_[&knote] = {change.ext[0], change.ext[1], change.ext[2], change.ext[3]};
 }
 
 int Call::modify(Knote& knote, const struct kevent& change) {
@@ -288,6 +302,7 @@ inline bool Call::deliver(Knote& knote, const FilterOps& ops, uint32_t hint) {
   if (knote.disabled_ || knote.delivered_in_scan_ == serial_) return false;
   struct kevent& out = out_[count_];
   EV_SET(&out, knote.ident_, knote.filter_, knote.flags_, 0, 0, knote.udata_);
+  if (!queue_.ext_.empty()) copy_ext(knote, out);
   // EV_FORCEONESHOT: returned as it stands, without asking the filter (which may drop a knote), as BSD copies out a
   // one-shot knote.
   if (!knote.forced_ && !ops.evaluate(queue_, knote, hint, out)) return false;
@@ -493,6 +508,7 @@ void Kqueue::restart_scan_serials() {
 void Kqueue::drop_knote(Knote& knote) {
   unqueue_pending(knote);
   knote.ops().detach(*this, knote);
+  forget_ext(knote);
   knotes_.erase(knote_key(knote.filter_, knote.ident_));
 }
 
@@ -602,6 +618,7 @@ Knote& Kqueue::make_fd_knote(WatchedFd& record, short filter) {
 }
 
 void Kqueue::free_fd_knote(WatchedFd& record, Knote& knote) {
+  forget_ext(knote);
   if (&knote == &record.read_knote_) {
     record.reset_read_knote();
     record.read_hung_ = false;
@@ -616,6 +633,7 @@ void Kqueue::drop_fd_record_if_empty(WatchedFd& record) {
 }
 
 void Kqueue::drop_fd_record(WatchedFd& record) {
+  if (record.write_knote_) forget_ext(*record.write_knote_);
   record.write_knote_.reset();
   record.live_ = false;
 }

@@ -8,6 +8,7 @@
 
 #include <sys/event.h>
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -215,6 +216,14 @@ struct Kqueue {
   // Knotes not on a descriptor's record (those are in fds_), keyed as on FreeBSD.
   std::unordered_map<KnoteKey, std::unique_ptr<SourceKnote>, KnoteKeyHash> knotes_;
   FdTable fds_;
+
+  // The ext[] a knote was added with, returned in its events as FreeBSD returns its kn_kevent (kqueue(2): "ext[2]
+  // and ext[3] are always passed through the kernel as-is"). Only knotes given a non-zero one are here, so the
+  // usual knote (EV_SET zeroes ext) costs nothing. Erased whenever a knote is freed (forget_ext).
+  std::unordered_map<const Knote*, std::array<uint64_t, 4>> ext_;
+  void forget_ext(const Knote& knote) {
+    if (!ext_.empty()) ext_.erase(&knote);
+  }
 
   // Pending list (FIFO) and the eventfd that stays readable while it is not empty, so that poll() on the queue
   // and a thread blocked in kevent() both see activations made in user space.

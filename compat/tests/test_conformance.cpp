@@ -330,6 +330,44 @@ TEST_CASE("EVFILT_READ on a terminal: EV_EOF once the other side hangs up") {
   CHECK((expect_event(kq, pty.terminal, EVFILT_READ).flags & EV_EOF));
 }
 
+// --- ext[]: FreeBSD's four extension words (macOS's struct kevent has none) -------------------------------------
+
+#if !defined(__APPLE__)
+TEST_CASE("ext[] given at EV_ADD comes back in every event, for a descriptor, a timer and a user event") {
+  auto kq = new_queue();
+  auto pipe = pipe_pair();
+  std::vector<struct kevent> changes = {change(pipe.a, EVFILT_READ, EV_ADD | EV_CLEAR),
+                                        change(1, EVFILT_TIMER, EV_ADD, 0, 1),
+                                        change(2, EVFILT_USER, EV_ADD | EV_CLEAR)};
+  for (size_t i = 0; i < changes.size(); ++i) {
+    changes[i].ext[2] = 0x1000 + i;
+    changes[i].ext[3] = 0x2000 + i;
+  }
+  REQUIRE(kqtest::apply(kq, changes) == 0);
+  write_bytes(pipe.b, 1);
+  trigger(kq, 2);
+  std::vector<struct kevent> seen(changes.size());
+  for (int call = 0; call < 50 && std::any_of(seen.begin(), seen.end(), [](auto& e) { return e.filter == 0; });
+       ++call) {
+    for (const struct kevent& event : wait(kq, 20)) {
+      for (size_t i = 0; i < changes.size(); ++i) {
+        if (event.filter == changes[i].filter) seen[i] = event;
+      }
+    }
+  }
+  for (size_t i = 0; i < changes.size(); ++i) {
+    CAPTURE(i);
+    CHECK(seen[i].ext[2] == 0x1000 + i);
+    CHECK(seen[i].ext[3] == 0x2000 + i);
+  }
+  // A knote added afterwards at the same place starts with its own (zero) ext.
+  REQUIRE(apply(kq, {change(pipe.a, EVFILT_READ, EV_DELETE), change(pipe.a, EVFILT_READ, EV_ADD)}) == 0);
+  const struct kevent fresh = expect_event(kq, pipe.a, EVFILT_READ);
+  CHECK(fresh.ext[2] == 0);
+  CHECK(fresh.ext[3] == 0);
+}
+#endif
+
 // --- pipes: the filter a descriptor's direction does not support ---------------------------------------------
 
 TEST_CASE("EVFILT_WRITE on a pipe's read end is accepted and never fires, even when the writer goes (FreeBSD)" *
