@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "fd_table.hpp"
@@ -18,6 +19,13 @@
 
 namespace kqcompat {
 namespace {
+
+bool is_eventfd(int fd) {
+  char path[32], target[32];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  const ssize_t length = readlink(path, target, sizeof target);
+  return length == 20 && std::memcmp(target, "anon_inode:[eventfd]", 20) == 0;
+}
 
 // What the descriptor is decides how `data` is computed; learnt once, when its record is made.
 void learn_kind(WatchedFd& record) {
@@ -43,7 +51,10 @@ void learn_kind(WatchedFd& record) {
     record.write_only_ = access == O_WRONLY;
     return;
   }
-  if (!S_ISSOCK(info.st_mode)) return;
+  if (!S_ISSOCK(info.st_mode)) {
+    if (is_eventfd(record.fd())) record.kind_ = WatchedFd::Kind::eventfd;
+    return;
+  }
   int type = 0, listening = 0;
   socklen_t size = sizeof type;
   getsockopt(record.fd(), SOL_SOCKET, SO_TYPE, &type, &size);
@@ -66,6 +77,20 @@ bool pipe_reader_gone(const WatchedFd& record) {
 }
 
 }  // namespace
+
+// An eventfd's counter, which Linux shows only in /proc/self/fdinfo ("eventfd-count: <hex>"); 0 if unreadable.
+uint64_t eventfd_counter(int fd) {
+  char path[40], text[512];
+  snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+  const int info = open(path, O_RDONLY | O_CLOEXEC);
+  if (info < 0) return 0;
+  const ssize_t length = read(info, text, sizeof text - 1);
+  ::close(info);
+  if (length <= 0) return 0;
+  text[length] = '\0';
+  const char* field = std::strstr(text, "eventfd-count:");
+  return field ? std::strtoull(field + 14, nullptr, 16) : 0;
+}
 
 int fd_attach(Kqueue& queue, Knote& knote) {
   WatchedFd& record = record_of(knote);

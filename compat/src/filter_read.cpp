@@ -111,6 +111,10 @@ __attribute__((noinline)) bool evaluate_generally(Kqueue& queue, Knote& knote, u
   if (fd_unconnected_stream(queue, knote, hint)) return false;
   const bool eof = hint & (EPOLLRDHUP | EPOLLHUP);
   const bool error = hint & EPOLLERR;
+  if (record.kind_ == WatchedFd::Kind::eventfd) {
+    out.data = static_cast<int64_t>(eventfd_counter(record.fd()));  // filt_eventfdread: the counter
+    return hint & EPOLLIN;
+  }
   if (record.kind_ == WatchedFd::Kind::other) {
     // eventfd, timerfd, signalfd...: readable is all epoll tells. A terminal answers FIONREAD with what a read
     // would return (FreeBSD's filt_ttyread reports that count), and a hang-up is its end of file.

@@ -99,7 +99,7 @@ struct WatchedFd {
   // `file`: a regular file, which epoll refuses (EPERM): never in the epoll set, woken by the queue's inotify
   // watch instead (file_watch.hpp). `queue`: another kqueue's descriptor (an epoll descriptor, so nestable).
   // `unknown`: not looked at yet (fd_filter.cpp learns it when the first knote is attached).
-  enum class Kind : uint8_t { unknown, stream, datagram, listener, pipe, file, queue, other };
+  enum class Kind : uint8_t { unknown, stream, datagram, listener, pipe, file, queue, eventfd, other };
 
   // First, so that a read knote's address is its record's (both are standard-layout).
   Knote read_knote_;

@@ -6,6 +6,9 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <termios.h>
+#if __has_include(<sys/eventfd.h>)
+#include <sys/eventfd.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -547,6 +550,24 @@ TEST_CASE("SO_RCVLOWAT: a TCP socket is readable only once that many bytes wait"
   write_bytes(client, 6);
   CHECK(expect_event(kq, server, EVFILT_READ).data == 10);
 }
+
+// --- eventfd (FreeBSD 13+, Linux) -------------------------------------------------------------------------------
+
+#if __has_include(<sys/eventfd.h>)
+TEST_CASE("EVFILT_READ on an eventfd: returned while the counter is above 0, data the counter") {
+  Fd counter(eventfd(0, EFD_NONBLOCK));
+  REQUIRE(counter.get() >= 0);
+  auto kq = new_queue();
+  add(kq, counter, EVFILT_READ);
+  expect_nothing(kq);
+  REQUIRE(eventfd_write(counter, 5) == 0);
+  REQUIRE(eventfd_write(counter, 2) == 0);
+  CHECK(static_cast<uint64_t>(expect_event(kq, counter, EVFILT_READ).data) == 7);
+  eventfd_t value = 0;
+  REQUIRE(eventfd_read(counter, &value) == 0);
+  expect_nothing(kq);
+}
+#endif
 
 // --- EVFILT_EMPTY (FreeBSD) ----------------------------------------------------------------------------------
 
