@@ -275,6 +275,27 @@ TEST_CASE("a one-shot event re-added before it fired keeps firing once") {
   expect_nothing(kq);
 }
 
+TEST_CASE("SO_RCVLOWAT: a Unix-domain stream socket is readable only once that many bytes wait" *
+          doctest::skip(kLinuxLayer)) {  // Linux's Unix-domain sockets ignore SO_RCVLOWAT: README deviation 30
+  auto pair = socket_pair();
+  const int low_water = 10;
+  REQUIRE(setsockopt(pair.a, SOL_SOCKET, SO_RCVLOWAT, &low_water, sizeof low_water) == 0);
+  auto kq = new_queue();
+  add(kq, pair.a, EVFILT_READ);
+  write_bytes(pair.b, 4);
+  expect_nothing(kq, 100);
+  write_bytes(pair.b, 6);
+  CHECK(expect_event(kq, pair.a, EVFILT_READ).data == 10);
+}
+
+TEST_CASE("EVFILT_PROC for a process number that cannot exist is ESRCH") {
+  auto kq = new_queue();
+  CHECK(apply(kq, {change(static_cast<uintptr_t>(-1), EVFILT_PROC, EV_ADD, NOTE_EXIT)}) == -1);
+  CHECK(errno == ESRCH);
+  CHECK(apply(kq, {change(uintptr_t{1} << 40, EVFILT_PROC, EV_ADD, NOTE_EXIT)}) == -1);
+  CHECK(errno == ESRCH);
+}
+
 // --- FIFOs and terminals -----------------------------------------------------------------------------------
 
 TEST_CASE("EVFILT_READ on a FIFO: data is the bytes waiting; EV_EOF when the last writer closes") {
