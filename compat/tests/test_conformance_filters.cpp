@@ -194,7 +194,8 @@ TEST_CASE("EVFILT_WRITE on a pipe whose reader is already gone fails with EPIPE 
 
 // --- timers and udata ----------------------------------------------------------------------------------------
 
-TEST_CASE("a timer's event has fflags 0, whatever unit it was given") {
+TEST_CASE("a timer's event has fflags 0, whatever unit it was given (FreeBSD)" *
+          doctest::skip(kMacOS)) {  // macOS numbers its units differently and is not pinned here
   auto kq = new_queue();
   add_timer(kq, 1, 1000, NOTE_USECONDS);
   const struct kevent event = expect_event(kq, 1, EVFILT_TIMER);
@@ -300,6 +301,17 @@ TEST_CASE("EV_ONESHOT: an event whose condition went away before kevent() is sti
   CHECK((expect_event(kq, pipe.a, EVFILT_READ).flags & EV_ONESHOT));
   CHECK(apply(kq, {change(pipe.a, EVFILT_READ, EV_DELETE)}) == -1);
   CHECK(errno == ENOENT);
+}
+
+TEST_CASE("EVFILT_VNODE with no notes, or notes it does not know, is accepted and fires for none of them") {
+  TempFile file;
+  auto kq = new_queue();
+  Fd other = file.open_for_reading();
+  REQUIRE(apply(kq, {change(file.writer, EVFILT_VNODE, EV_ADD | EV_CLEAR, 0),
+                     change(other, EVFILT_VNODE, EV_ADD | EV_CLEAR, 0x00100000)}) == 0);
+  write_bytes(file.writer, 2);
+  REQUIRE(fchmod(file.writer, 0640) == 0);
+  expect_nothing(kq);
 }
 
 // --- eventfd (FreeBSD 13+, Linux) -------------------------------------------------------------------------------
