@@ -203,7 +203,8 @@ TEST_CASE("a timer's event has fflags 0, whatever unit it was given (FreeBSD)" *
   CHECK(event.data >= 1);
 }
 
-TEST_CASE("a timer far in the future is accepted and does not fire") {
+TEST_CASE("a timer far in the future is accepted and does not fire (FreeBSD)" *
+          doctest::skip(kMacOS)) {  // macOS refuses a period its clock cannot hold: ERANGE
   auto kq = new_queue();
   add_timer(kq, 1, INT64_MAX, NOTE_SECONDS);
   add_timer(kq, 2, INT64_MAX / 2);
