@@ -83,6 +83,11 @@ TEST_CASE("EV_FORCEONESHOT: an existing event fires once at once, condition or n
   expect_nothing(kq);
   CHECK(apply(kq, {change(pipe.a, EVFILT_READ, EV_DELETE)}) == -1);
   CHECK(errno == ENOENT);
+  read_bytes(pipe.a, 3);
+  add(kq, pipe.a, EVFILT_READ);  // a new event: neither one-shot nor forced
+  expect_nothing(kq);
+  write_bytes(pipe.b, 1);
+  CHECK(!(expect_event(kq, pipe.a, EVFILT_READ).flags & EV_ONESHOT));
 }
 
 TEST_CASE("EV_FORCEONESHOT of an event never added is ENOENT (FreeBSD)" * doctest::skip(!kHaveFreeBsdFlags)) {
