@@ -27,7 +27,8 @@ uint32_t wanted_mask(const WatchedFd& record) {
   for (const Knote* knote : {record.read(), record.write()}) {
     if (!knote) continue;
     edge = edge || !is_level(knote);
-    if (!knote->disabled_) mask |= knote->filter_ == EVFILT_READ ? kReadBits : kWriteBits;
+    if (knote->disabled_ || record.inert(knote->filter_)) continue;
+    mask |= knote->filter_ == EVFILT_READ ? kReadBits : kWriteBits;
   }
   return mask && edge ? mask | EPOLLET : mask;
 }

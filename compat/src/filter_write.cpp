@@ -78,12 +78,18 @@ bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
     out.data = 0;
     return !record.lost_;
   }
+  if (record.inert(EVFILT_WRITE)) return false;
   const bool reported = hint != 0;  // by epoll; else re-evaluated after a change or from the pending list
   if (!reported) hint = fd_probe(knote, POLLOUT);
   if (record.lost_) return false;
   if (fd_unconnected_stream(queue, knote, hint)) return false;
   const bool eof = hint & (EPOLLHUP | EPOLLERR);
   if (!(hint & EPOLLOUT) && !eof) return false;
+  if (record.kind_ == WatchedFd::Kind::eventfd) {
+    // filt_eventfdwrite: how much may still be added without blocking (the counter's limit is 2^64 - 2).
+    out.data = static_cast<int64_t>(UINT64_MAX - 1 - eventfd_counter(record.fd()));
+    return hint & EPOLLOUT;
+  }
   if (!eof && !room_made(static_cast<WriteKnote&>(knote), record, reported)) return false;
   out.data = eof && record.kind_ == WatchedFd::Kind::pipe ? 0 : free_space(record);
   if (record.lost_) return false;
