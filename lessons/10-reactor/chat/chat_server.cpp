@@ -21,6 +21,12 @@ namespace {
 
 using reactor::Reactor;
 
+// Lesson 05's input limit: a "line" longer than this is not a line but an attack, and its sender is let go.
+constexpr std::size_t kLongestLine = 4096;
+// Lesson 03's output limit: a member this many bytes behind reads too slowly for the room, and is let go rather
+// than buffered for without end.
+constexpr std::size_t kMostBehind = 1 << 20;
+
 class Member;
 using Room = std::unordered_set<std::shared_ptr<Member>>;  // who is connected: the room keeps each member alive
 
@@ -33,19 +39,25 @@ class Member : public std::enable_shared_from_this<Member> {
     reactor_.async_read(fd_, buffer_, [self = shared_from_this()](int error, std::size_t bytes) {
       if (error != 0 || bytes == 0) return self->leave();
       self->take(bytes);
-      self->read();
+      if (self->fd_ != -1) self->read();  // take() may have let it go
     });
   }
 
   // Queues a line for this member. async_write never calls back from inside, so this is safe in the middle of a
   // broadcast: nothing else happens until the broadcast is over.
   void deliver(const std::string& line) {
+    if (behind_ + line.size() > kMostBehind) {
+      // Too slow for the room: let it go, later, from the loop (leaving changes the room, which is being walked).
+      reactor_.post([self = shared_from_this()] { self->leave(); });
+      return;
+    }
+    behind_ += line.size();
     outbox_.push_back(line);
     if (outbox_.size() == 1) write_next();
   }
 
  private:
-  // Complete lines go to everyone else; a partial one waits for its end.
+  // Complete lines go to everyone else; a partial one waits for its end, up to kLongestLine bytes.
   void take(std::size_t bytes) {
     partial_.append(buffer_.data(), bytes);
     std::size_t end = 0;
@@ -56,12 +68,14 @@ class Member : public std::enable_shared_from_this<Member> {
         if (member.get() != this) member->deliver(line);
       }
     }
+    if (partial_.size() > kLongestLine) leave();
   }
 
   // The outbox's first line is written while it stays first (a deque never moves its elements), then dropped.
   void write_next() {
     reactor_.async_write(fd_, outbox_.front(), [self = shared_from_this()](int error, std::size_t) {
       if (error != 0) return self->leave();
+      self->behind_ -= self->outbox_.front().size();
       self->outbox_.pop_front();
       if (!self->outbox_.empty()) self->write_next();
     });
@@ -81,6 +95,7 @@ class Member : public std::enable_shared_from_this<Member> {
   std::array<char, 4096> buffer_;
   std::string partial_;
   std::deque<std::string> outbox_;
+  std::size_t behind_ = 0;  // the bytes in outbox_
 };
 
 // A connection's name: the client's address and port, as getnameinfo() spells them.
