@@ -347,8 +347,19 @@ def _health(server, baseline: int) -> list[str]:
     return problems
 
 
+def _guarded(probe):
+    """A probe whose connection fails reports that as its problem, instead of stopping the run."""
+    def guarded(server, within: float = 1.0) -> str:
+        try:
+            return probe(server, within)
+        except OSError as error:
+            return f"{probe.__name__}: {error} (the server {server.state()})"
+    return guarded
+
+
 def run_lesson(name: str, program: Path, arguments, probe, chosen: list[str]) -> int:
     failures = 0
+    probe = _guarded(probe)
     for attack_name in chosen:
         if attack_name == "descriptor_flood":
             problems = descriptor_flood(program, arguments, probe, name)

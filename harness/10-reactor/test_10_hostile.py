@@ -1,6 +1,9 @@
 """Lesson 10's chat server against hostile clients: the limits of lessons 03 and 05 on top of the reactor. A line
 that never ends makes its sender leave; a member that never reads while the room talks is let go once 1 MiB
 behind; everyone else is served throughout, and nothing is left open."""
+import contextlib
+import socket
+
 import pytest
 
 from vocabulary import SMALL_BUFFER, see, seconds
@@ -64,3 +67,26 @@ def test_member_that_never_reads_is_let_go(server, story):
                    "its connection stayed open: the server buffers for it without end")
     chat_works(alice, bob, "after")
     server.expect_descriptors(at_most=count - 1, within=seconds(2))
+
+
+@see("The servers on top")
+def test_descriptor_limit_flood(start_server, story):
+    server = start_server(descriptor_limit=64)
+    alice, bob = server.connect(), server.connect()
+    joined(server, alice, bob)
+    connections = []
+    try:
+        with story.summarized("200 more clients connected at once, more than the server has descriptors for"):
+            for _ in range(200):
+                connections.append(socket.create_connection((server.host, server.port), timeout=seconds(5)))
+        chat_works(alice, bob, "during the flood")
+        server.wait_until_quiet()
+        server.expect_idle(window=seconds(1))
+    finally:
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.close()
+    story.step("the 200 clients of the flood closed their connections")
+    server.wait_until_quiet()
+    carol = server.connect()
+    joined(server, alice, bob, carol)  # a newcomer is in the room within the bound

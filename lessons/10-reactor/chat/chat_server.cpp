@@ -1,8 +1,10 @@
 // Lesson 10: a chat server on the reactor. Every line a client sends reaches every other client, prefixed with the
 // sender's name, its address as the server sees it ("127.0.0.1:52114: hello"). Each member reads lines and keeps an
 // outbox of lines to deliver, written one at a time, in order.
+#include <fcntl.h>
 #include <netdb.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <chrono>
@@ -111,16 +113,35 @@ std::string peer_name(int fd) {
   return address.ss_family == AF_INET6 ? std::string("[") + host + "]:" + port : std::string(host) + ":" + port;
 }
 
+// A descriptor kept open to be given up at the descriptor limit (lesson 05, step 4); -1 while given up.
+int spare = -1;
+
+// Takes the spare descriptor back if it was given up. False: there is still no descriptor for it.
+bool take_spare_back() {
+  if (spare == -1) spare = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return spare != -1;
+}
+
+// Accepts as the echo server does (echo/echo_server.cpp): at the descriptor limit, the spare turns a connection
+// away, so the queue empties and nobody waits in it for a descriptor.
 void accept_members(Reactor& reactor, Room& room, int listener) {
   reactor.async_accept(listener, [&reactor, &room, listener](int error, int fd) {
-    if (error == 0) {
+    if (error == 0 && !take_spare_back()) {
+      ::close(fd);  // it took the spare's place, and no descriptor was freed since: turned away
+      take_spare_back();
+      accept_members(reactor, room, listener);
+    } else if (error == 0) {
       reactor.open(fd);
       auto member = std::make_shared<Member>(reactor, room, fd, peer_name(fd));
       room.insert(member);
       member->read();
       accept_members(reactor, room, listener);
+    } else if ((error == EMFILE || error == ENFILE) && spare != -1) {
+      ::close(spare);  // the next accept() takes the first connection waiting, to be turned away above
+      spare = -1;
+      accept_members(reactor, room, listener);
     } else {
-      std::fprintf(stderr, "accept: %s\n", std::strerror(error));  // EMFILE...: try again a little later
+      std::fprintf(stderr, "accept: %s\n", std::strerror(error));  // ENOMEM...: try again a little later
       reactor.after(std::chrono::milliseconds(100),
                     [&reactor, &room, listener](int) { accept_members(reactor, room, listener); });
     }
@@ -134,6 +155,7 @@ int main(int argc, char** argv) {
       argc, argv, "A chat server on a reactor: every line reaches every other client, after its sender's address.");
   std::signal(SIGPIPE, SIG_IGN);
   const int listener = kqlab::open_listener(address);
+  if (!take_spare_back()) kqlab::fail("open /dev/null");
   Reactor reactor;
   Room room;
   reactor.open(listener);
