@@ -41,3 +41,20 @@ def test_descriptor_limit_flood(start_server, story):
     server.wait_until_quiet()
     newcomer = server.connect()
     factored(newcomer, within=seconds(1))
+
+
+@see("The program you are finishing")
+@pytest.mark.parametrize("program_name", ["workers", "reuseport"])
+def test_flood_before_any_client(start_server, story):
+    """The flood comes first: the server meets the descriptor limit before it has served anyone, so nothing it does
+    at the limit has been done before (a first registration of a kind, a first object of a type)."""
+    server = start_server("--threads", "4", descriptor_limit=64)
+    with story.summarized("200 clients connected at once, more than the server has descriptors for"):
+        connections = [socket.create_connection((server.host, server.port), timeout=seconds(5)) for _ in range(200)]
+    server.wait_until_quiet()
+    for connection in connections:
+        connection.close()
+    story.step("the 200 clients closed their connections")
+    server.wait_until_quiet()
+    newcomer = server.connect()
+    factored(newcomer, within=seconds(1))
