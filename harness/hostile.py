@@ -5,8 +5,11 @@ client within a second, and is back to the descriptors it had before.
     python3 harness/hostile.py [--build-dir build/default] [--impl solution] [LESSON ...] [--attack NAME ...]
 
 Loopback only; every loop is bounded in count and in time. Not a test suite: a probe for defects, whose findings
-become tests (harness/NN-topic/test_NN_hostile.py). It prints one line per attack and a summary; exit status 1 if
-anything failed.
+become tests (harness/NN-topic/test_NN_hostile.py). It prints one line per attack; exit status 1 if anything
+failed. Lessons 01 to 04 come before lesson 05 teaches limits: there, a server that buffers without bound (huge_line,
+zero_window: see the RSS figures) or spins or hangs at the descriptor limit (descriptor_flood) is the lesson's
+known gap, marked "taught in 05". RSS growth under AddressSanitizer includes its quarantine of freed memory (up to
+256 MB): compare how much a client could send instead.
 """
 from __future__ import annotations
 
@@ -363,6 +366,8 @@ def run_lesson(name: str, program: Path, arguments, probe, chosen: list[str]) ->
     for attack_name in chosen:
         if attack_name == "descriptor_flood":
             problems = descriptor_flood(program, arguments, probe, name)
+            if problems and name < "05":
+                problems.append("taught in 05")
             print(f"{name:22} {attack_name:18} {'OK' if not problems else 'FAIL: ' + '; '.join(problems)}",
                   flush=True)
             failures += bool(problems)
@@ -395,6 +400,8 @@ def run_lesson(name: str, program: Path, arguments, probe, chosen: list[str]) ->
         finally:
             server.stop()
         failures += bool(problems)
+        if problems and name < "05" and attack_name in ("huge_line", "zero_window", "descriptor_flood"):
+            problems.append("taught in 05")
         print(f"{name:22} {attack_name:18} {'OK' if not problems else 'FAIL'} ({note})"
               f"{'' if not problems else chr(10) + '    ' + '; '.join(problems)}", flush=True)
     return failures
