@@ -128,7 +128,7 @@ def test_the_other_pages(built: Path) -> None:
             assert mutant.name in mistakes and mutant.caught_by in mistakes, \
                 f"the Common mistakes page does not list mutant {mutant.name} of {lesson.name}"
     inside = (built / "inside.html").read_text(encoding="utf-8")
-    assert "knote_fdclose" in inside and "dot_kqueue-inside.svg" in inside, \
+    assert "knote_fdclose" in inside and "kqueue-inside.svg" in inside, \
         "the page How kqueue works inside lacks its text or its diagram"
     for lesson in LESSONS[:2]:
         assert 'href="inside.html' in (built / f"{site.page_label(lesson)}.html").read_text(encoding="utf-8"), \
