@@ -57,4 +57,29 @@ MUTANTS = [
         replacements=(("  if (pid == 0) become_worker();  // the child; never returns\n",
                        "  if (pid == 0) return false;  // MUTANT: the child goes back into the supervisor's code\n"),),
     ),
+    Mutant(
+        name="replaces-while-stopping",
+        mistake="A worker that ends is replaced even while the supervisor stops: every worker SIGTERM ends is forked "
+                "anew, and the supervisor never finishes stopping.",
+        caught_by="test_sigterm_leaves_no_process_behind",
+        file="prefork_server.cpp",
+        replacements=(("  if (!stopping_) replace(started);", "  replace(started);  // MUTANT: even when stopping"),),
+    ),
+    Mutant(
+        name="herd-loser-gives-up",
+        mistake="EAGAIN from accept() taken for an error: a worker that loses the thundering herd's race stops, "
+                "and the workers die one connection after another.",
+        caught_by="test_workers_survive_the_thundering_herd",
+        file="prefork_server.cpp",
+        replacements=(("      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED) std::perror(\"accept\");\n",
+                       "      kqlab::fail(\"accept\");  // MUTANT: losing the race is fatal\n"),),
+    ),
+    Mutant(
+        name="watches-sigterm-only",
+        mistake="Only SIGTERM is watched: SIGINT (Ctrl-C) kills the supervisor by its default action, and its "
+                "workers go on, orphaned.",
+        caught_by="test_sigint_leaves_no_process_behind",
+        file="prefork_server.cpp",
+        replacements=(("  for (const int number : {SIGTERM, SIGINT}) {", "  for (const int number : {SIGTERM}) {  // MUTANT"),),
+    ),
 ]

@@ -125,3 +125,36 @@ def test_sigterm_leaves_no_process_behind(server, story):
     if left:
         story.fail("every worker ended before the supervisor exited", f"workers {left} still run")
     story.step("no worker was left running")
+
+
+@see("Step 4: stop them all")
+def test_sigint_leaves_no_process_behind(server, story):
+    """Ctrl-C (SIGINT) stops the server as SIGTERM does: the supervisor watches both."""
+    # Every worker answers first: a worker that has served has made SIGTERM do its default action again, and the
+    # supervisor's SIGTERM ends it at once (one just forked may still ignore it, and wait for kStopDeadlineMs).
+    workers = serve_side_by_side(server, story)
+    server.send_signal(signal.SIGINT)
+    story.step("sent SIGINT to the supervisor, as Ctrl-C does")
+    server.expect_exit(0, within=seconds(3))
+    left = sorted(pid for pid in workers if alive(pid))
+    if left:
+        story.fail("every worker ended before the supervisor exited", f"workers {left} still run, orphaned")
+    story.step("no worker was left running")
+
+
+@see("Many workers, one listening socket")
+def test_workers_survive_the_thundering_herd(server, story):
+    """Every new connection wakes every idle worker; all but one get EAGAIN from accept(), which is no error: the
+    same workers are still there after many connections."""
+    workers = wait_for_workers(server, story)
+    with story.summarized("30 clients connected one after another, each asking a worker its pid"):
+        for _ in range(30):
+            client = server.connect()
+            ask_pid(client)
+            client.close()
+    now = running_workers(server)
+    if now != workers:
+        story.fail(f"the same {WORKERS} workers after 30 connections: losing the race for a connection (EAGAIN "
+                   f"from accept()) ends no worker", f"workers {sorted(workers - now)} ended, "
+                   f"{sorted(now - workers) or 'none'} took their place")
+    story.step(f"the {WORKERS} workers were still the same")

@@ -68,4 +68,36 @@ MUTANTS = [
         replacements=(("    } else if (partial_.size() > kLongestLine) {\n",
                        "    } else if (true) {  // MUTANT: what was read is a line, newline or not\n"),),
     ),
+    Mutant(
+        name="truncation-keeps-the-partial-line",
+        mistake="After a truncation the start of a line cut off is kept: it is glued to the first new line.",
+        caught_by="test_truncation_drops_the_line_cut_off",
+        file="tail_server.cpp",
+        replacements=(("  partial_.clear();  // the start of a line whose end was cut off\n", "  // MUTANT: partial_ kept\n"),),
+    ),
+    Mutant(
+        name="rotation-drops-the-unfinished-line",
+        mistake="At a rotation the old file's last line, never given its newline, is dropped instead of sent.",
+        caught_by="test_rotation_keeps_the_old_files_unfinished_line",
+        file="tail_server.cpp",
+        replacements=(("  if (!partial_.empty()) broadcast(partial_ + \"\\n\");  // its last line never got its newline\n",
+                       "  // MUTANT: the unfinished last line is dropped\n"),),
+    ),
+    Mutant(
+        name="reopens-the-same-file",
+        mistake="The name's file not compared with the one followed: any change in the log's directory reopens the "
+                "log, and it is read again from its start.",
+        caught_by="test_a_neighbour_file_changes_nothing",
+        file="tail_server.cpp",
+        replacements=(("  if (named.st_dev == followed.st_dev && named.st_ino == followed.st_ino) {",
+                       "  if (false) {  // MUTANT: never the same file"),),
+    ),
+    Mutant(
+        name="skips-the-rest-of-the-old-file",
+        mistake="At a rotation the old file is dropped at once: what was written to it before the new file "
+                "appeared is lost.",
+        caught_by="test_rotation_loses_no_line",
+        file="tail_server.cpp",
+        replacements=(("  while (read_appended()) {\n  }\n", "  // MUTANT: the old file is not read to its end\n"),),
+    ),
 ]

@@ -155,3 +155,47 @@ def test_a_write_is_not_a_line(server, log):
     log.writer.write(b"ne, and the rest of it\n")
     log.story.step("appended 'ne, and the rest of it' and a newline")
     expect_lines(clients, [b"half a line, and the rest of it"])
+
+
+@see("Step 3: notice a truncation")
+def test_truncation_drops_the_line_cut_off(server, log):
+    """Half a line is read, then the file is truncated: that half was cut off, and is not glued to the first line
+    written after the truncation."""
+    clients = subscribe(server, log, count=2)
+    log.writer.write(b"cut off " * 40)
+    log.story.step("appended 320 bytes of a line, without its newline")
+    server.wait_until_quiet()
+    log.truncate()
+    server.wait_until_quiet()
+    log.append([b"after the truncation"])
+    expect_lines(clients, [b"after the truncation"])
+
+
+@see("Step 4: follow the name through a rotation")
+def test_rotation_keeps_the_old_files_unfinished_line(server, log):
+    """The old file's last line never got its newline before the rotation: it is still part of the log, sent
+    before the new file's lines."""
+    clients = subscribe(server, log, count=2)
+    log.append([b"A1"])
+    expect_lines(clients, [b"A1"])
+    log.writer.write(b"A2, never finished")
+    log.story.step("appended 'A2, never finished' to the log, without a newline")
+    log.rename_to("app.log.1")
+    log.create_anew()
+    log.append([b"B1"])
+    expect_lines(clients, [b"A2, never finished", b"B1"])
+
+
+@see("Step 4: follow the name through a rotation")
+def test_a_neighbour_file_changes_nothing(server, log):
+    """Another file created in the log's directory writes the directory too: the log's name still leads to the
+    file followed, and nothing is read again."""
+    clients = subscribe(server, log, count=2)
+    log.append([b"A1"])
+    expect_lines(clients, [b"A1"])
+    neighbour = log.path.with_name("neighbour.txt")
+    neighbour.write_bytes(b"not the log\n")
+    log.story.step(f"created {neighbour.name} beside the log")
+    server.wait_until_quiet()
+    log.append([b"A2"])
+    expect_lines(clients, [b"A2"])

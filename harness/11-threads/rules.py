@@ -10,7 +10,15 @@ RULES = [
     Rule(name="re-enable-when-done",
          rule="Re-enable a dispatched registration only when the handler is done with the connection, with the "
               "same udata.",
-         section="Step 2: re-enable when done", mutants=("enables-before-done",)),
+         section="Step 2: re-enable when done", mutants=("enables-before-done", "enable-without-udata")),
+    Rule(name="enable-what-it-waits-on",
+         rule="Re-enable the filter the connection now waits on: EVFILT_WRITE when its answers wait for room, "
+              "EVFILT_READ otherwise.",
+         section="Step 2: re-enable when done", mutants=("always-waits-to-read",)),
+    Rule(name="restart-the-timeout",
+         rule="Restart the connection's timeout each time it is re-enabled: it closes a connection idle for that "
+              "long, not one that has lived that long.",
+         section="Step 2: re-enable when done", mutants=("timeout-never-restarted",)),
     Rule(name="hold-what-you-serve",
          rule="An event names its connection by a number that is never reused, and a thread holds a reference to "
               "the connection while it works on it, so that closing it elsewhere never frees it under the thread.",
