@@ -82,4 +82,12 @@ MUTANTS = [
         file="prefork_server.cpp",
         replacements=(("  for (const int number : {SIGTERM, SIGINT}) {", "  for (const int number : {SIGTERM}) {  // MUTANT"),),
     ),
+    Mutant(
+        name="watches-the-wrong-note",
+        mistake="EVFILT_PROC registered with NOTE_FORK instead of NOTE_EXIT: the supervisor never hears a worker "
+                "end, so it neither reaps nor replaces it.",
+        caught_by="test_killed_worker_is_replaced_within_a_second",
+        file="prefork_server.cpp",
+        replacements=(("EVFILT_PROC, EV_ADD, NOTE_EXIT, 0, 0, ESRCH)", "EVFILT_PROC, EV_ADD, NOTE_FORK, 0, 0, ESRCH)"),),
+    ),
 ]

@@ -100,4 +100,44 @@ MUTANTS = [
         file="tail_server.cpp",
         replacements=(("  while (read_appended()) {\n  }\n", "  // MUTANT: the old file is not read to its end\n"),),
     ),
+    Mutant(
+        name="truncation-off-by-one",
+        mistake="A file no longer than the offset taken for a truncated one: at its end, with nothing new, the "
+                "follower starts again from the start and sends the whole log again.",
+        caught_by="test_appended_lines_reach_every_subscriber",
+        file="tail_server.cpp",
+        replacements=(("  if (file.st_size >= offset) return;", "  if (file.st_size > offset) return;  // MUTANT"),),
+    ),
+    Mutant(
+        name="truncation-skips-to-the-end",
+        mistake="After a truncation the follower goes to the new end, as at its start, instead of the new start: "
+                "the lines written since the truncation are lost.",
+        caught_by="test_truncation_restarts_from_the_new_start",
+        file="tail_server.cpp",
+        replacements=(("  if (lseek(file_, 0, SEEK_SET) == -1) kqlab::fail(\"lseek \" + path_);",
+                       "  if (lseek(file_, 0, SEEK_END) == -1) kqlab::fail(\"lseek \" + path_);  // MUTANT"),),
+    ),
+    Mutant(
+        name="new-log-from-its-end",
+        mistake="The new log after a rotation followed from its end, like the log at start: what it holds "
+                "already, written before the follower noticed it, is lost.",
+        caught_by="test_rotation_loses_no_line",
+        file="tail_server.cpp",
+        replacements=(("  file_ = fresh;\n", "  file_ = fresh;\n  lseek(file_, 0, SEEK_END);  // MUTANT\n"),),
+    ),
+    Mutant(
+        name="keeps-the-old-file-open",
+        mistake="The old file's descriptor is not closed at a rotation: a descriptor lost at every rotation.",
+        caught_by="test_rotations_leak_no_descriptor",
+        file="tail_server.cpp",
+        replacements=(("  close(file_);  // and its knotes with it\n", "  // MUTANT: the old file stays open\n"),),
+    ),
+    Mutant(
+        name="vnode-only",
+        mistake="Only EVFILT_VNODE watched, not EVFILT_READ: a burst longer than one turn's bounded read waits "
+                "for the next write to the log.",
+        caught_by="test_a_burst_longer_than_one_turn",
+        file="tail_server.cpp",
+        replacements=(("  watch(file_, EVFILT_READ, EV_ADD);\n", "  // MUTANT: no EVFILT_READ\n"),),
+    ),
 ]

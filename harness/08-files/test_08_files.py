@@ -199,3 +199,29 @@ def test_a_neighbour_file_changes_nothing(server, log):
     server.wait_until_quiet()
     log.append([b"A2"])
     expect_lines(clients, [b"A2"])
+
+
+@see("Step 4: follow the name through a rotation")
+def test_rotations_leak_no_descriptor(server, log):
+    """Each rotation replaces the file followed: the old one's descriptor is closed, its knotes with it."""
+    clients = subscribe(server, log, count=1)
+    log.append([b"warm-up"])
+    expect_lines(clients, [b"warm-up"])
+    baseline = server.open_descriptors()
+    log.story.step(f"the server had {baseline} descriptors open")
+    for rotation in range(1, 6):
+        log.rename_to(f"app.log.{rotation}")
+        log.create_anew()
+        log.append([f"line {rotation}".encode()])
+        expect_lines(clients, [f"line {rotation}".encode()])
+    server.expect_descriptors(baseline, within=seconds(2))
+
+
+@see("Step 2: read what was appended")
+def test_a_burst_longer_than_one_turn(server, log):
+    """3 MB appended in one write, far more than one turn's bounded read: EVFILT_READ, level-triggered, brings the
+    follower back for the rest, with no further write to the log."""
+    clients = subscribe(server, log, count=2)
+    burst = numbered("burst", 30000, width=90)
+    log.append(burst, "30000 lines of 100 bytes (3 MB) in one write")
+    expect_lines(clients, burst, within=seconds(10))

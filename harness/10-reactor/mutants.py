@@ -158,4 +158,13 @@ MUTANTS = [
         file="reactor.cpp",
         replacements=(("  descriptors_.erase(found);\n", "  // MUTANT: kept\n"),),
     ),
+    Mutant(
+        name="registers-reading-only",
+        mistake="Only EVFILT_READ registered: a write that cannot finish at once waits for a report that never "
+                "comes.",
+        caught_by="test_unit_operations",
+        file="reactor.cpp",
+        replacements=(("  EV_SET(&changes[1], fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0, descriptor);",
+                       "  EV_SET(&changes[1], fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, descriptor);  // MUTANT"),),
+    ),
 ]

@@ -8,7 +8,7 @@ RULES = [
          rule="One registration per descriptor, for both directions, edge-triggered (EV_CLEAR), for as long as it "
               "is open.",
          section="Step 1: one registration per descriptor",
-         mutants=("level-triggered-registration",)),
+         mutants=("level-triggered-registration", "registers-reading-only")),
     Rule(name="try-first-then-drain",
          rule="Edge-triggered registrations need a speculative attempt (step 2) and draining (step 3), or "
               "operations wait for reports that never come.",

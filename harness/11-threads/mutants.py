@@ -90,4 +90,14 @@ MUTANTS = [
                        "  const short awaited = EVFILT_READ;  // MUTANT\n  static_cast<void>(outcome);"),),
         program="workers",
     ),
+    Mutant(
+        name="write-without-dispatch",
+        mistake="Writing registered without EV_DISPATCH: once enabled it stays enabled, and a writable socket is "
+                "reported to every thread, again and again.",
+        caught_by="test_answers_wait_for_room",
+        file="workers/workers_server.cpp",
+        replacements=(("  EV_SET(&changes[0], fd, EVFILT_WRITE, EV_ADD | EV_DISPATCH | EV_DISABLE, 0, 0, udata_of(id));",
+                       "  EV_SET(&changes[0], fd, EVFILT_WRITE, EV_ADD | EV_DISABLE, 0, 0, udata_of(id));  // MUTANT"),),
+        program="workers",
+    ),
 ]

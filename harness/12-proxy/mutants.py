@@ -139,4 +139,12 @@ MUTANTS = [
         replacements=(("EV_ADD | EV_ONESHOT, 0, milliseconds, &pair.upstream_);",
                        "EV_ADD | EV_ONESHOT, 0, milliseconds, nullptr);  // MUTANT"),),
     ),
+    Mutant(
+        name="forgets-the-direction-is-shut",
+        mistake="The EOF passed on, but the direction not marked finished: the pair waits for it forever, and "
+                "is never closed.",
+        caught_by="test_request_then_eof_gets_the_whole_reply",
+        file="proxy.cpp",
+        replacements=(("    direction.shut_ = true;\n", "    // MUTANT: not marked finished\n"),),
+    ),
 ]

@@ -45,7 +45,7 @@ RULES = [
               "only when both directions are finished.",
          section="Step 4: passing a half-close on",
          mutants=("closes-at-first-eof", "swallows-the-eof", "closes-before-both-directions-finish",
-                  "shuts-both-directions")),
+                  "shuts-both-directions", "forgets-the-direction-is-shut")),
     Rule(name="reset-ends-the-pair",
          rule="A reset ends the pair: close both sockets, and pass the reset on (SO_LINGER 0).",
          section="Step 5: when one side vanishes",
