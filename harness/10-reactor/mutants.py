@@ -135,6 +135,7 @@ MUTANTS = [
         caught_by="test_unit_timers",
         file="reactor.cpp",
         replacements=(("    if (!limit || until < *limit) limit = until;", "    limit = until;  // MUTANT"),),
+        program="unit_tests",
     ),
     Mutant(
         name="past-deadline-negative-timeout",
@@ -142,6 +143,7 @@ MUTANTS = [
         caught_by="test_unit_timers",
         file="reactor.cpp",
         replacements=(("std::max(*limit, Clock::duration::zero())", "*limit /* MUTANT */"),),
+        program="unit_tests",
     ),
     Mutant(
         name="abort-without-error",
@@ -149,6 +151,7 @@ MUTANTS = [
         caught_by="test_unit_cancellation",
         file="reactor.cpp",
         replacements=(("      operation->error_ = kAborted;\n", "      // MUTANT: no error\n"),),
+        program="unit_tests",
     ),
     Mutant(
         name="close-keeps-the-descriptor",
@@ -157,6 +160,7 @@ MUTANTS = [
         caught_by="test_chat_member_leaving_disturbs_nobody",
         file="reactor.cpp",
         replacements=(("  descriptors_.erase(found);\n", "  // MUTANT: kept\n"),),
+        program="chat",
     ),
     Mutant(
         name="registers-reading-only",
@@ -166,5 +170,6 @@ MUTANTS = [
         file="reactor.cpp",
         replacements=(("  EV_SET(&changes[1], fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0, descriptor);",
                        "  EV_SET(&changes[1], fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, descriptor);  // MUTANT"),),
+        program="unit_tests",
     ),
 ]
