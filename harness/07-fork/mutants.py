@@ -90,4 +90,13 @@ MUTANTS = [
         file="prefork_server.cpp",
         replacements=(("EVFILT_PROC, EV_ADD, NOTE_EXIT, 0, 0, ESRCH)", "EVFILT_PROC, EV_ADD, NOTE_FORK, 0, 0, ESRCH)"),),
     ),
+    Mutant(
+        name="ignores-sigchld",
+        mistake="SIGCHLD set to SIG_IGN in the supervisor, as SIGTERM is: the kernel reaps each worker itself, "
+                "waitpid() fails with ECHILD, and how the worker ended is lost.",
+        caught_by="test_how_a_worker_ended_is_told",
+        file="prefork_server.cpp",
+        replacements=(("  // As in lesson 06: ignore, then watch.",
+                       "  std::signal(SIGCHLD, SIG_IGN);  // MUTANT\n  // As in lesson 06: ignore, then watch."),),
+    ),
 ]

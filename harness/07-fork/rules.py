@@ -26,6 +26,11 @@ RULES = [
          rule="EVFILT_PROC tells, waitpid() reaps: both, or zombies pile up. Take the exit status from waitpid().",
          section="Step 3: reap, and replace",
          mutants=("never-reaps", "watches-the-wrong-note")),
+    Rule(name="never-ignore-sigchld",
+         rule="Never set SIGCHLD to SIG_IGN in a supervisor: the kernel then reaps children by itself, and "
+              "waitpid() fails with ECHILD, telling nothing of how they ended.",
+         section="Step 3: reap, and replace",
+         mutants=("ignores-sigchld",)),
     Rule(name="register-a-fresh-child-at-once",
          rule="Register a fresh child right away, and be ready for it to be dead already (ESRCH on macOS).",
          section="Step 1: fork a worker, watch it",

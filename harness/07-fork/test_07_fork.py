@@ -158,3 +158,17 @@ def test_workers_survive_the_thundering_herd(server, story):
                    f"from accept()) ends no worker", f"workers {sorted(workers - now)} ended, "
                    f"{sorted(now - workers) or 'none'} took their place")
     story.step(f"the {WORKERS} workers were still the same")
+
+
+@see("Step 3: reap, and replace")
+def test_how_a_worker_ended_is_told(server, story):
+    """The supervisor says on stderr how each worker ended, as waitpid()'s status tells it: a worker killed with
+    SIGKILL was killed by signal 9 (with SIGCHLD ignored, the kernel reaps it first, and waitpid() can tell
+    nothing)."""
+    workers = wait_for_workers(server, story)
+    mark = len(server.messages())
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    story.step(f"killed worker {victim} with SIGKILL")
+    server.expect_message(r"(?i)signal\D{0,3}9\b|SIGKILL|\bkilled\b",
+                          "that says a worker was killed by signal 9 (SIGKILL)", since=mark, within=seconds(2))
