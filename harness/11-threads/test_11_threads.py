@@ -110,7 +110,7 @@ def test_answers_wait_for_room(start_server, story):
     server.wait_until_quiet()
     # Waiting for room is sleeping in kevent(): a connection left waiting for input it cannot take (it reads no
     # more while kMostUnsent waits) is reported again and again, and the server spins.
-    server.expect_idle(window=seconds(1))
+    server.expect_idle(0.5)
     owed = sent.count(b"\n")
     client.expect(answer(number) * owed, within=seconds(30))
     story.step(f"{client.name} got the {owed} answers it was owed")
