@@ -61,7 +61,7 @@ MUTANTS = [
         name="replaces-while-stopping",
         mistake="A worker that ends is replaced even while the supervisor stops: every worker SIGTERM ends is forked "
                 "anew, and the supervisor never finishes stopping.",
-        caught_by="test_sigterm_leaves_no_process_behind",
+        caught_by="test_sigint_leaves_no_process_behind",
         file="prefork_server.cpp",
         replacements=(("  if (!stopping_) replace(started);", "  replace(started);  // MUTANT: even when stopping"),),
     ),

@@ -3,6 +3,7 @@ that dies is reaped and replaced at once, the supervisor sleeps while nothing ha
 process."""
 import os
 import signal
+import time
 
 from vocabulary import alive, eventually, see, seconds
 
@@ -129,10 +130,15 @@ def test_sigterm_leaves_no_process_behind(server, story):
 
 @see("Step 4: stop them all")
 def test_sigint_leaves_no_process_behind(server, story):
-    """Ctrl-C (SIGINT) stops the server as SIGTERM does: the supervisor watches both."""
+    """Ctrl-C (SIGINT) stops the server as SIGTERM does: the supervisor watches both. And once stopping, it
+    replaces no worker that ends: the workers have lived over a second by then, the age at which a dead worker is
+    replaced at once (younger, replace() would wait kRestartDelayMs, and the timer finds the supervisor stopping)."""
+    started = time.monotonic()
     # Every worker answers first: a worker that has served has made SIGTERM do its default action again, and the
     # supervisor's SIGTERM ends it at once (one just forked may still ignore it, and wait for kStopDeadlineMs).
     workers = serve_side_by_side(server, story)
+    time.sleep(max(0.0, 1.2 - (time.monotonic() - started)))  # the workers' age, not a wait for something
+    story.step("the workers have lived over a second")
     server.send_signal(signal.SIGINT)
     story.step("sent SIGINT to the supervisor, as Ctrl-C does")
     server.expect_exit(0, within=seconds(3))
