@@ -151,17 +151,28 @@ def test_sigint_leaves_no_process_behind(server, story):
 @see("Many workers, one listening socket")
 def test_workers_survive_the_thundering_herd(server, story):
     """Every new connection wakes every idle worker; all but one get EAGAIN from accept(), which is no error: the
-    same workers are still there after many connections."""
+    same workers are still there after many connections. To make sure they all race for the same connections, the
+    workers are stopped (SIGSTOP) while clients connect, and let go (SIGCONT) together."""
     workers = wait_for_workers(server, story)
-    with story.summarized("30 clients connected one after another, each asking a worker its pid"):
-        for _ in range(30):
-            client = server.connect()
-            ask_pid(client)
+    for herd in range(6):
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        if not eventually(lambda: all(server.children().get(pid) in ("T", "Z", None) for pid in workers), seconds(5)):
+            story.fail("the workers to stop on SIGSTOP", f"the server's children: {server.children()}")
+        clients = [server.connect() for _ in range(100)]
+        for client in clients:
+            client.send(b"pid\n")
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        for client in clients:
+            client.receive_lines(1, within=seconds(2))
             client.close()
+        story.step(f"herd {herd + 1}: the {WORKERS} workers, stopped while 100 clients connected, were let go "
+                   f"together, and the 100 were answered")
     now = running_workers(server)
     if now != workers:
-        story.fail(f"the same {WORKERS} workers after 30 connections: losing the race for a connection (EAGAIN "
-                   f"from accept()) ends no worker", f"workers {sorted(workers - now)} ended, "
+        story.fail(f"the same {WORKERS} workers after 6 herds: losing the race for a connection (EAGAIN from "
+                   f"accept()) ends no worker", f"workers {sorted(workers - now)} ended, "
                    f"{sorted(now - workers) or 'none'} took their place")
     story.step(f"the {WORKERS} workers were still the same")
 
