@@ -96,7 +96,7 @@ MUTANTS = [
         name="skips-the-rest-of-the-old-file",
         mistake="At a rotation the old file is dropped at once: what was written to it before the new file "
                 "appeared is lost.",
-        caught_by="test_rotation_loses_no_line",
+        caught_by="test_rotation_reads_the_old_file_to_its_end",
         file="tail_server.cpp",
         replacements=(("  while (read_appended()) {\n  }\n", "  // MUTANT: the old file is not read to its end\n"),),
     ),

@@ -225,3 +225,23 @@ def test_a_burst_longer_than_one_turn(server, log):
     burst = numbered("burst", 30000, width=90)
     log.append(burst, "30000 lines of 100 bytes (3 MB) in one write")
     expect_lines(clients, burst, within=seconds(10))
+
+
+@see("Step 4: follow the name through a rotation")
+def test_rotation_reads_the_old_file_to_its_end(server, log):
+    """The new log appears first, then a line is written to the old one: the server hears of the new name first,
+    and must still read the old file to its end before it follows the new one."""
+    clients = subscribe(server, log, count=2)
+    log.append([b"A1"])
+    expect_lines(clients, [b"A1"])
+    log.rename_to("app.log.1")
+    server.wait_until_quiet()
+    with server.frozen():
+        fresh = open(log.path, "ab", buffering=0)
+        log.story.step(f"created a new {log.path.name}")
+        log.append([b"A2 (written to the old file after the new one appeared)"])
+        fresh.write(b"B1\n")
+        log.story.step("appended 'B1' to the new log")
+    log.writer.close()
+    log.writer = fresh
+    expect_lines(clients, [b"A2 (written to the old file after the new one appeared)", b"B1"])
