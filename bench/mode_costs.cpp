@@ -13,6 +13,9 @@
 //   oneshot   EV_ONESHOT, a byte waiting: each wait adds the knote again (EV_ADD|EV_ONESHOT in the same call)
 //   mixed     EVFILT_READ level and EVFILT_WRITE with EV_CLEAR on the same descriptor: the read knote sits on an
 //             edge-triggered entry and is re-queued in user space after each delivery
+//   reactor   EVFILT_READ and EVFILT_WRITE, both EV_CLEAR (lesson 10's reactor), bytes arriving as in `clear`:
+//             each arrival is a read edge and no write edge (epoll reports EPOLLOUT with it; the layer asks
+//             TCP_INFO whether room was made, and it was not)
 // Each delivery is checked (the event, and data = the bytes waiting): a mode that stopped delivering fails.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -68,7 +71,7 @@ void deliver(int kq, const struct kevent* change, long expected_data, const char
   struct kevent events[2];
   const int n = kevent(kq, change, change ? 1 : 0, events, 2, &limit);
   for (int i = 0; i < n; ++i) {
-    if (events[i].filter != EVFILT_READ) continue;  // mixed: the write knote's one event, at the start
+    if (events[i].filter != EVFILT_READ) continue;  // mixed, reactor: the write knote's one event, at the start
     if (events[i].data != expected_data)
       fail(std::string(mode) + ": data " + std::to_string(events[i].data) + ", expected " +
            std::to_string(expected_data));
@@ -81,7 +84,7 @@ void deliver(int kq, const struct kevent* change, long expected_data, const char
 
 int main(int argc, char** argv) {
   if (argc != 3 || std::atol(argv[2]) <= 0) {
-    std::fprintf(stderr, "usage: mode_costs level|clear|dispatch|oneshot|mixed ITERATIONS\n");
+    std::fprintf(stderr, "usage: mode_costs level|clear|dispatch|oneshot|mixed|reactor ITERATIONS\n");
     return 2;
   }
   const std::string mode = argv[1];
@@ -89,14 +92,14 @@ int main(int argc, char** argv) {
   const Connection c = connect_loopback();
   const int kq = kqueue();
   if (kq < 0) fail("kqueue failed");
-  const bool clear = mode == "clear";
+  const bool clear = mode == "clear" || mode == "reactor";
   if (!clear && write(c.peer, "x", 1) != 1) fail("write failed");  // the byte that stays waiting
 
   struct kevent change;
   const struct kevent* each = nullptr;  // the change every wait carries, if any
   if (mode == "level") {
     apply(kq, c.watched, EVFILT_READ, EV_ADD);
-  } else if (clear) {
+  } else if (mode == "clear") {
     apply(kq, c.watched, EVFILT_READ, EV_ADD | EV_CLEAR);
   } else if (mode == "dispatch") {
     apply(kq, c.watched, EVFILT_READ, EV_ADD | EV_DISPATCH);
@@ -105,6 +108,9 @@ int main(int argc, char** argv) {
   } else if (mode == "oneshot") {
     EV_SET(&change, c.watched, EVFILT_READ, EV_ADD | EV_ONESHOT, 0, 0, nullptr);
     each = &change;
+  } else if (mode == "reactor") {
+    apply(kq, c.watched, EVFILT_READ, EV_ADD | EV_CLEAR);
+    apply(kq, c.watched, EVFILT_WRITE, EV_ADD | EV_CLEAR);
   } else if (mode == "mixed") {
     apply(kq, c.watched, EVFILT_READ, EV_ADD);
     apply(kq, c.watched, EVFILT_WRITE, EV_ADD | EV_CLEAR);

@@ -27,7 +27,8 @@ uint32_t wanted_mask(const WatchedFd& record) {
   for (const Knote* knote : {record.read(), record.write()}) {
     if (!knote) continue;
     edge = edge || !is_level(knote);
-    if (!knote->disabled_) mask |= knote->filter_ == EVFILT_READ ? kReadBits : kWriteBits;
+    if (knote->disabled_ || record.inert(knote->filter_)) continue;
+    mask |= knote->filter_ == EVFILT_READ ? kReadBits : kWriteBits;
   }
   return mask && edge ? mask | EPOLLET : mask;
 }
@@ -54,7 +55,17 @@ int epoll_sync(Kqueue& queue, WatchedFd& record, bool* touched) {
   event.data.u64 = epoll_data_for(record);
   const int op = record.registered_ ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
   if (epoll_ctl(queue.epoll_fd_, op, record.fd(), &event) != 0) return errno;
-  if (op == EPOLL_CTL_ADD) facts->watchers.fetch_add(1, std::memory_order_acq_rel);
+  if (op == EPOLL_CTL_ADD) {
+    if (record.generation_ != facts->generation.load(std::memory_order_acquire)) {
+      // Another thread closed the number between the caller's check and this ADD, which may have put a new
+      // file given the number into the set under this stale record. A purge will not name the number to epoll
+      // (Kqueue::purge_stale), so undo it now, under the queue's lock: the number's next registration must find
+      // the set without it.
+      epoll_ctl(queue.epoll_fd_, EPOLL_CTL_DEL, record.fd(), nullptr);
+      return EBADF;
+    }
+    facts->watchers.fetch_add(1, std::memory_order_acq_rel);
+  }
   record.registered_ = want;
   if (touched) *touched = true;
   return 0;

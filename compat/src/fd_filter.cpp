@@ -6,7 +6,12 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "fd_table.hpp"
 #include "file_watch.hpp"
@@ -14,6 +19,13 @@
 
 namespace kqcompat {
 namespace {
+
+bool is_eventfd(int fd) {
+  char path[32], target[32];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  const ssize_t length = readlink(path, target, sizeof target);
+  return length == 20 && std::memcmp(target, "anon_inode:[eventfd]", 20) == 0;
+}
 
 // What the descriptor is decides how `data` is computed; learnt once, when its record is made.
 void learn_kind(WatchedFd& record) {
@@ -32,9 +44,17 @@ void learn_kind(WatchedFd& record) {
   if (S_ISFIFO(info.st_mode)) {
     record.kind_ = WatchedFd::Kind::pipe;
     record.capacity_ = fcntl(record.fd(), F_GETPIPE_SZ);
+    // FreeBSD's pipe_kqfilter accepts the filter of the other direction "but also [doesn't] ever generate an
+    // event"; Linux's epoll would report the far end's close to it.
+    const int access = fcntl(record.fd(), F_GETFL) & O_ACCMODE;
+    record.read_only_ = access == O_RDONLY;
+    record.write_only_ = access == O_WRONLY;
     return;
   }
-  if (!S_ISSOCK(info.st_mode)) return;
+  if (!S_ISSOCK(info.st_mode)) {
+    if (is_eventfd(record.fd())) record.kind_ = WatchedFd::Kind::eventfd;
+    return;
+  }
   int type = 0, listening = 0;
   socklen_t size = sizeof type;
   getsockopt(record.fd(), SOL_SOCKET, SO_TYPE, &type, &size);
@@ -46,11 +66,38 @@ void learn_kind(WatchedFd& record) {
     record.kind_ = type == SOCK_DGRAM ? WatchedFd::Kind::datagram : WatchedFd::Kind::stream;
 }
 
+// FreeBSD refuses EVFILT_WRITE on a pipe whose reader is gone (EPIPE, pipe_kqfilter). A FIFO is not refused: a
+// new reader may open it. Linux reports a pipe with no reader as POLLERR; its link names it "pipe:[inode]".
+bool pipe_reader_gone(const WatchedFd& record) {
+  pollfd probe{record.fd(), POLLOUT, 0};
+  if (poll(&probe, 1, 0) != 1 || !(probe.revents & POLLERR)) return false;
+  char path[32], target[8];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", record.fd());
+  return readlink(path, target, sizeof target) >= 5 && std::memcmp(target, "pipe:", 5) == 0;
+}
+
 }  // namespace
+
+// An eventfd's counter, which Linux shows only in /proc/self/fdinfo ("eventfd-count: <hex>"); 0 if unreadable.
+uint64_t eventfd_counter(int fd) {
+  char path[40], text[512];
+  snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+  const int info = open(path, O_RDONLY | O_CLOEXEC);
+  if (info < 0) return 0;
+  const ssize_t length = read(info, text, sizeof text - 1);
+  ::close(info);
+  if (length <= 0) return 0;
+  text[length] = '\0';
+  const char* field = std::strstr(text, "eventfd-count:");
+  return field ? std::strtoull(field + 14, nullptr, 16) : 0;
+}
 
 int fd_attach(Kqueue& queue, Knote& knote) {
   WatchedFd& record = record_of(knote);
   if (record.kind_ == WatchedFd::Kind::unknown) learn_kind(record);
+  if (knote.filter_ == EVFILT_WRITE && record.kind_ == WatchedFd::Kind::pipe && !record.inert(EVFILT_WRITE) &&
+      pipe_reader_gone(record))
+    return EPIPE;
   record.set_hung(knote.filter_, true);
   const bool file = record.kind_ == WatchedFd::Kind::file;
   bool touched = false;

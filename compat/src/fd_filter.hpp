@@ -39,6 +39,9 @@ inline bool fd_unconnected_stream(Kqueue& queue, Knote& knote, uint32_t hint) {
 // True when `fd` is a kqueue's descriptor (an epoll descriptor of this layer).
 bool is_queue_descriptor(int fd);
 
+// An eventfd's counter (FreeBSD's EVFILT_READ data on an eventfd; EVFILT_WRITE's is what may still be added).
+uint64_t eventfd_counter(int fd);
+
 // The socket's pending error for an event with epoll bits `hint`, or 0: read from the kernel on EPOLLERR (which
 // clears it there, so the layer keeps it for the program: socket_errors.hpp), else the one kept since.
 unsigned int socket_error(int fd, uint32_t hint);

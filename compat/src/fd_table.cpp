@@ -99,12 +99,16 @@ void forget_descriptor(int fd) {
   signal_descriptor_closing(fd);  // the layer's own signal wake-up descriptor: its handler must stop writing there
   readable_queries_descriptor_closing(fd);  // the layer's io_uring ring: it must never submit to a reused number
   proc_events_descriptor_closing(fd);       // a child side of NOTE_EXEC's pairs: closed on purpose, not by exec
+  // Read before the generation moves: a queue that sees the new generation purges its record without touching
+  // epoll (Kqueue::purge_stale) and only then lets go of its count, so the count read here still includes every
+  // queue that holds the number, and the loop below takes it out of each of them.
+  const bool watched = facts->watchers.load(std::memory_order_acquire) > 0;
   facts->generation.fetch_add(1, std::memory_order_acq_rel);
   if (Kqueue* queue = take_queue_of(fd)) {
     queue->closed_.store(true, std::memory_order_release);  // freed later by kqueue(), never here
     live_queue_remove(fd);
   }
-  if (facts->watchers.load(std::memory_order_acquire) > 0) {
+  if (watched) {
     // Which queues watch this number is not known without a lock, so ask every live one; epoll answers ENOENT
     // where it is not registered. Only closes of watched numbers pay for this.
     const int high = live_high.load(std::memory_order_acquire);

@@ -101,6 +101,7 @@ __attribute__((noinline)) bool evaluate_generally(Kqueue& queue, Knote& knote, u
   WatchedFd& record = record_of_read_knote(knote);
   if (record.kind_ == WatchedFd::Kind::file) return evaluate_file(knote, out);
   if (record.kind_ == WatchedFd::Kind::queue) return evaluate_queue(record, out);
+  if (record.inert(EVFILT_READ)) return false;
   if (hint == 0) hint = fd_probe(knote, POLLIN);
   if (record.lost_) return false;
   if (record.kind_ == WatchedFd::Kind::listener) {
@@ -110,9 +111,16 @@ __attribute__((noinline)) bool evaluate_generally(Kqueue& queue, Knote& knote, u
   if (fd_unconnected_stream(queue, knote, hint)) return false;
   const bool eof = hint & (EPOLLRDHUP | EPOLLHUP);
   const bool error = hint & EPOLLERR;
+  if (record.kind_ == WatchedFd::Kind::eventfd) {
+    out.data = static_cast<int64_t>(eventfd_counter(record.fd()));  // filt_eventfdread: the counter
+    return hint & EPOLLIN;
+  }
   if (record.kind_ == WatchedFd::Kind::other) {
-    // eventfd, timerfd, signalfd...: readable is all epoll tells.
-    out.data = 0;
+    // eventfd, timerfd, signalfd...: readable is all epoll tells. A terminal answers FIONREAD with what a read
+    // would return (FreeBSD's filt_ttyread reports that count), and a hang-up is its end of file.
+    int bytes = 0;
+    out.data = ioctl(record.fd(), FIONREAD, &bytes) == 0 ? bytes : 0;
+    if (eof) out.flags |= EV_EOF;
     return (hint & EPOLLIN) || eof;
   }
   out.data = readable_bytes(queue, record);

@@ -100,7 +100,18 @@ int register_wake(Kqueue& queue, SignalQueue& signals) {
   return 0;
 }
 
+// FreeBSD has signals 1 to 128 (_SIG_MAXSIG) and checks no number: a knote for any other (0, 1000) is made and
+// never fires. It holds no state here. Numbers that are signals on FreeBSD but not on Linux stay EINVAL (README,
+// deviation 15): silence would hide that they cannot be watched.
+constexpr uintptr_t kFreeBsdMaxSignal = 128;
+bool never_fires(const Knote& knote) { return knote.ident_ == 0 || knote.ident_ > kFreeBsdMaxSignal; }
+bool fires(Knote& knote) { return source_knote(knote).state_ != nullptr; }
+
 int attach(Kqueue& queue, Knote& knote) {
+  if (never_fires(knote)) {
+    knote.flags_ |= EV_CLEAR;
+    return 0;
+  }
   if (const int error = signal_check(knote.ident_)) return error;
   auto& slot = queue.filter_state(EVFILT_SIGNAL);
   if (!slot) {
@@ -134,6 +145,7 @@ int modify(Kqueue&, Knote& knote, const struct kevent& change) {
 bool enable_changed(Kqueue&, Knote&) { return false; }
 
 void detach(Kqueue& queue, Knote& knote) {
+  if (!fires(knote)) return;
   SignalQueue& signals = queue_state(queue);
   std::erase(signals.knotes, &knote);
   signal_unwatch(signal_of(knote));
@@ -145,6 +157,7 @@ void detach(Kqueue& queue, Knote& knote) {
 }
 
 bool evaluate(Kqueue&, Knote& knote, uint32_t, struct kevent& out) {
+  if (!fires(knote)) return false;
   SignalKnote& state = state_of(knote);
   const uint64_t now = signal_deliveries(signal_of(knote));
   if (now == state.seen) return false;
@@ -153,7 +166,9 @@ bool evaluate(Kqueue&, Knote& knote, uint32_t, struct kevent& out) {
   return true;
 }
 
-void clear(Knote& knote) { state_of(knote).seen = state_of(knote).reported; }
+void clear(Knote& knote) {
+  if (fires(knote)) state_of(knote).seen = state_of(knote).reported;
+}
 
 bool source_is_level(const Knote&) { return false; }
 

@@ -6,6 +6,8 @@
 // kqueue cannot be watched for writing (EINVAL, as FreeBSD's kqueue_kqfilter).
 #include <fcntl.h>
 #include <linux/sockios.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
@@ -13,6 +15,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
+#include <utility>
 
 #include "fd_filter.hpp"
 
@@ -41,6 +45,32 @@ int64_t free_space(WatchedFd& record) {
   return std::max(0, capacity - queued);
 }
 
+// The bytes of a TCP connection its peer has acknowledged so far (TCP_INFO, Linux 4.2), or kUncountable.
+uint64_t bytes_acked(int fd) {
+  tcp_info info{};
+  socklen_t size = sizeof info;
+  constexpr socklen_t kNeeded = offsetof(tcp_info, tcpi_bytes_acked) + sizeof info.tcpi_bytes_acked;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &size) != 0 || size < kNeeded) return WriteKnote::kUncountable;
+  return info.tcpi_bytes_acked;
+}
+
+// Whether an EV_CLEAR write knote fires for this report. FreeBSD activates it when room is made in the send
+// buffer (sowwakeup: acknowledged data dropped), never because data arrived. Here it shares its descriptor's
+// epoll entry with the read knote, edge-triggered, and epoll reports EPOLLOUT with every wake-up of the socket,
+// each arrival of data included. For TCP, the count of bytes the peer acknowledged tells them apart: unchanged
+// since the knote last fired, no room was made. (Linux wakes a socket for acknowledged data only when it had run
+// out of room; data acknowledged meanwhile makes the next report fire, late, where BSD fired at once.) A
+// re-evaluation that epoll did not report (after EV_ADD or EV_ENABLE, which BSD re-evaluates too) fires as usual
+// and takes a new count; a socket that is not TCP has no count and fires as before (compat/README.md).
+bool room_made(WriteKnote& knote, const WatchedFd& record, bool reported) {
+  if (!(knote.flags_ & EV_CLEAR) || record.kind_ != WatchedFd::Kind::stream || !(record.registered_ & EPOLLIN) ||
+      knote.acked_when_fired_ == WriteKnote::kUncountable)
+    return true;
+  const uint64_t acked = bytes_acked(record.fd());
+  const uint64_t before = std::exchange(knote.acked_when_fired_, acked);
+  return !reported || before == WriteKnote::kNeverFired || acked != before;
+}
+
 bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
   WatchedFd& record = record_of(knote);
   if (record.kind_ == WatchedFd::Kind::file) {
@@ -48,11 +78,19 @@ bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
     out.data = 0;
     return !record.lost_;
   }
-  if (hint == 0) hint = fd_probe(knote, POLLOUT);
+  if (record.inert(EVFILT_WRITE)) return false;
+  const bool reported = hint != 0;  // by epoll; else re-evaluated after a change or from the pending list
+  if (!reported) hint = fd_probe(knote, POLLOUT);
   if (record.lost_) return false;
   if (fd_unconnected_stream(queue, knote, hint)) return false;
   const bool eof = hint & (EPOLLHUP | EPOLLERR);
   if (!(hint & EPOLLOUT) && !eof) return false;
+  if (record.kind_ == WatchedFd::Kind::eventfd) {
+    // filt_eventfdwrite: how much may still be added without blocking (the counter's limit is 2^64 - 2).
+    out.data = static_cast<int64_t>(UINT64_MAX - 1 - eventfd_counter(record.fd()));
+    return hint & EPOLLOUT;
+  }
+  if (!eof && !room_made(static_cast<WriteKnote&>(knote), record, reported)) return false;
   out.data = eof && record.kind_ == WatchedFd::Kind::pipe ? 0 : free_space(record);
   if (record.lost_) return false;
   if (eof) out.flags |= EV_EOF;

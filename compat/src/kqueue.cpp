@@ -25,6 +25,7 @@
 #include "timer_queue.hpp"
 #include "signal_hooks.hpp"
 #include "trace.hpp"
+#include "tsan_annotations.hpp"
 
 namespace kqcompat {
 namespace {
@@ -72,8 +73,10 @@ struct Deadline {
   bool poll_only = false;
   timespec at{};
 
+  // FreeBSD's kqueue_scan waits forever for a timeout beyond INT32_MAX seconds (68 years: a limit such as
+  // Clock::duration::max() converted to a timespec), so no deadline computed here can overflow.
   explicit Deadline(const timespec* timeout) {
-    if (!timeout) {
+    if (!timeout || timeout->tv_sec > INT32_MAX) {
       forever = true;
       return;
     }
@@ -130,6 +133,9 @@ class Call {
   Knote* find(short filter, uintptr_t ident);
   int create(const struct kevent& change, const FilterOps& ops);
   int modify(Knote& knote, const struct kevent& change);
+  void force_oneshot(Knote& knote);
+  void remember_ext(const Knote& knote, const struct kevent& change);
+  void copy_ext(const Knote& knote, struct kevent& out) const;
   void destroy(Knote& knote, bool settle_now);
   void settle(WatchedFd& record);
   void set_enabled(Knote& knote, bool enabled);
@@ -188,7 +194,22 @@ int Call::apply(const struct kevent& change) {
     destroy(*knote, true);
     return 0;
   }
-  return modify(*knote, change);
+  const int error = modify(*knote, change);
+  if (!error && (flags & EV_FORCEONESHOT)) force_oneshot(*knote);
+  return error;
+}
+
+void Call::copy_ext(const Knote& knote, struct kevent& out) const {
+  const auto it = queue_.ext_.find(&knote);
+  if (it != queue_.ext_.end()) std::copy(it->second.begin(), it->second.end(), out.ext);
+}
+
+// EV_FORCEONESHOT (FreeBSD; its AIO uses it) on an existing knote: one-shot from now on, and active whether or not
+// its condition holds, as kqueue_register's KNOTE_ACTIVATE.
+void Call::force_oneshot(Knote& knote) {
+  knote.flags_ |= EV_ONESHOT;
+  knote.forced_ = true;
+  if (!knote.disabled_) queue_.queue_pending(knote);
 }
 
 void fill_new_knote(Knote& knote, const struct kevent& change) {
@@ -216,14 +237,21 @@ int Call::create(const struct kevent& change, const FilterOps& ops) {
       queue_.drop_fd_record_if_empty(record);
       return error;
     }
+    remember_ext(knote, change);
     return 0;
   }
   auto knote = std::make_unique<SourceKnote>();
   fill_new_knote(*knote, change);
   if (is_descriptor_filter(change.filter)) knote->fd_generation_ = fd_generation(static_cast<int>(change.ident));
   if (const int error = ops.attach(queue_, *knote)) return error;
+  remember_ext(*knote, change);
   queue_.knotes_.emplace(knote_key(change.filter, change.ident), std::move(knote));
   return 0;
+}
+
+void Call::remember_ext(const Knote& knote, const struct kevent& change) {
+  if (change.ext[0] | change.ext[1] | change.ext[2] | change.ext[3])
+    queue_.ext_[&knote] = {change.ext[0], change.ext[1], change.ext[2], change.ext[3]};
 }
 
 int Call::modify(Knote& knote, const struct kevent& change) {
@@ -250,7 +278,7 @@ void Call::set_enabled(Knote& knote, bool enabled) {
   if (!enabled) queue_.unqueue_pending(knote);
   const bool source_reports = knote.ops().enable_changed(queue_, knote);
   // A condition that already holds (data left unread, state accumulated while disabled) fires on enable.
-  if (enabled && !source_reports) queue_.queue_pending(knote);
+  if (enabled && (!source_reports || knote.forced_)) queue_.queue_pending(knote);
 }
 
 void Call::destroy(Knote& knote, bool settle_now) {
@@ -277,7 +305,10 @@ inline bool Call::deliver(Knote& knote, const FilterOps& ops, uint32_t hint) {
   if (knote.disabled_ || knote.delivered_in_scan_ == serial_) return false;
   struct kevent& out = out_[count_];
   EV_SET(&out, knote.ident_, knote.filter_, knote.flags_, 0, 0, knote.udata_);
-  if (!ops.evaluate(queue_, knote, hint, out)) return false;
+  if (!queue_.ext_.empty()) copy_ext(knote, out);
+  // EV_FORCEONESHOT: returned as it stands, without asking the filter (which may drop a knote), as BSD copies out a
+  // one-shot knote.
+  if (!knote.forced_ && !ops.evaluate(queue_, knote, hint, out)) return false;
   ++count_;
   knote.delivered_in_scan_ = serial_;
   if (!(knote.flags_ & (EV_ONESHOT | EV_DISPATCH | EV_CLEAR))) {
@@ -371,7 +402,19 @@ void Call::dispatch(WatchedFd& record, uint32_t events, int64_t readable) {
     queue_.purge_stale(record);  // the safety net: closed by a raw system call the layer could not see
     return;
   }
-  if (stale_interest && (record.registered_ & EPOLLET)) settle(record);
+  if (stale_interest && (record.registered_ & EPOLLET)) {
+    // A trim made by whichever thread scans, not by the program: if the number was closed meanwhile the close
+    // wrapper has emptied the entry already, and the record goes instead (purge_stale names no number to epoll).
+    if (record.generation_ != fd_generation(record.fd())) {
+      queue_.purge_stale(record);
+      return;
+    }
+    {
+      const IgnoreDescriptorRace benign;  // a close may be starting in another thread: see tsan_annotations.hpp
+      epoll_sync(queue_, record);
+    }
+    queue_.drop_fd_record_if_empty(record);  // the rest of settle(), watched by ThreadSanitizer as ever
+  }
 }
 
 void Call::dispatch_fd_knote(Knote* knote, const FilterOps& ops, uint32_t events, bool* stale_interest) {
@@ -414,7 +457,7 @@ int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
     if (n < 0) {
       // epoll fails with EINTR for any handler, the layer's own too (a watched signal the program ignores or
       // leaves at its default), and after a stop and continue even with no handler at all. Only a handler of
-      // the program's may end the wait, as on BSD: else wait on.
+      // the program's that ran may end the wait, as on BSD: else wait on (signal_hooks.hpp, signal_marks).
       if (errno == EINTR && signal_marks().passed == marks_before.passed &&
           (signal_marks().absorbed != marks_before.absorbed || !program_catches_unwatched_signal()))
         continue;
@@ -480,6 +523,7 @@ void Kqueue::restart_scan_serials() {
 void Kqueue::drop_knote(Knote& knote) {
   unqueue_pending(knote);
   knote.ops().detach(*this, knote);
+  forget_ext(knote);
   knotes_.erase(knote_key(knote.filter_, knote.ident_));
 }
 
@@ -589,6 +633,7 @@ Knote& Kqueue::make_fd_knote(WatchedFd& record, short filter) {
 }
 
 void Kqueue::free_fd_knote(WatchedFd& record, Knote& knote) {
+  forget_ext(knote);
   if (&knote == &record.read_knote_) {
     record.reset_read_knote();
     record.read_hung_ = false;
@@ -603,13 +648,21 @@ void Kqueue::drop_fd_record_if_empty(WatchedFd& record) {
 }
 
 void Kqueue::drop_fd_record(WatchedFd& record) {
+  if (record.write_knote_) forget_ext(*record.write_knote_);
   record.write_knote_.reset();
   record.live_ = false;
 }
 
 // The number was closed (and maybe reused) since the record was made: BSD removed its knotes at close(), so
-// they vanish now, queued activations included. The close wrapper already took it out of epoll; detach lets go
-// of what else the filter holds (a regular file's inotify watch).
+// they vanish now, queued activations included. Detach lets go of what else the filter holds (a regular file's
+// inotify watch).
+//
+// Epoll: a close the wrapper saw (the generation moved) took the number out of every epoll set while it still
+// named the old file. The number is not the record's any more: another thread may have been given it by accept()
+// or open() this instant, so the layer must not name it to epoll again (it would act on the new file, and
+// ThreadSanitizer rightly calls it a race). Only the count of epoll sets holding the number is the record's to
+// settle. After a raw close the layer could not see (lost_, the generation unchanged), a delete is all it can
+// try, as before.
 void Kqueue::purge_stale(WatchedFd& record) {
   for (Knote* knote : {record.read(), record.write()}) {
     if (!knote) continue;
@@ -618,8 +671,8 @@ void Kqueue::purge_stale(WatchedFd& record) {
     free_fd_knote(record, *knote);
   }
   if (record.registered_) {
-    // Normally gone already; after a raw close system call this removes what it can.
-    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, record.fd(), nullptr);
+    const bool closed_by_wrapper = record.generation_ != fd_generation(record.fd());
+    if (!closed_by_wrapper) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, record.fd(), nullptr);
     if (FdFacts* facts = fd_facts_find(record.fd())) facts->watchers.fetch_sub(1);
   }
   drop_fd_record(record);
@@ -687,6 +740,14 @@ extern "C" int kqueuex(unsigned int flags) {
 
 extern "C" int kqueue(void) { return kqueuex(0); }
 
+extern "C" int kqueue1(int flags) {
+  if (flags & ~O_CLOEXEC) {
+    errno = EINVAL;
+    return -1;
+  }
+  return kqueuex((flags & O_CLOEXEC) ? KQUEUE_CLOEXEC : 0);
+}
+
 extern "C" int kevent(int kq, const struct kevent* changelist, int nchanges, struct kevent* eventlist, int nevents,
                       const struct timespec* timeout) {
   Kqueue* queue = resolve_queue(kq);
@@ -697,8 +758,12 @@ extern "C" int kevent(int kq, const struct kevent* changelist, int nchanges, str
     Kqueue* queue;
     ~Leave() { queue->callers_.fetch_sub(1); }
   } leave{queue};
-  if (nchanges < 0 || nevents < 0 || (nchanges > 0 && !changelist) || (nevents > 0 && !eventlist)) {
+  if (nchanges < 0 || nevents < 0) {
     errno = EINVAL;
+    return -1;
+  }
+  if ((nchanges > 0 && !changelist) || (nevents > 0 && !eventlist)) {
+    errno = EFAULT;  // FreeBSD's copyin/copyout of a NULL list; checked before any change is applied
     return -1;
   }
 

@@ -8,6 +8,7 @@
 
 #include <sys/event.h>
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -55,6 +56,7 @@ struct Knote {
   uint32_t delivered_in_scan_ = 0;  // the number of the kevent call that returned it last (Kqueue::scan_serial_)
   bool disabled_ = false;
   bool pending_ = false;
+  bool forced_ = false;  // EV_FORCEONESHOT: returned once, condition or not
 
   const FilterOps& ops() const { return *filter_ops(filter_); }
   bool hangs_on_record() const { return filter_hangs_on_record(filter_); }
@@ -83,7 +85,12 @@ inline const SourceKnote& source_knote(const Knote& knote) { return static_cast<
 
 // A write knote: kept apart from its record (most connections never have one), so it points back to it.
 struct WriteKnote : Knote {
+  // An EV_CLEAR knote on a TCP socket whose epoll entry it shares with a read knote: the bytes the peer had
+  // acknowledged when it last fired (filter_write.cpp, room_made), or one of these.
+  static constexpr uint64_t kNeverFired = ~uint64_t{0};
+  static constexpr uint64_t kUncountable = ~uint64_t{0} - 1;  // not TCP: no count to compare
   WatchedFd* record_ = nullptr;
+  uint64_t acked_when_fired_ = kNeverFired;
 };
 
 // "epoll accepts a descriptor once": the one epoll entry that a descriptor's read and write knotes share. Its
@@ -97,7 +104,7 @@ struct WatchedFd {
   // `file`: a regular file, which epoll refuses (EPERM): never in the epoll set, woken by the queue's inotify
   // watch instead (file_watch.hpp). `queue`: another kqueue's descriptor (an epoll descriptor, so nestable).
   // `unknown`: not looked at yet (fd_filter.cpp learns it when the first knote is attached).
-  enum class Kind : uint8_t { unknown, stream, datagram, listener, pipe, file, queue, other };
+  enum class Kind : uint8_t { unknown, stream, datagram, listener, pipe, file, queue, eventfd, other };
 
   // First, so that a read knote's address is its record's (both are standard-layout).
   Knote read_knote_;
@@ -117,6 +124,8 @@ struct WatchedFd {
   bool never_connected_ : 1 = false;  // a stream socket epoll reports as hung up before it ever connected
   bool ring_refused_ : 1 = false;     // io_uring cannot ask this socket for its byte count (readable_queries.hpp)
   bool lost_ : 1 = false;             // a filter found the number closed behind the layer's back (raw close)
+  bool read_only_ : 1 = false;        // a pipe or FIFO opened for reading only: EVFILT_WRITE is inert
+  bool write_only_ : 1 = false;       // ... for writing only: EVFILT_READ is inert
 
   WatchedFd() : capacity_(0) {}
   int fd() const { return static_cast<int>(read_knote_.ident_); }
@@ -127,6 +136,8 @@ struct WatchedFd {
   bool has_knotes() const { return read_hung_ || write_hung_; }
   // Whether the read or write knote is registered (its filter's attach and detach say so).
   void set_hung(short filter, bool hung) { (filter == EVFILT_READ ? read_hung_ : write_hung_) = hung; }
+  // A filter this descriptor's direction does not support: registered, never fires (FreeBSD's pipe_nfiltops).
+  bool inert(short filter) const { return filter == EVFILT_READ ? write_only_ : read_only_; }
   // A blank read knote that still carries the record's number (fd() reads it there).
   void reset_read_knote() {
     const uintptr_t fd = read_knote_.ident_;
@@ -210,6 +221,14 @@ struct Kqueue {
   // Knotes not on a descriptor's record (those are in fds_), keyed as on FreeBSD.
   std::unordered_map<KnoteKey, std::unique_ptr<SourceKnote>, KnoteKeyHash> knotes_;
   FdTable fds_;
+
+  // The ext[] a knote was added with, returned in its events as FreeBSD returns its kn_kevent (kqueue(2): "ext[2]
+  // and ext[3] are always passed through the kernel as-is"). Only knotes given a non-zero one are here, so the
+  // usual knote (EV_SET zeroes ext) costs nothing. Erased whenever a knote is freed (forget_ext).
+  std::unordered_map<const Knote*, std::array<uint64_t, 4>> ext_;
+  void forget_ext(const Knote& knote) {
+    if (!ext_.empty()) ext_.erase(&knote);
+  }
 
   // Pending list (FIFO) and the eventfd that stays readable while it is not empty, so that poll() on the queue
   // and a thread blocked in kevent() both see activations made in user space.

@@ -130,12 +130,17 @@ uintptr_t effective_handler(const Disposition& d, const Snapshot& s) {
   return is_function(s.handler) && spent ? address(SIG_DFL) : s.handler;
 }
 
+void on_caught_signal(int sig, siginfo_t* info, void* context);
+
 // Registry lock held.
 void publish(Disposition& d, const struct sigaction& action) {
   uint64_t mask = 0;
   for (int sig = 1; sig <= kMaxSignal; ++sig) mask |= sigismember(&action.sa_mask, sig) == 1 ? bit(sig) : 0;
   const uintptr_t handler = (action.sa_flags & SA_SIGINFO) ? reinterpret_cast<uintptr_t>(action.sa_sigaction)
                                                             : address(action.sa_handler);
+  // The kernel's copy of a handler behind the trampoline (signal_watch reads the kernel's disposition): the
+  // program's own action is recorded here already.
+  if (handler == reinterpret_cast<uintptr_t>(&on_caught_signal)) return;
   const uint32_t seq = __atomic_load_n(&d.seq, __ATOMIC_RELAXED);
   __atomic_store_n(&d.seq, seq + 1, __ATOMIC_RELAXED);
   __atomic_store_n(&d.handler, handler, __ATOMIC_RELEASE);
@@ -171,6 +176,25 @@ struct sigaction layer_action(const Disposition& d, const Snapshot& program) {
   return action;
 }
 
+// Signals raised by a faulting instruction: never the ones that interrupt a wait, and their handlers (a crash
+// reporter, a sanitizer's) are left exactly as installed.
+bool raised_by_faults(int sig) {
+  return sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGTRAP || sig == SIGSYS;
+}
+
+// The kernel's disposition for a signal nobody watches: the program's, except that a handler of its own runs
+// behind on_caught_signal, which marks the run for kevent() (see signal_marks). Everything else (the mask,
+// SA_RESTART, SA_RESETHAND, SA_NODEFER, SA_ONSTACK) stays the kernel's to apply.
+struct sigaction kernel_view(int sig, const struct sigaction& program) {
+  struct sigaction kernel = program;
+  const uintptr_t handler = (program.sa_flags & SA_SIGINFO) ? reinterpret_cast<uintptr_t>(program.sa_sigaction)
+                                                             : address(program.sa_handler);
+  if (!is_function(handler) || raised_by_faults(sig)) return kernel;
+  kernel.sa_sigaction = on_caught_signal;
+  kernel.sa_flags |= SA_SIGINFO;
+  return kernel;
+}
+
 // Makes the kernel's disposition match: the layer's handler while watched, the program's otherwise (lock held).
 void reconcile(int sig, Disposition& d) {
   // kqueue(2): a signal is recorded even if ignored, "except for the SIGCHLD signal, which, if ignored, won't be
@@ -182,7 +206,7 @@ void reconcile(int sig, Disposition& d) {
     next_sigaction()(sig, &action, nullptr);
     __atomic_store_n(&d.installed, true, __ATOMIC_RELEASE);
   } else if (__atomic_load_n(&d.installed, __ATOMIC_ACQUIRE)) {
-    const struct sigaction view = program_view(d);
+    const struct sigaction view = kernel_view(sig, program_view(d));
     next_sigaction()(sig, &view, nullptr);
     __atomic_store_n(&d.installed, false, __ATOMIC_RELEASE);
   }
@@ -260,15 +284,44 @@ KQ_IN_HANDLER void on_signal(int sig, siginfo_t* info, void* context) {
   errno = saved_errno;
 }
 
+// The kernel's handler for a signal nobody watches that the program catches (kernel_view): the kernel has
+// already applied the program's mask and flags, so this only marks the run and calls the program's handler.
+KQ_IN_HANDLER void on_caught_signal(int sig, siginfo_t* info, void* context) {
+  const Snapshot program = snapshot(dispositions[sig]);
+  ++marks_here.passed;
+  if (!is_function(program.handler)) return;  // a sigaction() in another thread got there first
+  if (program.flags & SA_SIGINFO)
+    reinterpret_cast<void (*)(int, siginfo_t*, void*)>(program.handler)(sig, info, context);
+  else
+    reinterpret_cast<void (*)(int)>(program.handler)(sig);
+}
+
 // ---- sigaction() and signal() as the program sees them.
 
 bool managed(int sig) { return signal_check(static_cast<uintptr_t>(sig)) == 0 && sig != SIGKILL && sig != SIGSTOP; }
+
+// Not watched: the kernel holds the program's disposition (kernel_view); the registry records the program's
+// action, which the trampoline calls and which stands for the trampoline when the kernel's is read back.
+int unwatched_sigaction(int sig, Disposition& d, const struct sigaction* action, struct sigaction* old) {
+  const struct sigaction before = d.action;
+  if (action) publish(d, *action);
+  struct sigaction kernel {}, current {};
+  if (action) kernel = kernel_view(sig, *action);
+  if (next_sigaction()(sig, action ? &kernel : nullptr, &current) != 0) {
+    const int error = errno;
+    if (action) publish(d, before);
+    errno = error;
+    return -1;
+  }
+  if (old) *old = current.sa_sigaction == on_caught_signal ? before : current;
+  return 0;
+}
 
 int program_sigaction(int sig, const struct sigaction* action, struct sigaction* old) {
   if (!managed(sig)) return next_sigaction()(sig, action, old);  // the kernel's answer (EINVAL...)
   RegistryLock lock;
   Disposition& d = dispositions[sig];
-  if (d.watchers == 0) return next_sigaction()(sig, action, old);  // not watched: the kernel holds the program's
+  if (d.watchers == 0) return unwatched_sigaction(sig, d, action, old);
   if (old) *old = program_view(d);
   if (action) {
     publish(d, *action);
@@ -350,14 +403,15 @@ bool program_catches_unwatched_signal() {
   for (int sig = 1; sig <= kMaxSignal; ++sig) {
     // Faults are raised by the faulting instruction, never while a thread sleeps in epoll_wait; the sanitizers'
     // own handlers for them must not count. glibc keeps 32 and 33 for itself.
-    if (sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGTRAP || sig == SIGSYS ||
-        sig == SIGKILL || sig == SIGSTOP || sig == 32 || sig == 33)
-      continue;
+    if (raised_by_faults(sig) || sig == SIGKILL || sig == SIGSTOP || sig == 32 || sig == 33) continue;
     struct sigaction current {};
     if (next_sigaction()(sig, nullptr, &current) != 0) continue;
     const uintptr_t handler = (current.sa_flags & SA_SIGINFO) ? reinterpret_cast<uintptr_t>(current.sa_sigaction)
                                                                : address(current.sa_handler);
-    if (is_function(handler) && handler != reinterpret_cast<uintptr_t>(&on_signal)) return true;
+    // The layer's handler and the trampoline leave marks; only a handler set behind sigaction()'s back does not.
+    if (is_function(handler) && handler != reinterpret_cast<uintptr_t>(&on_signal) &&
+        handler != reinterpret_cast<uintptr_t>(&on_caught_signal))
+      return true;
   }
   return false;
 }

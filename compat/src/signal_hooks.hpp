@@ -42,21 +42,24 @@ inline uint64_t signal_bit(int sig) { return uint64_t{1} << (sig - 1); }
 // has it in its epoll set, edge-triggered: a write wakes every such queue, and nobody ever drains it.
 int signal_wake_fd();
 
-// What the layer's handler did on the calling thread so far: deliveries it absorbed (the program's disposition
-// was SIG_IGN, or a default action that lets the process go on) and ones it passed to a handler of the program's.
-// kevent() compares them around its wait: an EINTR that only the layer's handler caused is not the program's to
-// see. (A handler the program installed for a signal nobody watches runs without the layer: it changes neither.)
+// What the layer's handlers did on the calling thread so far: deliveries they absorbed (the program's disposition
+// was SIG_IGN, or a default action that lets the process go on) and runs of a handler of the program's. kevent()
+// compares them around its wait: only a handler of the program's that ran may end it with EINTR, as on BSD. A
+// handler the program sets through sigaction() or signal() for a signal nobody watches is handed to the kernel
+// behind a small trampoline that counts its runs (its mask and flags the program's own), so that an EINTR Linux
+// reports after a stop and continue, with no handler run, is told apart. Handlers for the fault signals
+// (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS) are left as installed.
 struct SignalMarks {
   uint64_t absorbed;
   uint64_t passed;
 };
 SignalMarks signal_marks();
 
-// True when some asynchronous signal nobody watches has a handler of the program's (in the kernel: it runs
-// without the layer, so it leaves no mark). kevent() asks on an EINTR that left no mark: when the program
-// catches nothing, that EINTR came from being stopped and continued (SIGSTOP/SIGTSTP, then SIGCONT: signal(7),
-// "Interruption of system calls ... by stop signals"), which BSD never reports, so the wait goes on. Makes up to
-// 64 sigaction() queries: for the rare EINTR path only.
+// True when some asynchronous signal has a handler of the program's that leaves no mark: one set behind
+// sigaction()'s back (a raw system call, glibc's sigset(), a library's constructor before the layer's). kevent()
+// asks on an EINTR that left no mark: when there is none, that EINTR came from being stopped and continued
+// (SIGSTOP/SIGTSTP, then SIGCONT: signal(7), "Interruption of system calls ... by stop signals"), which BSD never
+// reports, so the wait goes on. Makes up to 64 sigaction() queries: for the rare EINTR path only.
 bool program_catches_unwatched_signal();
 
 // The close wrapper calls this before any close of a number the layer knows: if it is the wake-up eventfd, the

@@ -64,10 +64,15 @@ std::string flag_names(unsigned short value) {
   unsigned short rest = value;
   for (const auto& known : flags) {
     if (!(value & known.value)) continue;
-    text += (text.empty() ? "" : "|") + std::string(known.name);
+    // Appended piece by piece: `separator + std::string(...)` trips GCC 12's -Wrestrict in optimised builds.
+    if (!text.empty()) text += '|';
+    text += known.name;
     rest &= static_cast<unsigned short>(~known.value);
   }
-  if (rest) text += (text.empty() ? "" : "|") + hex(rest);
+  if (rest) {
+    if (!text.empty()) text += '|';
+    text += hex(rest);
+  }
   return text.empty() ? "0" : text;
 }
 

@@ -100,4 +100,13 @@ MUTANTS = [
         replacements=(("      close_client(fd);  // EPIPE, ECONNRESET: the client went away\n",
                        "      kqlab::fail(\"write\");  // MUTANT: one client's error ends the server\n"),),
     ),
+    Mutant(
+        name="keeps-reading-a-finished-client",
+        mistake="A client that has finished sending but is still owed output keeps its EVFILT_READ: its "
+                "level-triggered EV_EOF fires on every wait, and the loop spins until all is written.",
+        caught_by="test_half_close_with_much_still_owed",
+        file="echo_server.cpp",
+        replacements=(("      watch(fd, EVFILT_READ, EV_DELETE, client.serial_);\n",
+                       "      // MUTANT: keeps reading the finished client\n"),),
+    ),
 ]

@@ -27,6 +27,11 @@ RULES = [
               "or its level-triggered EOF fires on every wait.",
          section="Step 3: read, and what EV_EOF means",
          mutants=("ignores-eof",)),
+    Rule(name="stop-reading-a-finished-client",
+         rule="A finished client still owed output: delete its EVFILT_READ, or its level-triggered EV_EOF fires on "
+              "every wait.",
+         section="Step 3: read, and what EV_EOF means",
+         mutants=("keeps-reading-a-finished-client",)),
     Rule(name="a-half-closed-client-still-reads",
          rule="A client that is done sending still gets everything it is owed before the close.",
          section="Step 3: read, and what EV_EOF means",

@@ -77,10 +77,12 @@ def test_half_close_with_much_still_owed(server):
     """A client that sends a lot, then half-closes, still reads: the end of its stream (read() returning 0, or
     EV_EOF with nothing left to read) is not the end of what the server owes it. With a small receive buffer the
     client, reading nothing until it has sent all, holds back most of the echo: when the server meets the end of the
-    stream, megabytes are still owed."""
+    stream, megabytes are still owed. Until the client reads again, the server has nothing it can do, and sleeps:
+    a finished client's level-triggered EV_EOF, still registered, would fire on every wait."""
     client = server.connect(receive_buffer=SMALL_BUFFER)
     sent = client.send_until_stuck(patterned(10 << 20))
     client.shut_write()
+    server.expect_idle(window=seconds(1))
     client.expect(sent, within=seconds(30))
     client.expect_close(within=seconds(5))
 

@@ -84,4 +84,13 @@ MUTANTS = [
                        "  for (struct kevent& change : changes_) change.flags |= EV_RECEIPT;  // MUTANT\n"),),
         linux_only=True,  # the test reads the trace of kqlab's Linux layer; it is skipped elsewhere
     ),
+    Mutant(
+        name="closes-when-the-socket-is-full",
+        mistake="EAGAIN from write() taken as an error like EPIPE: a client whose socket is full for a moment is "
+                "closed, and what it was owed is lost.",
+        caught_by="test_partial_writes",
+        file="echo_server.cpp",
+        replacements=(("    if (sent == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;  // full: EVFILT_WRITE "
+                       "fires when not\n", "    // MUTANT: EAGAIN falls through to the errors that close\n"),),
+    ),
 ]

@@ -18,6 +18,11 @@ RULES = [
          unprovable="A non-blocking write() takes all the room the send buffer has, so after a partial write the "
                     "next write() fails with EAGAIN on every kernel the course runs on: a server that stops after "
                     "one write leaves nothing behind that a test could see."),
+    Rule(name="eagain-means-full-not-gone",
+         rule="write() failing with EAGAIN means the socket is full for now: keep what is left for the next "
+              "EVFILT_WRITE event; only other errors (EPIPE, ECONNRESET) mean the client is gone.",
+         section="Edge-triggered writing",
+         mutants=("closes-when-the-socket-is-full",)),
     Rule(name="eof-once-under-ev-clear",
          rule="EV_EOF under EV_CLEAR is reported once: meet it as read() returning 0.",
          section="Step 4: read until EAGAIN",
@@ -32,10 +37,17 @@ RULES = [
          section="Changes ride in the wait",
          mutants=("registers-in-separate-calls",)),
     Rule(name="clear-changes-after-the-call",
-         rule="Clear the changelist after the call, whatever it returned (even EINTR): never hand a change over "
-              "twice.",
+         rule="Clear the changelist after the call: never hand a change over twice.",
          section="Step 2: hand the changes to the wait",
          mutants=("never-clears-changes",)),
+    Rule(name="clear-changes-even-on-eintr",
+         rule="Clear the changelist even when the call failed with EINTR: kqueue(2) applied the changes before "
+              "the signal interrupted the wait.",
+         section="Step 2: hand the changes to the wait",
+         unprovable="Lesson 02's server catches no signal, so its wait never ends with EINTR (a stop and continue "
+                    "never interrupts kevent() on BSD, and kqlab's Linux layer hides it too); and a loop that "
+                    "cleared its list only on success would hand the same EV_ADD changes again at once, with "
+                    "nothing done between, which changes nothing a client can see."),
     Rule(name="room-for-one-entry-per-change",
          rule="Leave room in the eventlist for one entry per change.",
          section="Step 2: hand the changes to the wait",

@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from vocabulary import (TRACED, eventually, failed_registration_is_not_ignored, listen_queue_limit, patterned, see,
-                        seconds)
+from vocabulary import (TRACED, eventually, failed_registration_is_not_ignored, from_lesson, listen_queue_limit,
+                        patterned, rerun, see, seconds)
 
 
 @see("What stops the server, and what does not")
@@ -69,6 +69,11 @@ def test_last_words_then_eof(server):
         client.shut_write()
     client.expect(b"the last words\n")
     client.expect_close()
+
+
+# A client that reads only once it has sent everything: the socket fills, write() takes part, then fails with
+# EAGAIN, which means "full for now", not "gone". Lesson 01's test, against this server.
+test_partial_writes = rerun(from_lesson("01-echo").test_partial_writes, "Edge-triggered writing")
 
 
 @see("Edge-triggered writing")

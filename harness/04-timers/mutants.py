@@ -91,4 +91,13 @@ MUTANTS = [
         replacements=(("  const std::uintptr_t ident = next_timer_++;\n",
                        "  const std::uintptr_t ident = 1'000'000;  // MUTANT: the same ident for every job\n"),),
     ),
+    Mutant(
+        name="idle-rearmed-for-the-full-period",
+        mistake="The idle timer re-armed for the whole idle time instead of what is left of it: a client that "
+                "spoke just after the timer was armed is closed up to twice the idle time after its last words.",
+        caught_by="test_idle_timer_rearmed_for_what_is_left",
+        file="timer_server.cpp",
+        replacements=(("  start_timer(conn, conn.idle_timer_, (idle_ - silent).count(), false);\n",
+                       "  start_timer(conn, conn.idle_timer_, idle_.count(), false);  // MUTANT: the whole period\n"),),
+    ),
 ]

@@ -28,6 +28,11 @@ RULES = [
          rule="The idle timeout counts from what the client last sent: activity restarts its timer.",
          section="Step 3: idle connections",
          mutants=("idle-timer-ignores-activity",)),
+    Rule(name="rearm-idle-for-what-is-left",
+         rule="A one-shot idle timer that fires for a client that has spoken is armed again for what is left of "
+              "the idle time, so that it fires when the client will have been silent that long.",
+         section="Step 3: idle connections",
+         mutants=("idle-rearmed-for-the-full-period",)),
     Rule(name="close-does-not-delete-timers",
          rule="close() does not delete timers. Delete them, and expect ENOENT for one-shot timers that have fired.",
          section="Step 4: when a connection goes, its timers go",

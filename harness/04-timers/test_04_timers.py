@@ -156,6 +156,27 @@ def test_activity_postpones_idle_close(start_server, story):
                    f"it came after {closed_after:.3f} s")
 
 
+@see("Step 3: idle connections")
+def test_idle_timer_rearmed_for_what_is_left(start_server, story):
+    # One line just after connecting, then silence: the idle timer armed at the connection fires nearly idle_
+    # after the line, finds the client silent for only a moment, and must be armed for what is left (idle_ minus
+    # that moment), not for a whole idle_ again, which would say goodbye almost twice as late.
+    idle = seconds(0.8)
+    server = start_server("--idle-ms", str(round(idle * 1000)))
+    client = server.connect()
+    client.expect_silence(seconds(0.05))
+    spoke_at = time.monotonic()  # before the server hears it, and starts counting again
+    client.send(b"just one line\n")
+    client.expect(b"just one line\n")
+    client.expect(GOODBYE, within=idle + seconds(3))
+    closed_after = time.monotonic() - spoke_at
+    client.expect_close()
+    if not idle - EARLY <= closed_after <= idle + LATE:
+        story.fail(f"the goodbye {idle:g} s after client 1's only line (the idle timer, firing before that, "
+                   f"re-armed for what was left of {idle:g} s), and at most {LATE:g} s later",
+                   f"it came after {closed_after:.3f} s")
+
+
 @see("Step 4: when a connection goes, its timers go")
 def test_disconnect_with_timers_pending(server, story):
     _, at_start = descriptors_with_a_timer(server, story)

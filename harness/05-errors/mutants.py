@@ -79,4 +79,30 @@ MUTANTS = [
                        "                    (conn.get_left_ == 0 || conn.inbox_.empty());\n",
                        "  const bool read = !conn.peer_done_ && !conn.closing_;  // MUTANT: never stops reading\n"),),
     ),
+    Mutant(
+        name="reset-taken-for-orderly-end",
+        mistake="The error in fflags not looked at: a reset is handled as an orderly end, and goes uncounted.",
+        caught_by="test_connect_and_vanish",
+        file="robust_server.cpp",
+        replacements=(("  if (error != 0) {\n    // Reset or failed",
+                       "  (void)error;\n  if (false) {  // MUTANT: every EOF taken as orderly\n    // Reset or failed"),),
+    ),
+    Mutant(
+        name="spare-not-taken-back",
+        mistake="The spare descriptor given up to turn a client away, and never taken back: the next newcomer "
+                "takes its number, and the next time at the limit the server closes a client's connection in its "
+                "place.",
+        caught_by="test_descriptor_limit_again_and_again",
+        file="robust_server.cpp",
+        replacements=(("      spare_ = open(\"/dev/null\", O_RDONLY | O_CLOEXEC);\n"
+                       "      if (spare_ == -1) kqlab::fail(\"open /dev/null\");\n",
+                       "      // MUTANT: the spare is not taken back\n"),),
+    ),
+    Mutant(
+        name="refuses-a-line-at-the-limit",
+        mistake="Off by one at the line limit: a line of exactly --max-line bytes is refused.",
+        caught_by="test_never_ending_line",
+        file="robust_server.cpp",
+        replacements=(("    if (length > max_line_) {\n", "    if (length >= max_line_) {  // MUTANT\n"),),
+    ),
 ]

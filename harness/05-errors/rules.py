@@ -16,7 +16,7 @@ RULES = [
          rule="EV_EOF with fflags 0 means 'finished sending', not 'gone': serve the rest, then close. An error in "
               "fflags means gone.",
          section="Step 1: orderly end or reset",
-         mutants=("closes-at-eof", "ignores-eof")),
+         mutants=("closes-at-eof", "ignores-eof", "reset-taken-for-orderly-end")),
     Rule(name="linux-reset-once",
          rule="On Linux the reset is reported once, in fflags; read() then returns 0. Do not wait for ECONNRESET.",
          section="How a connection ends: EV_EOF and fflags",
@@ -30,16 +30,27 @@ RULES = [
          rule="EINTR from kevent() is not an error. Signal handlers set flags; the loop does the work.",
          section="Step 3: signals and EINTR",
          mutants=("eintr-is-fatal",)),
+    Rule(name="look-at-the-flag-after-every-return",
+         rule="Look at a signal handler's flag after every return of kevent(), not only after EINTR.",
+         section="Step 3: signals and EINTR",
+         unprovable="Only a signal that arrives while the loop is busy between two waits is missed by a loop that "
+                    "looks only after EINTR, and no test can be sure to make a signal land there: the one moment "
+                    "a test can choose, by waiting until the server blocks, is in the wait, which the signal "
+                    "interrupts."),
     Rule(name="spare-descriptor-at-the-limit",
          rule="At the descriptor limit, turn connections away with a spare descriptor: returning spins, EV_CLEAR "
               "hangs, failing dies.",
          section="Step 4: out of descriptors",
          mutants=("spins-at-descriptor-limit", "dies-at-descriptor-limit")),
+    Rule(name="take-the-spare-back",
+         rule="After turning a client away, take the spare descriptor back: the next time at the limit needs it.",
+         section="Step 4: out of descriptors",
+         mutants=("spare-not-taken-back",)),
     Rule(name="limit-what-a-client-can-make-you-hold",
          rule="Limit what a client can make you hold: line length (even of a line that has not ended), and what "
               "you owe it.",
          section="Step 5: input limits",
-         mutants=("limits-only-whole-lines", "no-back-pressure")),
+         mutants=("limits-only-whole-lines", "no-back-pressure", "refuses-a-line-at-the-limit")),
     Rule(name="answers-in-order",
          rule="Each request is answered in order: requests that arrive while a GET is being sent wait for it.",
          section="The program you are finishing",

@@ -85,4 +85,39 @@ MUTANTS = [
                        "  } else if (event.filter == EVFILT_USER &&\n"
                        "             event.udata == udata_of(kResultsReady)) {  // MUTANT: by udata\n")),
     ),
+    Mutant(
+        name="stop-keeps-reading",
+        mistake="The stop leaves the clients' EVFILT_READ registered: their new requests are ignored, but their "
+                "level-triggered read events fire on every wait, and the loop spins until the last reply is out.",
+        caught_by="test_stopping_server_takes_nothing_new",
+        file="signal_server.cpp",
+        replacements=(("      watch(fd, EVFILT_READ, EV_DELETE, client.serial_);  // hear no new requests; flush() closes "
+                       "when done\n", "      // MUTANT: still registered for reading\n"),),
+    ),
+    Mutant(
+        name="listener-open-while-stopping",
+        mistake="The listening socket left open by the stop: new clients are still accepted and greeted by a "
+                "server on its way out.",
+        caught_by="test_stopping_server_takes_nothing_new",
+        file="signal_server.cpp",
+        replacements=(("  close(listener_);\n  listener_ = -1;\n", "  // MUTANT: the listening socket stays open\n"),),
+    ),
+    Mutant(
+        name="second-sigterm-stops-again",
+        mistake="No guard against a second stop: a second SIGTERM deletes registrations already deleted, and the "
+                "server dies on the ENOENT with replies still owed.",
+        caught_by="test_stopping_server_takes_nothing_new",
+        file="signal_server.cpp",
+        replacements=(("  if (stopping_) return;  // a second SIGTERM while stopping: already on it\n",
+                       "  // MUTANT: a second SIGTERM stops all over again\n"),),
+    ),
+    Mutant(
+        name="result-by-descriptor-alone",
+        mistake="A result matched to its client by descriptor number alone: a newcomer that got the number of a "
+                "client that left receives that client's squares.",
+        caught_by="test_results_of_a_client_gone_reach_nobody",
+        file="signal_server.cpp",
+        replacements=(("if (found == clients_.end() || found->second.serial_ != job.serial_) continue;",
+                       "if (found == clients_.end()) continue;  /* MUTANT: no serial check */"),),
+    ),
 ]

@@ -5,6 +5,7 @@ import contextlib
 import errno
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -168,6 +169,62 @@ def test_sigint_stops_gracefully_too(server, story):
         expect_squares(client, [7], early[client], within=seconds(2))
         client.expect_close(within=seconds(2))
     server.expect_exit(0, within=seconds(3))
+
+
+@see("Step 3: stop gracefully")
+def test_stopping_server_takes_nothing_new(server, story):
+    """While a client is still owed squares, a stopping server takes no new client (its listening socket is closed)
+    and no new request (its clients' EVFILT_READ is deleted), and sleeps meanwhile: a read event it no longer
+    wants, left registered, fires on every wait. A second SIGTERM changes nothing."""
+    busy, idle = greeted(server), greeted(server)
+    numbers = list(range(1, 26))  # 25 squares: a second of the worker's time
+    early = send_squares_and_wait_until_read([busy], {busy: numbers})
+    server.send_signal(signal.SIGTERM)
+    with surviving(server, signal.SIGTERM):
+        idle.expect_close(within=seconds(2))  # owed nothing, so closed at once: the stop has begun
+        expect_no_new_client(server, story)
+        server.send_signal(signal.SIGTERM)  # a second one, handled apart from the first: it changes nothing
+        busy.send(b"echo one more\n")
+        # Not scaled: the window must end before the squares do, on any machine (they sleep, they do not compute).
+        server.expect_idle(window=0.4)
+        with story.summarized("client 1 got its 25 squares, and no answer to the request sent after SIGTERM"):
+            expect_squares(busy, numbers, early[busy], within=seconds(5))
+        busy.expect_close(within=seconds(2))
+    server.expect_exit(0, within=seconds(3))
+
+
+def expect_no_new_client(server, story) -> None:
+    """Once the stop has begun, a new connection is refused (the listening socket is closed): never greeted."""
+    try:
+        with socket.create_connection((server.host, server.port), timeout=seconds(2)) as sock:
+            got = sock.recv(256)
+    except (ConnectionRefusedError, ConnectionResetError):
+        story.step("a new client was refused: the listening socket is closed")
+        return
+    except socket.timeout:
+        got = None
+    if got:
+        story.fail("a new client refused once the stop has begun (the listening socket closed)",
+                   f"it was accepted and got {got!r}")
+    if got is None:
+        story.fail("a new client refused once the stop has begun (the listening socket closed)",
+                   "it was accepted, and left waiting")
+    story.step("a new client was accepted and closed at once, unserved")
+
+
+@see("Step 5: take every result")
+def test_results_of_a_client_gone_reach_nobody(server, story):
+    """A client that leaves with squares in flight gives its descriptor number back; the next client to connect
+    gets it. The results, when they come, are the old client's: the newcomer must never see them."""
+    before = server.open_descriptors()
+    leaver = greeted(server)
+    send_squares_and_wait_until_read([leaver], {leaver: list(range(1, 11))})  # 10 squares: 0.4 s of work
+    leaver.close()
+    server.expect_descriptors(at_most=before, within=seconds(2))  # the server has closed it: its number is free
+    newcomer = greeted(server)  # accept() hands out the lowest free number: the leaver's
+    newcomer.send(b"echo hello\n")
+    newcomer.expect(b"hello\n")
+    newcomer.expect_silence(0.6)  # until well after the leaver's squares are done
 
 
 @see("Step 4: wake the loop with EVFILT_USER")

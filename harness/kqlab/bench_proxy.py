@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from . import bench
+from .bench_setup import Config, Pinning, RunningServer, Server, run_loadgen
 
 LESSON = "12-proxy"
 TARGETS = (f"solution_{LESSON}",)  # built by ./kqlab bench besides bench.PROGRAMS
@@ -22,7 +22,7 @@ STREAM_DEPTH = 4  # messages in flight per connection
 CONNECTIONS = (1, 10)
 
 
-def measure(build: Path, config: bench.Config, cpus: bench.Pinning, log=print) -> dict:
+def measure(build: Path, config: Config, cpus: Pinning, log=print) -> dict:
     """Runs the comparison; returns {connections: {"direct": [runs], "proxy": [runs]}} ({} if the proxy or the
     echo server is not built in `build`)."""
     proxy = build / "bin" / "solution" / LESSON
@@ -31,7 +31,7 @@ def measure(build: Path, config: bench.Config, cpus: bench.Pinning, log=print) -
     if not (proxy.is_file() and echo.is_file() and loadgen.is_file()):
         log(f"  skipped: {proxy} or {echo} is not built")
         return {}
-    upstream = bench.Server("epoll", echo, "the raw-epoll echo server")
+    upstream = Server("epoll", echo, "the raw-epoll echo server")
     results: dict = {}
     for connections in CONNECTIONS:
         runs: dict[str, list[dict]] = {"direct": [], "proxy": []}
@@ -46,21 +46,21 @@ def measure(build: Path, config: bench.Config, cpus: bench.Pinning, log=print) -
     return results
 
 
-def _stream_run(loadgen: Path, upstream: bench.Server, proxy: Path | None, connections: int, config: bench.Config,
-                cpus: bench.Pinning) -> dict:
+def _stream_run(loadgen: Path, upstream: Server, proxy: Path | None, connections: int, config: Config,
+                cpus: Pinning) -> dict:
     """One run: the echo server on the server's CPU, the proxy (if any) unpinned in front of it, the load generator
     on its CPU. The CPU time measured is the proxy's when there is one, else the echo server's."""
-    with bench.RunningServer(upstream, cpus.server) as echo:
+    with RunningServer(upstream, cpus.server) as echo:
         front = None
         if proxy is not None:
-            front = bench.RunningServer(bench.Server("proxy", proxy, "lesson 12's proxy",
+            front = RunningServer(Server("proxy", proxy, "lesson 12's proxy",
                                                      ("--upstream", echo.address)), None)
         try:
             target = front or echo
             arguments = ["--connect", target.address, "--server-pid", str(target.pid), "--connections",
                          str(connections), "--size", str(STREAM_SIZE), "--depth", str(STREAM_DEPTH), "--duration",
                          str(config.duration), "--warmup", str(config.warmup), *cpus.loadgen_arguments()]
-            return bench.run_loadgen(loadgen, arguments, timeout=config.duration + config.warmup + 60)
+            return run_loadgen(loadgen, arguments, timeout=config.duration + config.warmup + 60)
         finally:
             if front is not None:
                 front.stop()

@@ -11,6 +11,7 @@
 //   pid         ->  PID              the worker's process id
 //   sleep MS    ->  PID sleeping     and the worker then blocks for MS milliseconds: its own clients wait, the
 //                                    other workers' do not
+#include <fcntl.h>
 #include <sys/event.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -34,6 +35,9 @@
 
 constexpr std::size_t kWorkers = 4;
 constexpr std::size_t kLongestLine = 4096;
+// Replies owed to one client past which a worker reads no more of its requests until it reads (lesson 05,
+// step 5): a client that sends and never reads is made to wait by TCP, and the worker's memory stays bounded.
+constexpr std::size_t kMostOwed = 1 << 20;
 constexpr std::int64_t kLongestSleepMs = 60'000;
 
 // The supervisor's timers. A worker that dies within kShortLife of its start is replaced after kRestartDelayMs, not
@@ -69,6 +73,7 @@ struct Client {
   std::string received_;      // bytes read that do not make a whole line yet
   std::string unsent_;        // replies not yet written
   bool writing_ = false;      // is EVFILT_WRITE registered for it? Exactly while unsent_ is not empty.
+  bool reading_ = true;       // is EVFILT_READ enabled? Not while it is owed kMostOwed bytes or more.
 };
 
 class Worker {
@@ -89,12 +94,15 @@ class Worker {
 
   const int kq_;
   const int listener_;
+  int spare_;  // a descriptor kept open to be given up at the descriptor limit (lesson 05, step 4)
   const std::string pid_ = std::to_string(getpid());
   std::uint64_t next_serial_ = 1;
   std::unordered_map<int, Client> clients_;
 };
 
-Worker::Worker(int kq, int listener) : kq_(kq), listener_(listener) {
+Worker::Worker(int kq, int listener)
+    : kq_(kq), listener_(listener), spare_(open("/dev/null", O_RDONLY | O_CLOEXEC)) {
+  if (spare_ == -1) kqlab::fail("open /dev/null");
   change(kq_, listener_, EVFILT_READ, EV_ADD);
 }
 
@@ -129,6 +137,15 @@ void Worker::dispatch(const struct kevent& event) {
 void Worker::accept_clients(const struct kevent& event) {
   for (std::int64_t waiting = event.data; waiting > 0; --waiting) {
     const int fd = accept(listener_, nullptr, nullptr);
+    if (fd == -1 && (errno == EMFILE || errno == ENFILE)) {
+      // Out of descriptors (lesson 05, step 4): give up the spare to take the connection and close it, or the
+      // level-triggered listener reports it again at once, and the worker spins.
+      close(spare_);
+      if (const int refused = accept(listener_, nullptr, nullptr); refused != -1) close(refused);
+      spare_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (spare_ == -1) kqlab::fail("open /dev/null");
+      continue;
+    }
     if (fd == -1) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED) std::perror("accept");
       return;
@@ -209,6 +226,12 @@ void Worker::flush(int fd, Client& client) {
   if (pending != client.writing_) {
     change(kq_, fd, EVFILT_WRITE, pending ? EV_ADD : EV_DELETE, 0, 0, client.serial_);
     client.writing_ = pending;
+  }
+  // Back-pressure (lesson 05, step 5): no more requests from a client owed kMostOwed bytes, until it reads.
+  const bool read = client.unsent_.size() < kMostOwed;
+  if (read != client.reading_) {
+    change(kq_, fd, EVFILT_READ, read ? EV_ENABLE : EV_DISABLE, 0, 0, client.serial_);
+    client.reading_ = read;
   }
 }
 

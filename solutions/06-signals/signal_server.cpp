@@ -11,6 +11,7 @@
 //   square N    ->  square N = N*N            after a slow job on the worker thread
 //   stats       ->  reloads K                 how many SIGHUPs the server has received
 // and a greeting line, the configuration file's first line, to each new client.
+#include <fcntl.h>
 #include <sys/event.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -42,6 +43,9 @@ constexpr std::uintptr_t kResultsReady = 1;    // EVFILT_USER: the worker has fi
 constexpr std::uintptr_t kStopDeadline = 1;    // EVFILT_TIMER: the graceful stop has taken too long
 constexpr std::int64_t kStopDeadlineMs = 10'000;
 constexpr std::size_t kLongestLine = 4096;
+// Replies owed to one client past which the server reads no more of its requests until it reads (lesson 05,
+// step 5): a client that sends and never reads is made to wait by TCP, and the server's memory stays bounded.
+constexpr std::size_t kMostOwed = 1 << 20;
 
 // What the server remembers about one connection between its events.
 struct Client {
@@ -49,6 +53,7 @@ struct Client {
   std::string received_;      // bytes read that do not make a whole line yet
   std::string unsent_;        // replies not yet written
   bool writing_ = false;      // is EVFILT_WRITE registered for it? Exactly while unsent_ is not empty.
+  bool reading_ = true;       // is EVFILT_READ enabled? Not while it is owed kMostOwed bytes or more.
   int jobs_ = 0;              // squares handed to the worker whose results have not come back yet
 };
 
@@ -194,10 +199,12 @@ class SignalServer {
   void on_readable(int fd, Client& client, const struct kevent& event);
   void handle_request(int fd, Client& client, const std::string& line);
   void flush(int fd, Client& client);
+  void pace_reading(int fd, Client& client);
   void close_client(int fd);
 
   int kq_;
   int listener_;
+  int spare_;  // a descriptor kept open to be given up at the descriptor limit (lesson 05, step 4)
   const std::string config_path_;
   std::string greeting_;
   std::int64_t reloads_ = 0;  // SIGHUPs received
@@ -208,9 +215,10 @@ class SignalServer {
 };
 
 SignalServer::SignalServer(int listener, std::string config_path, std::string greeting)
-    : kq_(kqueue()), listener_(listener), config_path_(std::move(config_path)), greeting_(std::move(greeting)),
+    : kq_(kqueue()), listener_(listener), spare_(open("/dev/null", O_RDONLY | O_CLOEXEC)), config_path_(std::move(config_path)), greeting_(std::move(greeting)),
       worker_(kq_) {
   if (kq_ == -1) kqlab::fail("kqueue");
+  if (spare_ == -1) kqlab::fail("open /dev/null");
   watch(listener_, EVFILT_READ, EV_ADD);
   watch_signals();
   // The worker's wake-up: a user event, which only a kevent() change fires (NOTE_TRIGGER, in Worker::post).
@@ -349,6 +357,15 @@ void SignalServer::deliver_results() {
 void SignalServer::accept_clients(const struct kevent& event) {
   for (std::int64_t waiting = event.data; waiting > 0; --waiting) {
     const int fd = accept(listener_, nullptr, nullptr);
+    if (fd == -1 && (errno == EMFILE || errno == ENFILE)) {
+      // Out of descriptors (lesson 05, step 4): the connection stays queued and the level-triggered listener
+      // reports it again at once. Give up the spare, accept the connection on it, close it, take the spare back.
+      close(spare_);
+      if (const int refused = accept(listener_, nullptr, nullptr); refused != -1) close(refused);
+      spare_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (spare_ == -1) kqlab::fail("open /dev/null");
+      continue;
+    }
     if (fd == -1) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED) std::perror("accept");
       return;
@@ -425,9 +442,20 @@ void SignalServer::flush(int fd, Client& client) {
     watch(fd, EVFILT_WRITE, pending ? EV_ADD : EV_DELETE, client.serial_);
     client.writing_ = pending;
   }
+  pace_reading(fd, client);
   if (stopping_ && !pending && client.jobs_ == 0) close_client(fd);
 }
 // [end]
+
+// Back-pressure (lesson 05, step 5): reads no more requests from a client owed kMostOwed bytes or more, until it
+// has read enough of them. Its requests wait in the kernel's buffers, and TCP makes it wait. While stopping, the
+// registration is gone already (begin_stop): nothing to change.
+void SignalServer::pace_reading(int fd, Client& client) {
+  const bool read = client.unsent_.size() < kMostOwed;
+  if (stopping_ || read == client.reading_) return;
+  watch(fd, EVFILT_READ, read ? EV_ENABLE : EV_DISABLE, client.serial_);
+  client.reading_ = read;
+}
 
 void SignalServer::close_client(int fd) {
   clients_.erase(fd);

@@ -82,6 +82,7 @@ class TailServer {
 
   int kq_;
   int listener_;
+  int spare_;  // a descriptor kept open to be given up at the descriptor limit (lesson 05, step 4)
   const std::string path_;
   int file_;             // the file followed: the one the log's name led to when we last looked
   int directory_;        // the log's directory, watched for new names in it (a new log after a rotation)
@@ -92,8 +93,8 @@ class TailServer {
 
 // [snippet: constructor]
 TailServer::TailServer(int listener, std::string path)
-    : kq_(kqueue()), listener_(listener), path_(std::move(path)), file_(open_or_fail(path_, O_RDONLY)),
-      directory_(open_or_fail(directory_of(path_), O_RDONLY)) {
+    : kq_(kqueue()), listener_(listener), spare_(open_or_fail("/dev/null", O_RDONLY)), path_(std::move(path)),
+      file_(open_or_fail(path_, O_RDONLY)), directory_(open_or_fail(directory_of(path_), O_RDONLY)) {
   if (kq_ == -1) kqlab::fail("kqueue");
   watch(listener_, EVFILT_READ, EV_ADD);
   // tail -f starts at the end: clients get what is appended from now on.
@@ -258,6 +259,14 @@ void TailServer::broadcast(const std::string& lines) {
 void TailServer::accept_clients(const struct kevent& event) {
   for (std::int64_t waiting = event.data; waiting > 0; --waiting) {
     const int fd = accept(listener_, nullptr, nullptr);
+    if (fd == -1 && (errno == EMFILE || errno == ENFILE)) {
+      // Out of descriptors (lesson 05, step 4): the connection stays queued and the level-triggered listener
+      // reports it again at once. Give up the spare, accept the connection on it, close it, take the spare back.
+      close(spare_);
+      if (const int refused = accept(listener_, nullptr, nullptr); refused != -1) close(refused);
+      spare_ = open_or_fail("/dev/null", O_RDONLY);
+      continue;
+    }
     if (fd == -1) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED) std::perror("accept");
       return;

@@ -18,12 +18,17 @@
 #include "poller.hpp"
 #include "setup.hpp"
 
+// Bytes owed to one client past which the server reads no more from it until it reads (lesson 05, step 5): a
+// client that sends and never reads is made to wait by TCP, and the server's memory stays bounded.
+constexpr std::size_t kMostPending = 1 << 20;
+
 // What the server remembers about one connection, between the reports that concern it.
 struct Client {
   std::uint64_t serial_ = 0;  // this connection's number, registered with its descriptor (see client_for)
   std::string unsent_;        // bytes read from the client and not yet written back to it
   bool writing_ = false;      // is the interest in writing on? Exactly while unsent_ is not empty.
   bool peer_done_ = false;    // the client has finished sending, and we have read all it sent
+  bool held_ = false;         // reading stopped at kMostPending, before EAGAIN: input may wait unreported
 };
 
 class EchoServer {
@@ -75,6 +80,12 @@ void EchoServer::dispatch(const Ready& ready) {
     on_readable(ready.fd, *client);  // reads, and writes back what it read
   } else if (ready.writable) {
     flush(ready.fd, *client);
+  }
+  // Edge-triggered, input left unread at the limit is not reported again: once the client has read enough of what
+  // it is owed, read on here. Each round reads or writes something, and ends at EAGAIN or with the socket full.
+  for (Client* held = client_for(ready); held != nullptr && held->held_ && held->unsent_.size() < kMostPending;
+       held = client_for(ready)) {
+    on_readable(ready.fd, *held);
   }
 }
 
@@ -134,7 +145,12 @@ void EchoServer::on_readable(int fd, Client& client) {
   // Edge-triggered: whatever is left unread now is not reported again until more arrives, which may be never.
   // Read until the socket says EAGAIN. The end of the stream is read() returning 0, after the last bytes.
   char buffer[16 * 1024];
+  client.held_ = false;
   for (;;) {
+    if (client.unsent_.size() >= kMostPending) {
+      client.held_ = true;  // the rest waits in the kernel until the client reads (see dispatch)
+      break;
+    }
     const ssize_t got = read(fd, buffer, sizeof buffer);
     if (got > 0) {
       client.unsent_.append(buffer, static_cast<std::size_t>(got));

@@ -134,6 +134,9 @@ int kqueue(void);
 /* kqueue() with flags: KQUEUE_CLOEXEC. Unknown flags give EINVAL. */
 int kqueuex(unsigned int flags);
 
+/* kqueue() with open(2)'s O_CLOEXEC (FreeBSD 14+, for NetBSD compatibility). Other flags give EINVAL. */
+int kqueue1(int flags);
+
 /* Applies `changelist` in order, then, unless a change wrote an error or receipt entry, waits up to `timeout`
  * (NULL: forever; {0,0}: poll) for events and returns how many it wrote into `eventlist` (-1 and errno on error). */
 int kevent(int kq, const struct kevent *changelist, int nchanges, struct kevent *eventlist, int nevents,

@@ -1,8 +1,10 @@
 // Lesson 10: a chat server on the reactor. Every line a client sends reaches every other client, prefixed with the
 // sender's name, its address as the server sees it ("127.0.0.1:52114: hello"). Each member reads lines and keeps an
 // outbox of lines to deliver, written one at a time, in order.
+#include <fcntl.h>
 #include <netdb.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <chrono>
@@ -21,6 +23,12 @@ namespace {
 
 using reactor::Reactor;
 
+// Lesson 05's input limit: a "line" longer than this is not a line but an attack, and its sender is let go.
+constexpr std::size_t kLongestLine = 4096;
+// Lesson 03's output limit: a member this many bytes behind reads too slowly for the room, and is let go rather
+// than buffered for without end.
+constexpr std::size_t kMostBehind = 1 << 20;
+
 class Member;
 using Room = std::unordered_set<std::shared_ptr<Member>>;  // who is connected: the room keeps each member alive
 
@@ -33,19 +41,25 @@ class Member : public std::enable_shared_from_this<Member> {
     reactor_.async_read(fd_, buffer_, [self = shared_from_this()](int error, std::size_t bytes) {
       if (error != 0 || bytes == 0) return self->leave();
       self->take(bytes);
-      self->read();
+      if (self->fd_ != -1) self->read();  // take() may have let it go
     });
   }
 
   // Queues a line for this member. async_write never calls back from inside, so this is safe in the middle of a
   // broadcast: nothing else happens until the broadcast is over.
   void deliver(const std::string& line) {
+    if (behind_ + line.size() > kMostBehind) {
+      // Too slow for the room: let it go, later, from the loop (leaving changes the room, which is being walked).
+      reactor_.post([self = shared_from_this()] { self->leave(); });
+      return;
+    }
+    behind_ += line.size();
     outbox_.push_back(line);
     if (outbox_.size() == 1) write_next();
   }
 
  private:
-  // Complete lines go to everyone else; a partial one waits for its end.
+  // Complete lines go to everyone else; a partial one waits for its end, up to kLongestLine bytes.
   void take(std::size_t bytes) {
     partial_.append(buffer_.data(), bytes);
     std::size_t end = 0;
@@ -56,12 +70,14 @@ class Member : public std::enable_shared_from_this<Member> {
         if (member.get() != this) member->deliver(line);
       }
     }
+    if (partial_.size() > kLongestLine) leave();
   }
 
   // The outbox's first line is written while it stays first (a deque never moves its elements), then dropped.
   void write_next() {
     reactor_.async_write(fd_, outbox_.front(), [self = shared_from_this()](int error, std::size_t) {
       if (error != 0) return self->leave();
+      self->behind_ -= self->outbox_.front().size();
       self->outbox_.pop_front();
       if (!self->outbox_.empty()) self->write_next();
     });
@@ -81,6 +97,7 @@ class Member : public std::enable_shared_from_this<Member> {
   std::array<char, 4096> buffer_;
   std::string partial_;
   std::deque<std::string> outbox_;
+  std::size_t behind_ = 0;  // the bytes in outbox_
 };
 
 // A connection's name: the client's address and port, as getnameinfo() spells them.
@@ -96,16 +113,35 @@ std::string peer_name(int fd) {
   return address.ss_family == AF_INET6 ? std::string("[") + host + "]:" + port : std::string(host) + ":" + port;
 }
 
+// A descriptor kept open to be given up at the descriptor limit (lesson 05, step 4); -1 while given up.
+int spare = -1;
+
+// Takes the spare descriptor back if it was given up. False: there is still no descriptor for it.
+bool take_spare_back() {
+  if (spare == -1) spare = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return spare != -1;
+}
+
+// Accepts as the echo server does (echo/echo_server.cpp): at the descriptor limit, the spare turns a connection
+// away, so the queue empties and nobody waits in it for a descriptor.
 void accept_members(Reactor& reactor, Room& room, int listener) {
   reactor.async_accept(listener, [&reactor, &room, listener](int error, int fd) {
-    if (error == 0) {
+    if (error == 0 && !take_spare_back()) {
+      ::close(fd);  // it took the spare's place, and no descriptor was freed since: turned away
+      take_spare_back();
+      accept_members(reactor, room, listener);
+    } else if (error == 0) {
       reactor.open(fd);
       auto member = std::make_shared<Member>(reactor, room, fd, peer_name(fd));
       room.insert(member);
       member->read();
       accept_members(reactor, room, listener);
+    } else if ((error == EMFILE || error == ENFILE) && spare != -1) {
+      ::close(spare);  // the next accept() takes the first connection waiting, to be turned away above
+      spare = -1;
+      accept_members(reactor, room, listener);
     } else {
-      std::fprintf(stderr, "accept: %s\n", std::strerror(error));  // EMFILE...: try again a little later
+      std::fprintf(stderr, "accept: %s\n", std::strerror(error));  // ENOMEM...: try again a little later
       reactor.after(std::chrono::milliseconds(100),
                     [&reactor, &room, listener](int) { accept_members(reactor, room, listener); });
     }
@@ -119,6 +155,7 @@ int main(int argc, char** argv) {
       argc, argv, "A chat server on a reactor: every line reaches every other client, after its sender's address.");
   std::signal(SIGPIPE, SIG_IGN);
   const int listener = kqlab::open_listener(address);
+  if (!take_spare_back()) kqlab::fail("open /dev/null");
   Reactor reactor;
   Room room;
   reactor.open(listener);

@@ -127,9 +127,12 @@ class Worker {
 
 Worker::Worker(int listener, std::int64_t timeout_ms) : kq_(kqueue()), listener_(listener), timeout_ms_(timeout_ms) {
   if (kq_ == -1) kqlab::fail("kqueue");
-  struct kevent changes[2];
+  struct kevent changes[3];
   EV_SET(&changes[0], listener_, EVFILT_READ, EV_ADD, 0, 0, nullptr);
   EV_SET(&changes[1], kStop, EVFILT_USER, EV_ADD | EV_CLEAR, 0, 0, nullptr);  // one thread waits here: clearing is fine
+  // The retry timer, registered now and disabled: arming it at the descriptor limit (accept_clients) then only
+  // changes a registration, and cannot fail for want of what a new one may need.
+  EV_SET(&changes[2], kRetryAccept, EVFILT_TIMER, EV_ADD | EV_DISABLE | EV_ONESHOT, 0, kRetryAcceptMs, nullptr);
   apply(kq_, changes);
 }
 
@@ -180,7 +183,7 @@ void Worker::accept_clients() {
         std::perror("accept (trying again in 100 ms)");
         struct kevent changes[2];
         EV_SET(&changes[0], listener_, EVFILT_READ, EV_DISABLE, 0, 0, nullptr);
-        EV_SET(&changes[1], kRetryAccept, EVFILT_TIMER, EV_ADD | EV_ONESHOT, 0, kRetryAcceptMs, nullptr);
+        EV_SET(&changes[1], kRetryAccept, EVFILT_TIMER, EV_ADD | EV_ENABLE | EV_ONESHOT, 0, kRetryAcceptMs, nullptr);
         apply(kq_, changes);
         return;
       }
