@@ -115,14 +115,6 @@ MUTANTS = [
         program="kqueue",
     ),
     Mutant(
-        name="closes-at-eof-with-output-owed",
-        mistake="The client closed at its EOF, before what it is owed is written.",
-        caught_by="test_half_close_with_much_still_owed[kqueue]",
-        file="echo_server.cpp",
-        replacements=(("  if (!pending && client.peer_done_) close_client(fd);", "  if (client.peer_done_) close_client(fd);  // MUTANT"),),
-        program="kqueue",
-    ),
-    Mutant(
         name="drops-what-does-not-fit",
         mistake="The eventlist is longer than the caller's batch, and the entries that do not fit are dropped "
                 "instead of handed out by the next wait(): edge-triggered, those events never come again.",

@@ -21,7 +21,7 @@ RULES = [
          rule="EV_EOF and EPOLLRDHUP are not errors: read what came with them. Errors are in fflags, or behind "
               "EPOLLERR in SO_ERROR.",
          section="End of stream and errors",
-         mutants=("takes-ev-eof-for-an-error", "takes-hangup-for-an-error", "closes-at-eof-with-output-owed")),
+         mutants=("takes-ev-eof-for-an-error", "takes-hangup-for-an-error")),
     Rule(name="epoll-data-names-the-descriptor",
          rule="An epoll event carries no descriptor: put it in data.",
          section="Step 5: what an epoll_event says",
