@@ -57,4 +57,46 @@ MUTANTS = [
         replacements=(("  if (pid == 0) become_worker();  // the child; never returns\n",
                        "  if (pid == 0) return false;  // MUTANT: the child goes back into the supervisor's code\n"),),
     ),
+    Mutant(
+        name="replaces-while-stopping",
+        mistake="A worker that ends is replaced even while the supervisor stops: every worker SIGTERM ends is forked "
+                "anew, and the supervisor never finishes stopping.",
+        caught_by="test_sigint_leaves_no_process_behind",
+        file="prefork_server.cpp",
+        replacements=(("  if (!stopping_) replace(started);", "  replace(started);  // MUTANT: even when stopping"),),
+    ),
+    Mutant(
+        name="herd-loser-gives-up",
+        mistake="EAGAIN from accept() taken for an error: a worker that loses the thundering herd's race stops, "
+                "and the workers die one connection after another.",
+        caught_by="test_workers_survive_the_thundering_herd",
+        file="prefork_server.cpp",
+        replacements=(("      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED) std::perror(\"accept\");\n",
+                       "      kqlab::fail(\"accept\");  // MUTANT: losing the race is fatal\n"),),
+    ),
+    Mutant(
+        name="watches-sigterm-only",
+        mistake="Only SIGTERM is watched: SIGINT (Ctrl-C) kills the supervisor by its default action, and its "
+                "workers go on, orphaned.",
+        caught_by="test_sigint_leaves_no_process_behind",
+        file="prefork_server.cpp",
+        replacements=(("  for (const int number : {SIGTERM, SIGINT}) {", "  for (const int number : {SIGTERM}) {  // MUTANT"),),
+    ),
+    Mutant(
+        name="watches-the-wrong-note",
+        mistake="EVFILT_PROC registered with NOTE_FORK instead of NOTE_EXIT: the supervisor never hears a worker "
+                "end, so it neither reaps nor replaces it.",
+        caught_by="test_killed_worker_is_replaced_within_a_second",
+        file="prefork_server.cpp",
+        replacements=(("EVFILT_PROC, EV_ADD, NOTE_EXIT, 0, 0, ESRCH)", "EVFILT_PROC, EV_ADD, NOTE_FORK, 0, 0, ESRCH)"),),
+    ),
+    Mutant(
+        name="ignores-sigchld",
+        mistake="SIGCHLD set to SIG_IGN in the supervisor, as SIGTERM is: the kernel reaps each worker itself, "
+                "waitpid() fails with ECHILD, and how the worker ended is lost.",
+        caught_by="test_how_a_worker_ended_is_told",
+        file="prefork_server.cpp",
+        replacements=(("  // As in lesson 06: ignore, then watch.",
+                       "  std::signal(SIGCHLD, SIG_IGN);  // MUTANT\n  // As in lesson 06: ignore, then watch."),),
+    ),
 ]

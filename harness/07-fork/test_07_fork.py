@@ -3,6 +3,7 @@ that dies is reaped and replaced at once, the supervisor sleeps while nothing ha
 process."""
 import os
 import signal
+import time
 
 from vocabulary import alive, eventually, see, seconds
 
@@ -114,14 +115,77 @@ def test_idle_supervisor_uses_no_cpu(server, story):
 
 @see("Step 4: stop them all")
 def test_sigterm_leaves_no_process_behind(server, story):
-    workers = wait_for_workers(server, story)
-    sleeper = server.connect()
-    sleeper.send(b"sleep 10000\n")
-    sleeper.receive_lines(1, within=seconds(2))
-    story.step("one worker is asleep for 10 s: SIGTERM must end it all the same")
+    wait_for_workers(server, story)
+    # Every worker answers first (three of them then sleep): a worker that has served has made SIGTERM do its
+    # default action again. One just forked may still ignore it for an instant, and would wait for kStopDeadlineMs.
+    workers = serve_side_by_side(server, story)
+    story.step("three workers are asleep for 10 s: SIGTERM must end them all the same")
     server.send_signal(signal.SIGTERM)
     server.expect_exit(0, within=seconds(3))
     left = sorted(pid for pid in workers if alive(pid))
     if left:
         story.fail("every worker ended before the supervisor exited", f"workers {left} still run")
     story.step("no worker was left running")
+
+
+@see("Step 4: stop them all")
+def test_sigint_leaves_no_process_behind(server, story):
+    """Ctrl-C (SIGINT) stops the server as SIGTERM does: the supervisor watches both. And once stopping, it
+    replaces no worker that ends: the workers have lived over a second by then, the age at which a dead worker is
+    replaced at once (younger, replace() would wait kRestartDelayMs, and the timer finds the supervisor stopping)."""
+    started = time.monotonic()
+    # Every worker answers first: a worker that has served has made SIGTERM do its default action again, and the
+    # supervisor's SIGTERM ends it at once (one just forked may still ignore it, and wait for kStopDeadlineMs).
+    workers = serve_side_by_side(server, story)
+    time.sleep(max(0.0, 1.2 - (time.monotonic() - started)))  # the workers' age, not a wait for something
+    story.step("the workers have lived over a second")
+    server.send_signal(signal.SIGINT)
+    story.step("sent SIGINT to the supervisor, as Ctrl-C does")
+    server.expect_exit(0, within=seconds(3))
+    left = sorted(pid for pid in workers if alive(pid))
+    if left:
+        story.fail("every worker ended before the supervisor exited", f"workers {left} still run, orphaned")
+    story.step("no worker was left running")
+
+
+@see("Many workers, one listening socket")
+def test_workers_survive_the_thundering_herd(server, story):
+    """Every new connection wakes every idle worker; all but one get EAGAIN from accept(), which is no error: the
+    same workers are still there after many connections. To make sure they all race for the same connections, the
+    workers are stopped (SIGSTOP) while clients connect, and let go (SIGCONT) together."""
+    workers = wait_for_workers(server, story)
+    for herd in range(6):
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        if not eventually(lambda: all(server.children().get(pid) in ("T", "Z", None) for pid in workers), seconds(5)):
+            story.fail("the workers to stop on SIGSTOP", f"the server's children: {server.children()}")
+        clients = [server.connect() for _ in range(100)]
+        for client in clients:
+            client.send(b"pid\n")
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        for client in clients:
+            client.receive_lines(1, within=seconds(2))
+            client.close()
+        story.step(f"herd {herd + 1}: the {WORKERS} workers, stopped while 100 clients connected, were let go "
+                   f"together, and the 100 were answered")
+    now = running_workers(server)
+    if now != workers:
+        story.fail(f"the same {WORKERS} workers after 6 herds: losing the race for a connection (EAGAIN from "
+                   f"accept()) ends no worker", f"workers {sorted(workers - now)} ended, "
+                   f"{sorted(now - workers) or 'none'} took their place")
+    story.step(f"the {WORKERS} workers were still the same")
+
+
+@see("Step 3: reap, and replace")
+def test_how_a_worker_ended_is_told(server, story):
+    """The supervisor says on stderr how each worker ended, as waitpid()'s status tells it: a worker killed with
+    SIGKILL was killed by signal 9 (with SIGCHLD ignored, the kernel reaps it first, and waitpid() can tell
+    nothing)."""
+    workers = wait_for_workers(server, story)
+    mark = len(server.messages())
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    story.step(f"killed worker {victim} with SIGKILL")
+    server.expect_message(r"(?i)signal\D{0,3}9\b|SIGKILL|\bkilled\b",
+                          "that says a worker was killed by signal 9 (SIGKILL)", since=mark, within=seconds(2))

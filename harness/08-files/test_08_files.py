@@ -155,3 +155,93 @@ def test_a_write_is_not_a_line(server, log):
     log.writer.write(b"ne, and the rest of it\n")
     log.story.step("appended 'ne, and the rest of it' and a newline")
     expect_lines(clients, [b"half a line, and the rest of it"])
+
+
+@see("Step 3: notice a truncation")
+def test_truncation_drops_the_line_cut_off(server, log):
+    """Half a line is read, then the file is truncated: that half was cut off, and is not glued to the first line
+    written after the truncation."""
+    clients = subscribe(server, log, count=2)
+    log.writer.write(b"cut off " * 40)
+    log.story.step("appended 320 bytes of a line, without its newline")
+    server.wait_until_quiet()
+    log.truncate()
+    server.wait_until_quiet()
+    log.append([b"after the truncation"])
+    expect_lines(clients, [b"after the truncation"])
+
+
+@see("Step 4: follow the name through a rotation")
+def test_rotation_keeps_the_old_files_unfinished_line(server, log):
+    """The old file's last line never got its newline before the rotation: it is still part of the log, sent
+    before the new file's lines."""
+    clients = subscribe(server, log, count=2)
+    log.append([b"A1"])
+    expect_lines(clients, [b"A1"])
+    log.writer.write(b"A2, never finished")
+    log.story.step("appended 'A2, never finished' to the log, without a newline")
+    log.rename_to("app.log.1")
+    log.create_anew()
+    log.append([b"B1"])
+    expect_lines(clients, [b"A2, never finished", b"B1"])
+
+
+@see("Step 4: follow the name through a rotation")
+def test_a_neighbour_file_changes_nothing(server, log):
+    """Another file created in the log's directory writes the directory too: the log's name still leads to the
+    file followed, and nothing is read again."""
+    clients = subscribe(server, log, count=2)
+    log.append([b"A1"])
+    expect_lines(clients, [b"A1"])
+    neighbour = log.path.with_name("neighbour.txt")
+    neighbour.write_bytes(b"not the log\n")
+    log.story.step(f"created {neighbour.name} beside the log")
+    server.wait_until_quiet()
+    log.append([b"A2"])
+    expect_lines(clients, [b"A2"])
+
+
+@see("Step 4: follow the name through a rotation")
+def test_rotations_leak_no_descriptor(server, log):
+    """Each rotation replaces the file followed: the old one's descriptor is closed, its knotes with it."""
+    clients = subscribe(server, log, count=1)
+    log.append([b"warm-up"])
+    expect_lines(clients, [b"warm-up"])
+    baseline = server.open_descriptors()
+    log.story.step(f"the server had {baseline} descriptors open")
+    for rotation in range(1, 6):
+        log.rename_to(f"app.log.{rotation}")
+        log.create_anew()
+        log.append([f"line {rotation}".encode()])
+        expect_lines(clients, [f"line {rotation}".encode()])
+    server.expect_descriptors(baseline, within=seconds(2))
+
+
+@see("Step 2: read what was appended")
+def test_a_burst_longer_than_one_turn(server, log):
+    """3 MB appended in one write, far more than one turn's bounded read: EVFILT_READ, level-triggered, brings the
+    follower back for the rest, with no further write to the log."""
+    clients = subscribe(server, log, count=2)
+    burst = numbered("burst", 30000, width=90)
+    log.append(burst, "30000 lines of 100 bytes (3 MB) in one write")
+    expect_lines(clients, burst, within=seconds(10))
+
+
+@see("Step 4: follow the name through a rotation")
+def test_rotation_reads_the_old_file_to_its_end(server, log):
+    """The new log appears first, then a line is written to the old one: the server hears of the new name first,
+    and must still read the old file to its end before it follows the new one."""
+    clients = subscribe(server, log, count=2)
+    log.append([b"A1"])
+    expect_lines(clients, [b"A1"])
+    log.rename_to("app.log.1")
+    server.wait_until_quiet()
+    with server.frozen():
+        fresh = open(log.path, "ab", buffering=0)
+        log.story.step(f"created a new {log.path.name}")
+        log.append([b"A2 (written to the old file after the new one appeared)"])
+        fresh.write(b"B1\n")
+        log.story.step("appended 'B1' to the new log")
+    log.writer.close()
+    log.writer = fresh
+    expect_lines(clients, [b"A2 (written to the old file after the new one appeared)", b"B1"])

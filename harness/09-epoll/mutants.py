@@ -114,4 +114,15 @@ MUTANTS = [
                        "  static_cast<void>(fd);  // MUTANT: the changes collected for it stay\n"),),
         program="kqueue",
     ),
+    Mutant(
+        name="drops-what-does-not-fit",
+        mistake="The eventlist is longer than the caller's batch, and the entries that do not fit are dropped "
+                "instead of handed out by the next wait(): edge-triggered, those events never come again.",
+        caught_by="test_more_events_than_one_batch_holds[kqueue]",
+        file="kqueue/poller.cpp",
+        replacements=(("    ready[count++] = ready_from(event);\n  }\n  return count;",
+                       "    ready[count++] = ready_from(event);\n  }\n  state.handed = state.returned;  // MUTANT\n"
+                       "  return count;"),),
+        program="kqueue",
+    ),
 ]

@@ -30,6 +30,11 @@ RULES = [
          rule="A change collected for the next wait must go when its descriptor is closed first.",
          section="Closing, and fork",
          mutants=("keeps-changes-for-closed-descriptors",)),
+    Rule(name="hand-out-what-does-not-fit",
+         rule="The eventlist needs room for one entry per change, whatever the caller's batch: entries that do not "
+              "fit this time are handed out by the next wait(), before the kernel is asked again.",
+         section="Step 1: changes ride with the wait",
+         mutants=("drops-what-does-not-fit",)),
     Rule(name="queue-after-fork",
          rule="fork(): a kqueue is not inherited, an epoll instance is shared. Create the queue after forking.",
          section="Closing, and fork",

@@ -60,3 +60,18 @@ def test_accept_drains_the_backlog(server, story):
     with story.summarized("each client got its line back"):
         for client in clients:
             client.expect(f"{client.name} is in the queue\n".encode())
+
+
+@see("Step 1: changes ride with the wait")
+def test_more_events_than_one_batch_holds(server, story):
+    """300 clients wait, each with a line sent: the server accepts them all at once and registers them in one
+    wait, whose eventlist (one entry per change) brings back more events than the server's batch of 256 holds.
+    Those that do not fit are handed out by the next wait(): edge-triggered, they are not reported again."""
+    with server.frozen():
+        with story.summarized("300 clients connected, and each sent a line"):
+            clients = [server.connect() for _ in range(300)]
+            for client in clients:
+                client.send(f"{client.name} is in the queue\n".encode())
+    with story.summarized("each of the 300 clients got its line back"):
+        for client in clients:
+            client.expect(f"{client.name} is in the queue\n".encode())

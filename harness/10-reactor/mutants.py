@@ -128,4 +128,48 @@ MUTANTS = [
                        "      accept_clients(reactor, listener);  // MUTANT: again, at once, without a spare\n"),),
         program="echo",
     ),
+    Mutant(
+        name="timer-ignores-max-wait",
+        mistake="The next timer's deadline replaces the caller's limit even when it is later: the loop sleeps "
+                "past the wait it was asked for.",
+        caught_by="test_unit_timers",
+        file="reactor.cpp",
+        replacements=(("    if (!limit || until < *limit) limit = until;", "    limit = until;  // MUTANT"),),
+        program="unit_tests",
+    ),
+    Mutant(
+        name="past-deadline-negative-timeout",
+        mistake="A deadline already past gives a negative timeout, which kevent() refuses.",
+        caught_by="test_unit_timers",
+        file="reactor.cpp",
+        replacements=(("std::max(*limit, Clock::duration::zero())", "*limit /* MUTANT */"),),
+        program="unit_tests",
+    ),
+    Mutant(
+        name="abort-without-error",
+        mistake="Operations cancelled by close() finish as if they had succeeded.",
+        caught_by="test_unit_cancellation",
+        file="reactor.cpp",
+        replacements=(("      operation->error_ = kAborted;\n", "      // MUTANT: no error\n"),),
+        program="unit_tests",
+    ),
+    Mutant(
+        name="close-keeps-the-descriptor",
+        mistake="close() closes the socket but keeps its Descriptor: a later socket with the same number finds "
+                "the old one's state.",
+        caught_by="test_chat_member_leaving_disturbs_nobody",
+        file="reactor.cpp",
+        replacements=(("  descriptors_.erase(found);\n", "  // MUTANT: kept\n"),),
+        program="chat",
+    ),
+    Mutant(
+        name="registers-reading-only",
+        mistake="Only EVFILT_READ registered: a write that cannot finish at once waits for a report that never "
+                "comes.",
+        caught_by="test_unit_operations",
+        file="reactor.cpp",
+        replacements=(("  EV_SET(&changes[1], fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0, descriptor);",
+                       "  EV_SET(&changes[1], fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, descriptor);  // MUTANT"),),
+        program="unit_tests",
+    ),
 ]

@@ -8,7 +8,7 @@ RULES = [
          rule="One registration per descriptor, for both directions, edge-triggered (EV_CLEAR), for as long as it "
               "is open.",
          section="Step 1: one registration per descriptor",
-         mutants=("level-triggered-registration",)),
+         mutants=("level-triggered-registration", "registers-reading-only")),
     Rule(name="try-first-then-drain",
          rule="Edge-triggered registrations need a speculative attempt (step 2) and draining (step 3), or "
               "operations wait for reports that never come.",
@@ -28,10 +28,24 @@ RULES = [
          rule="Closing aborts what waits: every handler is called exactly once.",
          section="Step 4: closing cancels",
          mutants=("close-drops-handlers",)),
+    Rule(name="aborted-is-no-success",
+         rule="An operation that close() aborts completes with kAborted, never as if it had succeeded.",
+         section="Step 4: closing cancels",
+         mutants=("abort-without-error",)),
+    Rule(name="close-forgets-the-descriptor",
+         rule="close() forgets the descriptor before the socket is closed: a new socket given the same number "
+              "starts with nothing of the old one's.",
+         section="Step 4: closing cancels",
+         mutants=("close-keeps-the-descriptor",)),
     Rule(name="timers-bound-the-sleep",
          rule="The earliest timer bounds kevent()'s sleep; round the timeout up.",
          section="Step 5: timers decide how long to sleep",
          mutants=("sleeps-through-timers",)),
+    Rule(name="the-shorter-limit-wins",
+         rule="kevent()'s timeout is the shorter of max_wait and the time to the next deadline: zero if that has "
+              "passed, never negative.",
+         section="Step 5: timers decide how long to sleep",
+         mutants=("timer-ignores-max-wait", "past-deadline-negative-timeout")),
     Rule(name="post-wakes-the-loop",
          rule="Another thread posts under a lock and triggers the user event; the user event needs EV_CLEAR.",
          section="Step 6: post() from any thread",

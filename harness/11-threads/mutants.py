@@ -58,4 +58,46 @@ MUTANTS = [
                        "  static_cast<void>(option);  // MUTANT: the option is never set\n  static_cast<void>(on);\n"
                        "  static_cast<void>(fd);\n"),),
     ),
+    Mutant(
+        name="timeout-never-restarted",
+        mistake="The connection's timeout is not restarted when it is served: a busy connection is closed "
+                "timeout_ms after it was opened.",
+        caught_by="test_busy_connection_outlives_the_timeout",
+        file="workers/workers_server.cpp",
+        replacements=(("  EV_SET(&changes[0], id, EVFILT_TIMER, EV_ADD | EV_ONESHOT, 0, server.timeout_ms, udata_of(id));\n"
+                       "  // udata again",
+                       "  EV_SET(&changes[0], connection.fd(), awaited, EV_ENABLE, 0, 0, udata_of(id));  // MUTANT\n"
+                       "  // udata again"),),
+        program="workers",
+    ),
+    Mutant(
+        name="enable-without-udata",
+        mistake="EV_ENABLE given no udata: the change replaces the registration's udata, and the next report "
+                "names no connection.",
+        caught_by="test_answers_every_line_in_order[workers]",
+        file="workers/workers_server.cpp",
+        replacements=(("  EV_SET(&changes[1], connection.fd(), awaited, EV_ENABLE, 0, 0, udata_of(id));",
+                       "  EV_SET(&changes[1], connection.fd(), awaited, EV_ENABLE, 0, 0, nullptr);  // MUTANT"),),
+        program="workers",
+    ),
+    Mutant(
+        name="always-waits-to-read",
+        mistake="Reading re-enabled whatever the outcome: a reply that did not fit waits for a write report that "
+                "is never enabled.",
+        caught_by="test_answers_wait_for_room",
+        file="workers/workers_server.cpp",
+        replacements=(("  const short awaited = outcome == Connection::Outcome::kRoom ? EVFILT_WRITE : EVFILT_READ;",
+                       "  const short awaited = EVFILT_READ;  // MUTANT\n  static_cast<void>(outcome);"),),
+        program="workers",
+    ),
+    Mutant(
+        name="write-without-dispatch",
+        mistake="Writing registered without EV_DISPATCH: once enabled it stays enabled, and a writable socket is "
+                "reported to every thread, again and again.",
+        caught_by="test_answers_wait_for_room",
+        file="workers/workers_server.cpp",
+        replacements=(("  EV_SET(&changes[0], fd, EVFILT_WRITE, EV_ADD | EV_DISPATCH | EV_DISABLE, 0, 0, udata_of(id));",
+                       "  EV_SET(&changes[0], fd, EVFILT_WRITE, EV_ADD | EV_DISABLE, 0, 0, udata_of(id));  // MUTANT"),),
+        program="workers",
+    ),
 ]

@@ -6,11 +6,19 @@ RULES = [
     Rule(name="dispatch-shared-registrations",
          rule="On a queue that several threads wait on, register each connection with EV_DISPATCH, so that one "
               "thread at a time hears of it.",
-         section="Why EV_DISPATCH", mutants=("no-dispatch",)),
+         section="Why EV_DISPATCH", mutants=("no-dispatch", "write-without-dispatch")),
     Rule(name="re-enable-when-done",
          rule="Re-enable a dispatched registration only when the handler is done with the connection, with the "
               "same udata.",
-         section="Step 2: re-enable when done", mutants=("enables-before-done",)),
+         section="Step 2: re-enable when done", mutants=("enables-before-done", "enable-without-udata")),
+    Rule(name="enable-what-it-waits-on",
+         rule="Re-enable the filter the connection now waits on: EVFILT_WRITE when its answers wait for room, "
+              "EVFILT_READ otherwise.",
+         section="Step 2: re-enable when done", mutants=("always-waits-to-read",)),
+    Rule(name="restart-the-timeout",
+         rule="Restart the connection's timeout each time it is re-enabled: it closes a connection idle for that "
+              "long, not one that has lived that long.",
+         section="Step 2: re-enable when done", mutants=("timeout-never-restarted",)),
     Rule(name="hold-what-you-serve",
          rule="An event names its connection by a number that is never reused, and a thread holds a reference to "
               "the connection while it works on it, so that closing it elsewhere never frees it under the thread.",
@@ -29,4 +37,11 @@ RULES = [
          rule="One listening socket per thread shares its port through SO_REUSEPORT_LB on FreeBSD and "
               "SO_REUSEPORT on Linux, set before bind().",
          section="Step 5: many listening sockets on one port", mutants=("port-not-shared",)),
+    Rule(name="register-reading-last",
+         rule="Register a new connection's writing and timeout before its reading: once reading is registered, "
+              "another thread may serve the connection and enable writing, which must exist by then.",
+         section="Step 1: one connection, one thread at a time",
+         unprovable="The window is between two changes of one kevent() call: another thread must take the read "
+                     "event, serve the request and re-enable writing inside it. No loopback client can aim at "
+                     "that instant, so a test could only make the failure possible, never certain."),
 ]

@@ -7,10 +7,11 @@ thread is busy with another from the same connection is exactly when two threads
 connection. Every test here also runs against a ThreadSanitizer build (the `threads` mark: ./kqlab test).
 """
 import signal
+import time
 
 import pytest
 
-from vocabulary import eventually, seconds, see
+from vocabulary import SMALL_BUFFER, eventually, largest_send_buffer, seconds, see
 
 pytestmark = pytest.mark.threads
 
@@ -95,6 +96,29 @@ def test_one_thread_per_connection(start_server, story):
     client.expect_close(within=seconds(5))  # and not one answer twice
 
 
+
+@see("Step 2: re-enable when done")
+def test_answers_wait_for_room(start_server, story):
+    """A client sends many requests and reads none of the answers until the server cannot write more: the thread
+    that met a full socket leaves the connection waiting for room to write (EVFILT_WRITE), and the answers go on
+    once the client reads."""
+    server = start_server("--threads", "2")
+    client = server.connect(receive_buffer=SMALL_BUFFER)
+    number = 2**63  # 63 factors of 2: a long answer, found at once
+    requests = f"{number}\n".encode() * ((2 * largest_send_buffer() + (1 << 20)) // len(answer(number)))
+    sent = client.send_until_stuck(requests)
+    server.wait_until_quiet()
+    # Waiting for room is sleeping in kevent(): a connection left waiting for input it cannot take (it reads no
+    # more while kMostUnsent waits) is reported again and again, and the server spins.
+    server.expect_idle(0.5)
+    owed = sent.count(b"\n")
+    client.expect(answer(number) * owed, within=seconds(30))
+    story.step(f"{client.name} got the {owed} answers it was owed")
+    rest = requests[len(sent):]
+    if rest:
+        client.send(rest)
+        client.expect(answer(number) * (rest.count(b"\n")), within=seconds(30))
+
 @see("One queue, many threads")
 def test_a_slow_request_delays_no_other_client(start_server, story):
     server = start_server("--threads", "4")
@@ -125,6 +149,20 @@ def test_timeout_closes_a_connection_being_served(start_server, story):
     # report takes the server a moment to write, using CPU, and then ends it.
     server.expect_idle(0.5)
 
+
+
+@see("Step 2: re-enable when done")
+def test_busy_connection_outlives_the_timeout(start_server, story):
+    """The timeout counts from the last request finished, not from the connection's start: a client that keeps
+    asking is never cut off."""
+    server = start_server("--threads", "2", "--timeout-ms", "400")
+    client = server.connect()
+    with story.summarized("a client sent a number every 100 ms for 1.2 s, three times the timeout of 400 ms, "
+                          "and got every answer"):
+        for number in range(2, 14):
+            client.send(f"{number}\n".encode())
+            client.expect(answer(number))
+            time.sleep(0.1)
 
 @BOTH
 @see("Step 3: closing a connection another thread holds")

@@ -122,4 +122,29 @@ MUTANTS = [
                        "  EV_SET(&change, end.fd_, EVFILT_READ, EV_ADD | (read ? 0 : EV_DISABLE), NOTE_LOWAT, kLowWater, "
                        "&end);  // MUTANT\n"),),
     ),
+    Mutant(
+        name="shuts-both-directions",
+        mistake="shutdown(SHUT_RDWR) to pass an EOF on: the socket stops reading too, and the reply still coming "
+                "back is lost.",
+        caught_by="test_request_then_eof_gets_the_whole_reply",
+        file="proxy.cpp",
+        replacements=(("shutdown(to.fd_, SHUT_WR)", "shutdown(to.fd_, SHUT_RDWR) /* MUTANT */"),),
+    ),
+    Mutant(
+        name="timer-leads-nowhere",
+        mistake="The connect timer registered with no udata: its event is taken for the listening socket's, and "
+                "the silent upstream is never given up on.",
+        caught_by="test_silent_upstream_times_out",
+        file="proxy.cpp",
+        replacements=(("EV_ADD | EV_ONESHOT, 0, milliseconds, &pair.upstream_);",
+                       "EV_ADD | EV_ONESHOT, 0, milliseconds, nullptr);  // MUTANT"),),
+    ),
+    Mutant(
+        name="forgets-the-direction-is-shut",
+        mistake="The EOF passed on, but the direction not marked finished: the pair waits for it forever, and "
+                "is never closed.",
+        caught_by="test_request_then_eof_gets_the_whole_reply",
+        file="proxy.cpp",
+        replacements=(("    direction.shut_ = true;\n", "    // MUTANT: not marked finished\n"),),
+    ),
 ]

@@ -24,7 +24,7 @@ RULES = [
          rule="Give connect() a deadline of your own: a one-shot EVFILT_TIMER per pair, deleted when the answer "
               "comes (ENOENT expected).",
          section="Step 2: a deadline for connect()",
-         mutants=("no-connect-timeout",)),
+         mutants=("no-connect-timeout", "timer-leads-nowhere")),
     Rule(name="bounded-buffer-per-direction",
          rule="Bound each direction's buffer: EV_DISABLE the fast side's reading while the slow side's buffer is "
               "full, EV_ENABLE when it drains.",
@@ -44,7 +44,8 @@ RULES = [
          rule="An EOF ends one direction: pass it on with shutdown(SHUT_WR) after the last byte, and close the pair "
               "only when both directions are finished.",
          section="Step 4: passing a half-close on",
-         mutants=("closes-at-first-eof", "swallows-the-eof", "closes-before-both-directions-finish")),
+         mutants=("closes-at-first-eof", "swallows-the-eof", "closes-before-both-directions-finish",
+                  "shuts-both-directions", "forgets-the-direction-is-shut")),
     Rule(name="reset-ends-the-pair",
          rule="A reset ends the pair: close both sockets, and pass the reset on (SO_LINGER 0).",
          section="Step 5: when one side vanishes",

@@ -341,6 +341,30 @@ TEST_SUITE("timers") {
     CHECK(slept < scaled(1s));
   }
 
+  TEST_CASE("a wait limited by run_once(max_wait) ends by then, even when the next timer is due later") {
+    Reactor reactor;
+    reactor.after(scaled(5s), [](int) {});
+    std::size_t handlers = 0;
+    const Clock::duration slept = time_one_round(reactor, 50ms, handlers);
+    INFO("run_once(50ms), with a timer due in 5 s, returned after ",
+         std::chrono::duration<double, std::milli>(slept).count(), " ms: the shorter of the two must bound the wait");
+    CHECK(handlers == 0);
+    CHECK(slept >= 50ms);
+    CHECK(slept < scaled(1s));
+  }
+
+  TEST_CASE("a timer already due when the loop comes to wait fires at once: the timeout is zero, never negative") {
+    Reactor reactor;
+    bool fired = false;
+    reactor.after(1ms, [&fired](int error) { fired = error == 0; });
+    std::this_thread::sleep_for(20ms);  // past its deadline before the loop ever waits
+    std::size_t handlers = 0;
+    const Clock::duration slept = time_one_round(reactor, scaled(2s), handlers);
+    CHECK(fired);
+    CHECK(handlers == 1);
+    CHECK(slept < scaled(1s));
+  }
+
   TEST_CASE("a cancelled timer's handler gets kAborted, once, and the timer never fires") {
     Reactor reactor;
     std::vector<int> errors;
