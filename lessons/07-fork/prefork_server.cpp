@@ -44,8 +44,10 @@ constexpr std::int64_t kLongestSleepMs = 60'000;
 // at once: a worker that crashes as it starts must not turn into thousands of forks a second.
 constexpr std::uintptr_t kRestartTimer = 1;
 constexpr std::uintptr_t kStopDeadline = 2;
+constexpr std::uintptr_t kStopRepeat = 3;
 constexpr std::int64_t kRestartDelayMs = 100;
 constexpr std::int64_t kStopDeadlineMs = 10'000;  // then the workers still alive get SIGKILL
+constexpr std::int64_t kStopRepeatMs = 100;       // SIGTERM again, until then, to the workers still alive
 constexpr auto kShortLife = std::chrono::seconds(1);
 
 static void* udata_of(std::uint64_t serial) { return reinterpret_cast<void*>(static_cast<std::uintptr_t>(serial)); }
@@ -326,6 +328,8 @@ void Supervisor::dispatch(const struct kevent& event) {
     begin_stop();
   } else if (event.filter == EVFILT_TIMER && event.ident == kRestartTimer) {
     if (!stopping_) fill();
+  } else if (event.filter == EVFILT_TIMER && event.ident == kStopRepeat) {
+    for (const auto& [pid, started] : workers_) kill(pid, SIGTERM);
   } else if (event.filter == EVFILT_TIMER && event.ident == kStopDeadline) {
     for (const auto& [pid, started] : workers_) {
       std::fprintf(stderr, "supervisor: worker %d ignored SIGTERM for %lld ms: SIGKILL\n", static_cast<int>(pid),
