@@ -51,33 +51,15 @@ def test_untouched_exercise_fails(lesson: course.Lesson, build_dir: Path, tmp_pa
                     f"{status}).\n{output}", pytrace=False)
 
 
-def mutant_target(lesson: course.Lesson, mutant: mutants.Mutant) -> str:
-    return f"mutant-{mutant.name}_{lesson.name}" + (f"_{mutant.program}" if mutant.program else "")
-
-
 @pytest.fixture(scope="session")
 def mutant_trees(build_dir: Path) -> dict[tuple[str, str], str]:
-    """Writes every mutant into the build tree, has CMake pick them up, and builds them all in one CMake run (one
-    make, every compiler busy, instead of one run per mutant). Returns, for each mutant that no longer applies to
-    its solution, why. (With pytest-xdist each worker does this; the build lock makes the later ones find it
-    done.)"""
-    broken = {}
-    with tools.build_lock(build_dir):
-        for lesson, mutant in MUTANTS:
-            try:
-                mutant.write(lesson, build_dir)
-            except mutants.MutantDoesNotApply as problem:
-                broken[(lesson.name, mutant.name)] = str(problem)
-        mutants.remove_stale(build_dir, {mutant.name for _, mutant in MUTANTS})
-        status, output = tools.capture(["cmake", "-S", str(course.ROOT), "-B", str(build_dir)])
-        if status:
-            pytest.fail(f"CMake could not configure the mutants:\n{output}", pytrace=False)
-        targets = [mutant_target(lesson, mutant) for lesson, mutant in MUTANTS
-                   if (lesson.name, mutant.name) not in broken and
-                   (not mutant.program or course.program(build_dir, "solution", lesson, mutant.program).exists())]
-        # A mutant that does not compile stops this run; each test then builds its own mutant, and says why.
-        tools.capture(["cmake", "--build", str(build_dir), "--parallel", str(tools.jobs()),
-                       "--target", *targets])
+    """Writes every mutant into the build tree and builds them all in one CMake run (mutants.build_all; ./kqlab test
+    has usually built them already, while the lessons' tests ran, and then this finds them done). Returns, for each
+    mutant that no longer applies to its solution, why. (With pytest-xdist each worker does this; the build lock
+    makes the later ones find it done.)"""
+    broken, configure_failure = mutants.build_all(build_dir)
+    if configure_failure:
+        pytest.fail(f"CMake could not configure the mutants:\n{configure_failure}", pytrace=False)
     return broken
 
 
@@ -110,7 +92,7 @@ def test_mutant_is_caught(lesson: course.Lesson, mutant: mutants.Mutant, mutant_
     impl = f"mutant-{mutant.name}"
     with tools.build_lock(build_dir):  # built already by mutant_trees, unless it failed there: then, why
         status, output = tools.capture(["cmake", "--build", str(build_dir), "--parallel", str(tools.jobs()),
-                                        "--target", mutant_target(lesson, mutant)])
+                                        "--target", mutants.target(lesson, mutant)])
     if status:
         pytest.fail(f"Mutant {mutant.name} does not build:\n{output}", pytrace=False)
     # A mistake that shows under a timing the test provokes but cannot force every time (a write that did not

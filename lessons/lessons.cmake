@@ -14,7 +14,8 @@ include_guard(GLOBAL)
 
 find_path(DOCTEST_INCLUDE_DIR doctest/doctest.h)
 
-# kqlab_add_lesson_tree(<tree> <kind> [EXCLUDE_FROM_ALL] [WARNINGS_NOT_ERRORS] [UNIT_TESTS <variable>])
+# kqlab_add_lesson_tree(<tree> <kind> [EXCLUDE_FROM_ALL] [WARNINGS_NOT_ERRORS] [UNIT_TESTS <variable>]
+#                       [REUSE <base-kind> <base-tree>])
 #
 # For each lesson directory <tree>/NN-topic/, builds the target <kind>_NN-topic: the lesson's program, into
 # ${CMAKE_BINARY_DIR}/bin/<kind>/NN-topic, which the harness runs with `--impl <kind>`. For a lesson with several
@@ -24,8 +25,13 @@ find_path(DOCTEST_INCLUDE_DIR doctest/doctest.h)
 #   WARNINGS_NOT_ERRORS  warnings are shown but do not stop the build, even when KQLAB_WERROR is on: a student's
 #                        unused variable is advice, not a failure.
 #   UNIT_TESTS           sets <variable> to the unit-test programs' targets, for the caller to register with CTest.
+#   REUSE                <tree> is a copy of <base-tree> (already added as <base-kind>, in this directory) with a few
+#                        .cpp files changed (a mutant: one mistake put back): only those are compiled, and the
+#                        objects of the others are taken from the <base-kind> targets. A mutant then costs one
+#                        compile, not one per file of its lesson. A changed header changes every file that includes
+#                        it: then the lesson is compiled whole, as without REUSE.
 function(kqlab_add_lesson_tree tree kind)
-  cmake_parse_arguments(PARSE_ARGV 2 arg "EXCLUDE_FROM_ALL;WARNINGS_NOT_ERRORS" "UNIT_TESTS" "")
+  cmake_parse_arguments(PARSE_ARGV 2 arg "EXCLUDE_FROM_ALL;WARNINGS_NOT_ERRORS" "UNIT_TESTS" "REUSE")
   set(unit_test_targets)
   file(GLOB lesson_dirs LIST_DIRECTORIES true CONFIGURE_DEPENDS ${tree}/[0-9][0-9]-*)
   foreach(dir IN LISTS lesson_dirs)
@@ -44,6 +50,14 @@ function(kqlab_add_lesson_tree tree kind)
       endif()
     endforeach()
 
+    # With REUSE: the base's lesson, and the .cpp files that differ from it (unset: compile the lesson whole).
+    unset(changed)
+    if(arg_REUSE)
+      list(GET arg_REUSE 0 base_kind)
+      list(GET arg_REUSE 1 base_tree)
+      _kqlab_changed_sources(${dir} ${base_tree}/${lesson} changed)
+    endif()
+
     if(NOT programs)
       # One program: the lesson's *.cpp.
       if(shared_sources)
@@ -54,7 +68,7 @@ function(kqlab_add_lesson_tree tree kind)
 
     # Several programs: the top level's *.cpp compiled once, into each; the top level's headers visible to all.
     set(shared)
-    if(shared_sources)
+    if(shared_sources AND NOT DEFINED changed)  # (with REUSE, each program takes the base's objects instead)
       set(shared ${kind}_${lesson}_shared)
       add_library(${shared} OBJECT ${shared_sources})
       target_include_directories(${shared} PUBLIC ${dir})
@@ -106,7 +120,28 @@ function(_kqlab_add_program target name directory sources shared include_dir)
     return()
   endif()
 
-  add_executable(${target} ${sources})
+  # With REUSE (read from kqlab_add_lesson_tree's scope): compile only the changed sources, among the program's own
+  # and its lesson's top level, and link the base's objects of the others.
+  string(LENGTH "${kind}" length)
+  string(SUBSTRING ${target} ${length} -1 suffix)
+  if(DEFINED changed AND TARGET ${base_kind}${suffix})
+    set(compiled)
+    set(top_level)
+    set(objects $<FILTER:$<TARGET_OBJECTS:${base_kind}${suffix}>,EXCLUDE,${changed_objects}>)
+    if(TARGET ${base_kind}_${lesson}_shared)
+      list(APPEND objects $<FILTER:$<TARGET_OBJECTS:${base_kind}_${lesson}_shared>,EXCLUDE,${changed_objects}>)
+      file(GLOB top_level CONFIGURE_DEPENDS ${include_dir}/*.cpp)
+    endif()
+    foreach(source IN LISTS sources top_level)
+      if(source IN_LIST changed)
+        list(APPEND compiled ${source})
+      endif()
+    endforeach()
+    add_executable(${target} ${compiled} ${objects})
+    add_dependencies(${target} ${base_kind}${suffix})
+  else()
+    add_executable(${target} ${sources})
+  endif()
   target_link_libraries(${target} PRIVATE kqlab_common ${shared})
   if(include_dir)
     target_include_directories(${target} PRIVATE ${include_dir})
@@ -118,6 +153,39 @@ function(_kqlab_add_program target name directory sources shared include_dir)
   endif()
   set_target_properties(${target} PROPERTIES OUTPUT_NAME ${name} RUNTIME_OUTPUT_DIRECTORY ${directory})
   _kqlab_apply_options(${target})
+endfunction()
+
+# Sets <variable> to the .cpp files of <dir> that differ from their copies in <base_dir> (or are not there), and
+# changed_objects, in the caller's scope, to a regular expression that matches the base's object files of them. Unset
+# if a file other than a .cpp differs (a header: every file that includes it changes), or if nothing does.
+function(_kqlab_changed_sources dir base_dir variable)
+  set(changed)
+  set(patterns)
+  get_filename_component(lesson ${dir} NAME)
+  file(GLOB_RECURSE files RELATIVE ${dir} ${dir}/*)
+  foreach(file IN LISTS files)
+    if(EXISTS ${base_dir}/${file})
+      file(SHA256 ${dir}/${file} mine)
+      file(SHA256 ${base_dir}/${file} theirs)
+      if(mine STREQUAL theirs)
+        continue()
+      endif()
+    endif()
+    if(NOT file MATCHES "\\.cpp$")
+      unset(${variable} PARENT_SCOPE)
+      return()
+    endif()
+    list(APPEND changed ${dir}/${file})
+    string(REGEX REPLACE "[.+]" "[\\0]" escaped "${file}")
+    list(APPEND patterns "/${lesson}/${escaped}[.]o$")
+  endforeach()
+  if(NOT changed)
+    unset(${variable} PARENT_SCOPE)
+    return()
+  endif()
+  list(JOIN patterns "|" changed_objects)
+  set(${variable} ${changed} PARENT_SCOPE)
+  set(changed_objects "${changed_objects}" PARENT_SCOPE)
 endfunction()
 
 # The options kqlab_add_lesson_tree was given, for one target (read from the caller's scope).

@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import course, tools
 from .course import Lesson
 
 
@@ -83,3 +84,45 @@ def remove_stale(build_dir: Path, keep: set[str]) -> None:
         for tree in root.iterdir():
             if tree.name not in keep:
                 shutil.rmtree(tree)
+
+
+# The mutants' targets, one a line, for solutions/CMakeLists.txt's target kqlab_mutants (in the build tree).
+TARGETS = "mutant-targets.txt"
+
+
+def target(lesson: Lesson, mutant: Mutant) -> str:
+    """The CMake target that builds `mutant` (only the program its test runs, for a lesson of several)."""
+    return f"mutant-{mutant.name}_{lesson.name}" + (f"_{mutant.program}" if mutant.program else "")
+
+
+def build_all(build_dir: Path, *, nice: bool = False) -> tuple[dict[tuple[str, str], str], str]:
+    """Writes every lesson's mutants into the build tree, has CMake pick them up, and builds them all in one CMake run
+    (one make, every compiler busy, instead of one run per mutant), holding the tree's build lock. Returns, for each
+    mutant that no longer applies to its solution, why (by (lesson, mutant) name), and CMake's complaint if it could
+    not configure ("" if it could). A mutant that does not compile stops the build; its test then builds it alone and
+    says why. nice: at low priority (./kqlab test builds the mutants while the lessons' tests run)."""
+    listed = [(lesson, mutant) for lesson in course.lessons() for mutant in of(lesson)]
+    broken = {}
+    prefix = ["nice", "-n", "15"] if nice else []
+    with tools.build_lock(build_dir):
+        for lesson, mutant in listed:
+            try:
+                mutant.write(lesson, build_dir)
+            except MutantDoesNotApply as problem:
+                broken[(lesson.name, mutant.name)] = str(problem)
+        remove_stale(build_dir, {mutant.name for _, mutant in listed})
+        # One target that depends on them all: make builds the targets named on its command line one after
+        # another (CMake's Makefile has .NOTPARALLEL), each a compile and a link, so with every mutant named there
+        # only one compiler would run; the dependencies of one target it builds in parallel.
+        targets = [target(lesson, mutant) for lesson, mutant in listed
+                   if (lesson.name, mutant.name) not in broken and
+                   (not mutant.program or course.program(build_dir, "solution", lesson, mutant.program).exists())]
+        listing, text = build_dir / TARGETS, "".join(f"{name}\n" for name in targets)
+        if not listing.exists() or listing.read_text(encoding="utf-8") != text:  # unchanged: no reconfiguring
+            listing.write_text(text, encoding="utf-8")
+        status, output = tools.capture([*prefix, "cmake", "-S", str(course.ROOT), "-B", str(build_dir)])
+        if status:
+            return broken, output
+        tools.capture([*prefix, "cmake", "--build", str(build_dir), "--parallel", str(tools.jobs()),
+                       "--target", "kqlab_mutants"])
+    return broken, ""

@@ -2,23 +2,25 @@
 
 1. Build everything with the `default` preset (AddressSanitizer and UBSan), warnings as errors.
 2. compat's doctest suite, through CTest.
-3. The threaded tests (CTest label `threads`, and the lessons' pytest tests marked `threads`) again, built with the
-   `tsan` preset, under ThreadSanitizer.
-4. The course tests, through pytest: every lesson's tests against its solution, and the course's checks on itself
-   (harness/test_course.py: every untouched exercise fails, every mutant is caught, gaps are gaps; test_site.py:
-   the site builds with no Doxygen warning, its links resolve, quoted code matches its source; test_command.py:
-   the kqlab command, with fixture exercises). With pytest-xdist, the lessons' tests run first, one at a time,
-   and the course's checks then run in parallel, one worker per CPU.
+3. Every lesson's tests against its solution, through pytest, one at a time (they measure time and CPU). They mostly
+   wait on sockets, so meanwhile, at low priority, the `tsan` preset builds what runs under ThreadSanitizer (not the
+   whole tree: the CMake target kqlab_threaded and lesson 11's solution) and build/default builds the mutants.
+4. The threaded tests (CTest label `threads`, and the lessons' pytest tests marked `threads`) under ThreadSanitizer.
+5. The course's checks on itself (harness/test_course.py: every untouched exercise fails, every mutant is caught,
+   gaps are gaps; test_site.py: the site builds with no Doxygen warning, its links resolve, quoted code matches its
+   source; test_command.py: the kqlab command, with fixture exercises): those that build in build/default one at a
+   time, then the others in parallel with pytest-xdist, one worker per CPU.
 
 The last line says how it went, with the totals.
 """
 from __future__ import annotations
 
 import importlib.util
+import threading
 import time
 from pathlib import Path
 
-from . import course, tools
+from . import course, mutants, tools
 from .commands import Command
 
 
@@ -55,39 +57,35 @@ def run(args=None) -> int:
     status, tally = tools.ctest("default", junit / "ctest.xml")
     results.append(("ctest", status == 0 and tally.total > 0, tally.summary()))
 
-    tools.banner("The threaded tests under ThreadSanitizer (CTest -L threads, preset tsan)")
-    if tools.configure("tsan", "KQLAB_WERROR=ON") or tools.build("tsan"):
-        results.append(("tsan", False, "the build failed (see above)"))
-    else:
-        # --no-tests=ignore: having no test labelled `threads` is not a failure. (CTest says "No tests were found"
-        # then; its exit status is 0 by default but 8 with --no-tests=error, so say which we mean.)
-        status, tally = tools.ctest("tsan", junit / "ctest-tsan.xml", "-L", "threads", "--no-tests=ignore")
-        results.append(("tsan", status == 0, tally.summary() if tally.total else "no tests labelled threads"))
-        # The lessons' tests marked `threads` (their servers run threads: lesson 11), against the tsan build of
-        # the solutions. A data race ends such a server at once (TSAN_OPTIONS=halt_on_error=1, vocabulary.py).
-        lessons = [tools.shown(lesson.tests) for lesson in course.lessons() if lesson.tests.is_dir()]
-        status, tally = tools.pytest([*lessons, "-m", "threads", "--build-dir", tools.shown(tools.build_dir("tsan")),
-                                      "-rfE"], junit / "pytest-tsan.xml")
-        results.append(("tsan pytest", status in (0, 5), tally.summary() if status != 5 else "no tests marked threads"))
+    # While the lessons' tests run one at a time (they mostly wait on sockets), the TSan build and the mutants build
+    # beside them, at low priority: the tests' servers get a CPU whenever they want one, the compilers the rest.
+    tools.banner("Building, in the background while the lessons' tests run: the threaded programs under "
+                 "ThreadSanitizer (preset tsan) and the mutants (build/default/mutants)")
+    background = _Background()
+    background.start()
 
     tools.banner("The course's tests (pytest): every solution passes, every untouched exercise fails, every mutant "
                  "is caught")
     build = ["--build-dir", tools.shown(tools.build_dir("default")), "-rfE"]
-    if not _have_xdist():
-        status, tally = tools.pytest([tools.shown(course.HARNESS), *build], junit / "pytest.xml")
-    else:
-        # The lessons' tests first, one at a time: they measure time and CPU, and share the machine with nothing;
-        # with them the checks that build in build/default beside the mutants (SERIAL_CHECKS). Then the course's
-        # other checks, in parallel (pytest-xdist): mutants and exercises are independent runs, each needing only
-        # to fail; a file whose tests share state keeps them in one worker (its xdist_group).
-        serial = [tools.shown(lesson.tests) for lesson in course.lessons()]
-        serial += [tools.shown(course.HARNESS / name) for name in SERIAL_CHECKS]
-        status, tally = tools.pytest([*serial, *build], junit / "pytest-lessons.xml")
-        checks = [tools.shown(path) for path in sorted(course.HARNESS.glob("test_*.py"))
-                  if path.name not in SERIAL_CHECKS]
-        more, more_tally = tools.pytest([*checks, *build, "-n", str(tools.jobs()), "--dist", "loadgroup"],
-                                        junit / "pytest-course.xml")
-        status, tally = _combined(status, more), tally.merged(more_tally)
+    # The lessons' tests first, one at a time: they measure time and CPU.
+    lessons = [tools.shown(lesson.tests) for lesson in course.lessons()]
+    status, tally = tools.pytest([*lessons, *build], junit / "pytest-lessons.xml")
+    background.join()
+
+    tools.banner("The threaded tests under ThreadSanitizer (CTest -L threads, preset tsan)")
+    results.append(_threaded_tests(background.tsan_build, junit))
+
+    tools.banner("The course's checks on itself: exercises fail, mutants are caught, the site, the command")
+    # With them the checks that build in build/default beside the mutants (SERIAL_CHECKS), one at a time, after the
+    # mutants' build is done. Then the others, in parallel (pytest-xdist): mutants and exercises are independent
+    # runs, each needing only to fail; a file whose tests share state keeps them in one worker (its xdist_group).
+    serial = [tools.shown(course.HARNESS / name) for name in SERIAL_CHECKS]
+    more, more_tally = tools.pytest([*serial, *build], junit / "pytest-serial.xml")
+    status, tally = _combined(status, more), tally.merged(more_tally)
+    checks = [tools.shown(path) for path in sorted(course.HARNESS.glob("test_*.py")) if path.name not in SERIAL_CHECKS]
+    parallel = ["-n", str(tools.jobs()), "--dist", "loadgroup"] if _have_xdist() else []
+    more, more_tally = tools.pytest([*checks, *build, *parallel], junit / "pytest-course.xml")
+    status, tally = _combined(status, more), tally.merged(more_tally)
     if status == 5:
         results.append(("pytest", False, "no tests were collected"))
     else:
@@ -99,6 +97,64 @@ def run(args=None) -> int:
 # for (test_grade_platforms.py: its Classroom run of ./kqlab check): run beside test_course's mutant builds in the
 # same tree, they would make its regeneration fail.
 SERIAL_CHECKS = ("test_command.py", "test_grade_platforms.py")
+
+
+class _Background(threading.Thread):
+    """Builds what the later steps need while the lessons' tests run: the tsan tree's threaded programs, then the
+    mutants. Its output is kept, and shown only if a build fails (interleaved with the tests' it would be noise)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.tsan_build: tuple[int, str] = (1, "not built")  # the exit status and output of the TSan build
+
+    def run(self) -> None:
+        try:
+            self.tsan_build = _build_threaded()
+            # The mutants' test (harness/test_course.py) builds them too, and finds them done: a failure is its to
+            # report, with the mutant's name.
+            mutants.build_all(tools.build_dir("default"), nice=True)
+        except Exception as problem:  # shown, not lost in a thread: the later steps still run and report
+            self.tsan_build = (1, f"{self.tsan_build[1]}\nthe background build failed: {problem!r}")
+
+
+def _build_threaded() -> tuple[int, str]:
+    """Configures the tsan tree and builds only what runs under ThreadSanitizer: the programs of the CTest tests
+    labelled `threads` (the CMake target kqlab_threaded) and the solutions of the lessons whose pytest tests are marked
+    `threads`."""
+    nice = ["nice", "-n", "15"]
+    status, output = tools.capture([*nice, "cmake", "--preset", "tsan", "-DKQLAB_WERROR=ON"])
+    if status:
+        return status, output
+    targets = ["kqlab_threaded", *(f"solution_{lesson.name}" for lesson in _threaded_lessons())]
+    status, built = tools.capture([*nice, "cmake", "--build", tools.shown(tools.build_dir("tsan")), "--parallel",
+                                   str(tools.jobs()), "--target", *targets])
+    return status, output + built
+
+
+def _threaded_lessons() -> list[course.Lesson]:
+    """The lessons with tests marked `threads` (pytest.mark.threads: their servers run threads)."""
+    return [lesson for lesson in course.lessons() if lesson.tests.is_dir() and
+            any("mark.threads" in path.read_text(encoding="utf-8") for path in lesson.tests.glob("test_*.py"))]
+
+
+def _threaded_tests(build: tuple[int, str], junit: Path) -> tuple[str, bool, str]:
+    status, output = build
+    if status:
+        print(output, flush=True)
+        return "tsan", False, "the build failed (see above)"
+    # --no-tests=ignore: having no test labelled `threads` is not a failure. (CTest says "No tests were found"
+    # then; its exit status is 0 by default but 8 with --no-tests=error, so say which we mean.)
+    status, tally = tools.ctest("tsan", junit / "ctest-tsan.xml", "-L", "threads", "--no-tests=ignore")
+    ok, summary = status == 0, tally.summary() if tally.total else "no tests labelled threads"
+    # The lessons' tests marked `threads` (their servers run threads: lesson 11), against the tsan build of the
+    # solutions. A data race ends such a server at once (TSAN_OPTIONS=halt_on_error=1, vocabulary.py).
+    lessons = [tools.shown(lesson.tests) for lesson in _threaded_lessons()]
+    if lessons:
+        status, tally = tools.pytest([*lessons, "-m", "threads", "--build-dir",
+                                      tools.shown(tools.build_dir("tsan")), "-rfE"], junit / "pytest-tsan.xml")
+        ok = ok and status in (0, 5)
+        summary += "; pytest " + (tally.summary() if status != 5 else "no tests marked threads")
+    return "tsan", ok, summary
 
 
 def _combined(first: int, second: int) -> int:
