@@ -468,6 +468,11 @@ def test_the_sandbox_shows_only_what_a_build_needs(tmp_path):
             grading.hand_over(folder, isolation)
         TEACHER_FILE.parent.mkdir(parents=True, exist_ok=True)
         TEACHER_FILE.write_text(f"{TEACHER_SECRET}\n")
+        # A name of its own beside the project: the write must not reach the grader's file system. (A project
+        # cloned under /tmp has its parent inside the sandbox's own /tmp, which the student may write: there only
+        # the host side of the check means anything.)
+        above = course.ROOT.parent / f"kqlab-sandbox-probe-{os.getpid()}"
+        inside_own_tmp = course.ROOT.parent == Path("/tmp") or Path("/tmp") in course.ROOT.parent.parents
         script = "; ".join([
             "ls / | tr '\\n' ' '; echo", f"test -e {course.ROOT / 'lessons'} && echo SEES-LESSONS",
             f"test -e {course.ROOT / 'build' / 'default'} && echo SEES-BUILD",
@@ -478,7 +483,7 @@ def test_the_sandbox_shows_only_what_a_build_needs(tmp_path):
             "test -e /etc/shadow && echo SEES-SHADOW", "test -e /home && echo SEES-HOME",
             f"touch {slot.build}/mine && echo WROTE-BUILD", f"touch {slot.workspace}/mine && echo WROTE-WORKSPACE",
             "touch /tmp/mine && echo WROTE-TMP", f"touch {course.HARNESS}/mine && echo WROTE-HARNESS",
-            "touch /mine && echo WROTE-ROOT", f"touch {course.ROOT.parent}/mine && echo WROTE-ABOVE",
+            "touch /mine && echo WROTE-ROOT", f"touch {above} && echo WROTE-ABOVE",
             "id -u"])
         outcome = slot.sandbox.run(["sh", "-c", script], sandbox.Limits(seconds=30, cpu_seconds=10,
                                                                          memory=sandbox.GiB), slot.build)
@@ -486,8 +491,10 @@ def test_the_sandbox_shows_only_what_a_build_needs(tmp_path):
         assert "SEES-LESSONS" in seen and "WROTE-BUILD" in seen and "WROTE-TMP" in seen, seen
         for absent in ("SEES-BUILD", "SEES-OTHER-SLOT", "SEES-TEACHER", "SEES-WORKSPACE", "SEES-TMP-SOURCE",
                        "SEES-GIT", "SEES-SHADOW",
-                       "SEES-HOME", "WROTE-WORKSPACE", "WROTE-HARNESS", "WROTE-ROOT", "WROTE-ABOVE"):
+                       "SEES-HOME", "WROTE-WORKSPACE", "WROTE-HARNESS", "WROTE-ROOT",
+                       *(() if inside_own_tmp else ("WROTE-ABOVE",))):
             assert absent not in seen, seen
+        assert not above.exists(), f"the sandbox wrote {above} on the grader's file system"
         assert (slot.build / "mine").exists() and not (course.HARNESS / "mine").exists()
         assert seen.split()[-1] != "0", "the student's code runs as root in its namespace"
         grading.remove(Path(probe) / "slot-0")
