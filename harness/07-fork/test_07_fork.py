@@ -2,6 +2,7 @@
 that dies is reaped and replaced at once, the supervisor sleeps while nothing happens, and SIGTERM ends every
 process."""
 import os
+import re
 import signal
 import time
 
@@ -146,6 +147,13 @@ def test_sigint_leaves_no_process_behind(server, story):
     if left:
         story.fail("every worker ended before the supervisor exited", f"workers {left} still run, orphaned")
     story.step("no worker was left running")
+    # The supervisor reports every worker that ends; one it does not know is one it forked after the stop began.
+    reported = {int(found.group(1)) for line in server.messages()
+                if (found := re.search(r"supervisor: worker (\d+) (?:killed|exited)", line))}
+    if reported - set(workers):
+        story.fail("no new worker once the supervisor is stopping",
+                   f"workers {sorted(reported - set(workers))} were started after SIGINT (and ended)")
+    story.step("no worker was started after SIGINT")
 
 
 @see("Many workers, one listening socket")
