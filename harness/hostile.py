@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import random
 import select
 import socket
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from vocabulary import Server, Story, _cpu_seconds  # noqa: E402
+from vocabulary import Server, Story  # noqa: E402
 
 HOST = "127.0.0.1"
 
