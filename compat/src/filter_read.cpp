@@ -38,15 +38,6 @@ int64_t waiting_connections(int fd, uint32_t events) {
   return (events & EPOLLIN) ? 1 : 0;
 }
 
-int64_t readable_bytes(Kqueue& queue, WatchedFd& record) {
-  if (queue.readable_known_ >= 0) return queue.readable_known_;  // asked for the whole batch already
-  int bytes = 0;
-  if (ioctl(record.fd(), FIONREAD, &bytes) == 0) return bytes;
-  if (errno == EBADF) record.lost_ = true;  // closed by a raw system call: see compat/README.md
-  if (errno == EINVAL && record.kind_ == WatchedFd::Kind::stream) record.kind_ = WatchedFd::Kind::listener;
-  return 0;
-}
-
 // FreeBSD's filt_soread reports every byte in the receive buffer, over all the datagrams queued; Linux's FIONREAD
 // gives the next datagram's size only (`next`), and nothing gives the sum. What does bound it is the memory the
 // queue is charged (SO_MEMINFO's SK_MEMINFO_RMEM_ALLOC): each datagram's truesize, its bytes plus the kernel's
@@ -89,15 +80,17 @@ bool evaluate_queue(WatchedFd& record, struct kevent& out) {
   return out.data > 0;
 }
 
-// The common case, answered first and cheaply: a connected stream socket that epoll reports readable, with no
-// hang-up, no error and no NOTE_LOWAT. The general path below concludes the same, through all its checks.
-bool plainly_readable_stream(const WatchedFd& record, const Knote& knote, uint32_t hint) {
-  return record.kind_ == WatchedFd::Kind::stream && (hint & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == EPOLLIN &&
-         !record.never_connected_ && !(knote.sfflags_ & NOTE_LOWAT);
+}  // namespace
+
+int64_t read_bytes_asked_lost(WatchedFd& record) {
+  if (errno == EBADF) record.lost_ = true;  // closed by a raw system call: see compat/README.md
+  if (errno == EINVAL && record.kind_ == WatchedFd::Kind::stream) record.kind_ = WatchedFd::Kind::listener;
+  return 0;
 }
 
-// Every other case. Out of line, so that the common case above pays for none of its calls.
-__attribute__((noinline)) bool evaluate_generally(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
+// Every case but the common one (fd_filter.hpp's read_evaluate). Out of line, so that the common case pays for none
+// of its calls.
+bool read_evaluate_generally(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
   WatchedFd& record = record_of_read_knote(knote);
   if (record.kind_ == WatchedFd::Kind::file) return evaluate_file(knote, out);
   if (record.kind_ == WatchedFd::Kind::queue) return evaluate_queue(record, out);
@@ -133,11 +126,10 @@ __attribute__((noinline)) bool evaluate_generally(Kqueue& queue, Knote& knote, u
   return out.data >= low_water || eof || error;
 }
 
+namespace {
+
 bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
-  WatchedFd& record = record_of_read_knote(knote);
-  if (!plainly_readable_stream(record, knote, hint)) return evaluate_generally(queue, knote, hint, out);
-  out.data = readable_bytes(queue, record);
-  return !record.lost_ && out.data > 0;
+  return read_evaluate(queue, knote, hint, out);
 }
 
 }  // namespace

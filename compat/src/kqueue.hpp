@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "filter.hpp"
+#include "queue_lock.hpp"
 
 namespace kqcompat {
 
@@ -214,7 +215,7 @@ struct Kqueue {
   // closed queue only closes its own descriptors: the epoll set's number may be reused, or the set the parent's.
   std::atomic<bool> closed_{false};
   std::atomic<int> callers_{0};      // kevent() calls inside; a closed queue is freed only at zero
-  std::mutex lock_;
+  QueueLock lock_;  // see queue_lock.hpp
   uint32_t scan_serial_ = 0;  // never 0 in a scan: a new knote has delivered_in_scan_ 0
   void restart_scan_serials();
 
