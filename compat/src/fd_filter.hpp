@@ -58,10 +58,24 @@ inline bool plainly_readable_stream(const WatchedFd& record, const Knote& knote,
 
 inline bool read_evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
   WatchedFd& record = record_of_read_knote(knote);
-  if (!plainly_readable_stream(record, knote, hint)) [[unlikely]] return read_evaluate_generally(queue, knote, hint, out);
+  // An EV_CLEAR read knote beside a write knote also asks whether data arrived (filter_read.cpp, data_arrived).
+  if (!plainly_readable_stream(record, knote, hint) || ((knote.flags_ & EV_CLEAR) && record.write_hung_)) [[unlikely]]
+    return read_evaluate_generally(queue, knote, hint, out);
   out.data = readable_bytes(queue, record);
   return !record.lost_ && out.data > 0;
 }
+
+// What a TCP connection has counted so far (TCP_INFO, Linux 4.2): the bytes its peer acknowledged and the bytes
+// it received; each WriteKnote::kUncountable where the socket is not TCP. They tell apart the wake-ups of the one
+// epoll entry that an EV_CLEAR read knote and an EV_CLEAR write knote share (compat/README.md, deviation 28):
+// epoll reports each wake-up with all of the socket's current bits, FreeBSD activates the read knotes for data
+// that arrived (sorwakeup) and the write knotes for room made (sowwakeup). Within an epoll report (`reported`),
+// asked once and shared by both knotes; otherwise asked afresh.
+struct TcpCounts {
+  uint64_t acked;
+  uint64_t received;
+};
+TcpCounts tcp_counts(Kqueue& queue, const WatchedFd& record, bool reported);
 
 // True when `fd` is a kqueue's descriptor (an epoll descriptor of this layer).
 bool is_queue_descriptor(int fd);

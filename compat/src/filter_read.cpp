@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <mutex>
+#include <utility>
 
 #include "fd_filter.hpp"
 #include "fd_table.hpp"
@@ -80,6 +81,19 @@ bool evaluate_queue(WatchedFd& record, struct kevent& out) {
   return out.data > 0;
 }
 
+// Whether an EV_CLEAR read knote fires for this report, when its descriptor's epoll entry is shared with a write
+// knote: deviation 28's mirror. A wake-up that only made room in the send buffer is reported with EPOLLIN too
+// while data waits unread, but FreeBSD activates a read knote only when data arrives (sorwakeup), and an EV_CLEAR
+// knote, once returned, only then. The bytes received tell the two apart: unchanged since the knote last fired,
+// nothing arrived. A re-evaluation that epoll did not report (after EV_ENABLE, say) fires as BSD's would.
+bool data_arrived(Kqueue& queue, const Knote& knote, WatchedFd& record, uint32_t hint) {
+  auto* write = static_cast<WriteKnote*>(record.write());
+  if (!(knote.flags_ & EV_CLEAR) || !write || hint == 0 || record.kind_ != WatchedFd::Kind::stream) return true;
+  const uint64_t received = tcp_counts(queue, record, true).received;
+  if (received == WriteKnote::kUncountable) return true;
+  return std::exchange(write->received_when_read_fired_, received) != received;  // kNeverFired differs from any
+}
+
 }  // namespace
 
 int64_t read_bytes_asked_lost(WatchedFd& record) {
@@ -123,7 +137,8 @@ bool read_evaluate_generally(Kqueue& queue, Knote& knote, uint32_t hint, struct 
   if ((eof || error) && record.kind_ != WatchedFd::Kind::pipe) out.fflags = socket_error(record.fd(), hint);
   const int64_t low_water = (knote.sfflags_ & NOTE_LOWAT) && knote.sdata_ > 0 ? knote.sdata_ : 1;
   if (record.kind_ == WatchedFd::Kind::datagram && (hint & EPOLLIN)) return true;  // empty datagrams count
-  return out.data >= low_water || eof || error;
+  if (eof || error) return true;
+  return out.data >= low_water && data_arrived(queue, knote, record, hint);
 }
 
 namespace {

@@ -416,6 +416,7 @@ void Call::dispatch(WatchedFd& record, uint32_t events, int64_t readable) {
     queue_.readable_known_ = -1;
   }
   if (events & kWriteInterest) dispatch_fd_knote<EVFILT_WRITE>(record.write(), events, &stale_interest);
+  if (queue_.counted_) [[unlikely]] queue_.counted_ = nullptr;  // this report's TCP counts (fd_filter.hpp)
   if (record.lost_) {
     queue_.purge_stale(record);  // the safety net: closed by a raw system call the layer could not see
     return;
