@@ -126,10 +126,10 @@ def test_compile_error(fixture_workspace: str) -> None:
 
 
 def test_failing_test(fixture_workspace: str) -> None:
-    put(fixture_workspace, with_mutant("ignores-eof"))
+    put(fixture_workspace, with_mutant("write-error-is-fatal"))
     done = kqlab(fixture_workspace, "check", "1")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "test_eof_with_pending_data FAILED" in done.stdout
+    assert "test_vanishing_client_disturbs_nobody FAILED" in done.stdout, done.stdout
     passing = re.search(rf"Lesson 01: (\d+) of {TESTS} tests pass\.", done.stdout)
     assert passing and "Stuck? ./kqlab hint 1" in done.stdout, done.stdout
     assert "Crash" not in done.stdout and "\033[" not in done.stdout, "colour or a crash report in a pipe"
