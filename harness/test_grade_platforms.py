@@ -31,6 +31,10 @@ import pytest
 from kqlab import course, tools
 from kqlab.grade import grading
 
+# Under pytest-xdist (./kqlab test), this file's tests share their module's fixtures (the autograder's tree in
+# build/gradescope-tests, the Classroom runs in the background): they all run in one worker, one after the other.
+pytestmark = pytest.mark.xdist_group("grade-platforms")
+
 FIRST = course.lessons()[0]
 FIXTURES = course.HARNESS / "grade_fixtures"
 AUTOGRADER = course.ROOT / "build" / "gradescope-tests"
