@@ -22,6 +22,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -74,6 +75,10 @@ def autograder(tmp_path_factory) -> Path:
             mode = info.external_attr >> 16
             if mode:
                 (source / info.filename).chmod(mode & 0o777)
+            # Each file's time as the zip has it (zipfile leaves the time of extraction): extracted "now", every
+            # source would be newer than the kept build, and make would build it all again.
+            stamp = time.mktime((*info.date_time, 0, 0, -1))
+            os.utime(source / info.filename, (stamp, stamp))
     if (AUTOGRADER / "kept-build").exists():
         (AUTOGRADER / "kept-build").rename(source / "kqlab" / "build")
     grading.make_reachable(AUTOGRADER)
