@@ -95,12 +95,40 @@ def target(lesson: Lesson, mutant: Mutant) -> str:
     return f"mutant-{mutant.name}_{lesson.name}" + (f"_{mutant.program}" if mutant.program else "")
 
 
+def _programs(build_dir: Path, impl: str, lesson: Lesson, mutant: Mutant) -> list[Path]:
+    """The programs of `impl` (the mutant's own: mutant-NAME; or solution) that target(lesson, mutant) builds: the
+    one its test runs, or all of the lesson's."""
+    names = [mutant.program] if mutant.program else (lesson.programs() or [None])
+    return [course.program(build_dir, impl, lesson, name) for name in names]
+
+
+def is_built(build_dir: Path, lesson: Lesson, mutant: Mutant) -> bool:
+    """Whether the mutant's programs are there and newer than what they are built from: the mutant's tree (write()
+    touches only what changes) and the solution's programs, whose objects it links and which the project's build
+    remakes whenever a solution file, a header, kqlab's common code or compat changes. Then building it again would
+    change nothing, and the CMake run that would find that out is skipped: each such run checks every CMake glob of
+    the tree, and ./kqlab test's checks of the kqlab command create and delete workspaces there meanwhile."""
+    tree = build_dir / "mutants" / mutant.name / lesson.name
+    sources = [path for path in tree.rglob("*") if path.is_file()]
+    if not sources:
+        return False
+    for built, solution in zip(_programs(build_dir, f"mutant-{mutant.name}", lesson, mutant),
+                               _programs(build_dir, "solution", lesson, mutant)):
+        if not built.is_file() or not solution.is_file():
+            return False
+        newest_source = max(path.stat().st_mtime_ns for path in [*sources, solution])
+        if built.stat().st_mtime_ns < newest_source:
+            return False
+    return True
+
+
 def build_all(build_dir: Path, *, nice: bool = False) -> tuple[dict[tuple[str, str], str], str]:
     """Writes every lesson's mutants into the build tree, has CMake pick them up, and builds them all in one CMake run
     (one make, every compiler busy, instead of one run per mutant), holding the tree's build lock. Returns, for each
     mutant that no longer applies to its solution, why (by (lesson, mutant) name), and CMake's complaint if it could
     not configure ("" if it could). A mutant that does not compile stops the build; its test then builds it alone and
-    says why. nice: at low priority (./kqlab test builds the mutants while the lessons' tests run)."""
+    says why. nice: at low priority (./kqlab test builds the mutants while the lessons' tests run). When every mutant
+    is built already (is_built), CMake is not run at all."""
     listed = [(lesson, mutant) for lesson in course.lessons() for mutant in of(lesson)]
     broken = {}
     prefix = ["nice", "-n", "15"] if nice else []
@@ -118,7 +146,11 @@ def build_all(build_dir: Path, *, nice: bool = False) -> tuple[dict[tuple[str, s
                    if (lesson.name, mutant.name) not in broken and
                    (not mutant.program or course.program(build_dir, "solution", lesson, mutant.program).exists())]
         listing, text = build_dir / TARGETS, "".join(f"{name}\n" for name in targets)
-        if not listing.exists() or listing.read_text(encoding="utf-8") != text:  # unchanged: no reconfiguring
+        if listing.exists() and listing.read_text(encoding="utf-8") == text:  # unchanged: no reconfiguring
+            if all(is_built(build_dir, lesson, mutant) for lesson, mutant in listed
+                   if (lesson.name, mutant.name) not in broken and target(lesson, mutant) in targets):
+                return broken, ""
+        else:
             listing.write_text(text, encoding="utf-8")
         status, output = tools.capture([*prefix, "cmake", "-S", str(course.ROOT), "-B", str(build_dir)])
         if status:
