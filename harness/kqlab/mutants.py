@@ -95,29 +95,31 @@ def target(lesson: Lesson, mutant: Mutant) -> str:
     return f"mutant-{mutant.name}_{lesson.name}" + (f"_{mutant.program}" if mutant.program else "")
 
 
-def _programs(build_dir: Path, impl: str, lesson: Lesson, mutant: Mutant) -> list[Path]:
-    """The programs of `impl` (the mutant's own: mutant-NAME; or solution) that target(lesson, mutant) builds: the
-    one its test runs, or all of the lesson's."""
-    names = [mutant.program] if mutant.program else (lesson.programs() or [None])
-    return [course.program(build_dir, impl, lesson, name) for name in names]
+def _programs(lesson: Lesson, mutant: Mutant) -> list[str | None]:
+    """The programs target(lesson, mutant) builds: the one its test runs, or all of the lesson's (None: its one)."""
+    return [mutant.program] if mutant.program else (lesson.programs() or [None])
 
 
 def is_built(build_dir: Path, lesson: Lesson, mutant: Mutant) -> bool:
-    """Whether the mutant's programs are there and newer than what they are built from: the mutant's tree (write()
-    touches only what changes) and the solution's programs, whose objects it links and which the project's build
-    remakes whenever a solution file, a header, kqlab's common code or compat changes. Then building it again would
-    change nothing, and the CMake run that would find that out is skipped: each such run checks every CMake glob of
-    the tree, and ./kqlab test's checks of the kqlab command create and delete workspaces there meanwhile."""
-    tree = build_dir / "mutants" / mutant.name / lesson.name
-    sources = [path for path in tree.rglob("*") if path.is_file()]
+    """Whether the mutant's programs are there and newer than all they are built from: the mutant's tree (write()
+    touches only what changes), the solution's programs, whose objects it links and which the project's build remakes
+    whenever a solution file, a header, kqlab's common code or compat changes, and the compile and link commands CMake
+    wrote for it (its Makefile generator rewrites them only when they change). Then building it again would change
+    nothing, and the CMake run that would find that out is skipped: each such run checks every CMake glob of the
+    tree, and ./kqlab test's checks of the kqlab command create and delete workspaces there meanwhile. With another
+    generator this says no, and the mutant is built as before."""
+    sources = [path for path in (build_dir / "mutants" / mutant.name / lesson.name).rglob("*") if path.is_file()]
     if not sources:
         return False
-    for built, solution in zip(_programs(build_dir, f"mutant-{mutant.name}", lesson, mutant),
-                               _programs(build_dir, "solution", lesson, mutant)):
-        if not built.is_file() or not solution.is_file():
+    for name in _programs(lesson, mutant):
+        built = course.program(build_dir, f"mutant-{mutant.name}", lesson, name)
+        program_target = f"mutant-{mutant.name}_{lesson.name}" + (f"_{name}" if name else "")
+        commands = build_dir / "solutions" / "CMakeFiles" / f"{program_target}.dir"
+        inputs = [*sources, course.program(build_dir, "solution", lesson, name),
+                  *(commands / file for file in ("flags.make", "link.txt", "build.make"))]
+        if not built.is_file() or not all(path.is_file() for path in inputs):
             return False
-        newest_source = max(path.stat().st_mtime_ns for path in [*sources, solution])
-        if built.stat().st_mtime_ns < newest_source:
+        if built.stat().st_mtime_ns < max(path.stat().st_mtime_ns for path in inputs):
             return False
     return True
 
