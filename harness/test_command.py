@@ -27,8 +27,9 @@ from kqlab import __main__ as command
 from kqlab import course, mutants, student, tools, ui, watch
 
 # This file's tests share state (fixture workspaces in build/default): under pytest-xdist they all run in one worker,
-# one after the other. ./kqlab test runs this file with the lessons' tests, before the parallel checks: see
-# kqlab/suite.py, SERIAL_CHECKS.
+# one after the other. Other checks build in build/default meanwhile (test_course.py's mutants): CMake finds the
+# fixture workspaces there when it configures, so a fixture workspace is made and removed only under the tree's build
+# lock (held()), which every configure and build in the tree holds; the kqlab command takes it itself.
 pytestmark = pytest.mark.xdist_group("command")
 
 LESSON = course.lessons()[0]
@@ -41,6 +42,13 @@ BUILD = tools.build_dir("default")
 
 def workspace_of(name: str) -> Path:
     return BUILD / "workspaces" / name
+
+
+def held():
+    """build/default to ourselves, while a fixture workspace (or a lesson in it) comes or goes: a CMake run in the
+    tree (each holds this lock) never sees a folder vanish between listing it and reading it. Never around a command
+    that builds: it takes the lock itself."""
+    return tools.build_lock(BUILD)
 
 
 def environment(name: str, **extra: str) -> dict[str, str]:
@@ -59,11 +67,13 @@ def fixture_workspace(request: pytest.FixtureRequest):
     """Makes a workspace named for the test, with lesson 01's exercise in it; removes it afterwards."""
     name = "test-" + request.node.name.removeprefix("test_").replace("_", "-")[:40]
     root = workspace_of(name)
-    shutil.rmtree(root, ignore_errors=True)
-    (root / LESSON.name).mkdir(parents=True)
-    LESSON.copy_exercise_to(root / LESSON.name)
+    with held():
+        shutil.rmtree(root, ignore_errors=True)
+        (root / LESSON.name).mkdir(parents=True)
+        LESSON.copy_exercise_to(root / LESSON.name)
     yield name
-    shutil.rmtree(root, ignore_errors=True)
+    with held():
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def put(name: str, text: str) -> None:
@@ -116,10 +126,10 @@ def test_compile_error(fixture_workspace: str) -> None:
 
 
 def test_failing_test(fixture_workspace: str) -> None:
-    put(fixture_workspace, with_mutant("ignores-eof"))
+    put(fixture_workspace, with_mutant("write-error-is-fatal"))
     done = kqlab(fixture_workspace, "check", "1")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "test_eof_with_pending_data FAILED" in done.stdout
+    assert "test_vanishing_client_disturbs_nobody FAILED" in done.stdout, done.stdout
     passing = re.search(rf"Lesson 01: (\d+) of {TESTS} tests pass\.", done.stdout)
     assert passing and "Stuck? ./kqlab hint 1" in done.stdout, done.stdout
     assert "Crash" not in done.stdout and "\033[" not in done.stdout, "colour or a crash report in a pipe"
@@ -248,14 +258,16 @@ def test_reset_asks_first_and_keeps_a_backup(fixture_workspace: str) -> None:
     unanswered = kqlab(fixture_workspace, "reset", "1")  # no one to answer: the default, no
     assert unanswered.returncode == 1
     assert (workspace_of(fixture_workspace) / LESSON.name / SOURCE).read_text() == "// my work\n"
-    done = kqlab(fixture_workspace, "reset", "1", stdin="y\n")
+    with held():  # reset moves the lesson's folder away, then makes a fresh one
+        done = kqlab(fixture_workspace, "reset", "1", stdin="y\n")
     assert done.returncode == 0, done.stdout
     copy = (workspace_of(fixture_workspace) / LESSON.name / SOURCE).read_text()
     assert copy == (LESSON.exercise / SOURCE).read_text()
     kept = list((workspace_of(fixture_workspace) / ".old").glob(f"{LESSON.name}-*/{SOURCE}"))
     assert [path.read_text() for path in kept] == ["// my work\n"]
     assert "hints shown" not in progress(fixture_workspace)
-    assert kqlab(fixture_workspace, "reset", "1", "--yes").returncode == 0
+    with held():
+        assert kqlab(fixture_workspace, "reset", "1", "--yes").returncode == 0
     assert len(list((workspace_of(fixture_workspace) / ".old").iterdir())) == 2
 
 

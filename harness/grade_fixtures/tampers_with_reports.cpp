@@ -9,9 +9,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -24,9 +24,15 @@ std::string forged_report() {
   source << tests.rdbuf();
   std::string report = "<?xml version=\"1.0\"?><testsuites><testsuite name=\"pytest\">";
   const std::string text = source.str();
-  const std::regex test(R"(def (test_\w+))");
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), test); it != std::sregex_iterator(); ++it) {
-    report += "<testcase classname=\"forged\" name=\"" + (*it)[1].str() + "\"/>";
+  // Each `def test_...` names a test. (Found by hand, not with <regex>: that header alone takes this file's build
+  // from one second to several, twice per grade test run.)
+  const std::string def = "def test_";
+  for (auto at = text.find(def); at != std::string::npos; at = text.find(def, at + 1)) {
+    auto end = at + 4;  // past "def "
+    while (end < text.size() && (std::isalnum(static_cast<unsigned char>(text[end])) || text[end] == '_')) {
+      ++end;
+    }
+    report += "<testcase classname=\"forged\" name=\"" + text.substr(at + 4, end - at - 4) + "\"/>";
   }
   return report + "</testsuite></testsuites>\n";
 }

@@ -286,10 +286,12 @@ def _program_name(lesson: Lesson, asked: str | None) -> str | None:
 
 def _build(lesson: Lesson, kind: str) -> str | None:
     """Builds the lesson's programs of `kind` (solution, exercise, workspace...); None, or what went wrong."""
-    status, output = tools.capture(["cmake", "--preset", "default"])
-    if not status:
-        status, output = tools.capture(["cmake", "--build", tools.shown(tools.build_dir("default")), "--parallel",
-                                        str(tools.jobs()), "--target", f"{kind}_{lesson.name}"])
+    # Under the tree's build lock, as every CMake run in build/default: ./kqlab test's checks build in it at once.
+    with tools.build_lock(tools.build_dir("default")):
+        status, output = tools.capture(["cmake", "--preset", "default"])
+        if not status:
+            status, output = tools.capture(["cmake", "--build", tools.shown(tools.build_dir("default")), "--parallel",
+                                            str(tools.jobs()), "--target", f"{kind}_{lesson.name}"])
     return output[-4000:] if status else None
 
 
