@@ -8,10 +8,10 @@
    - behind them, at low priority (nice 15): the mutants' build in build/default, then the `tsan` preset's build of
      what runs under ThreadSanitizer (not the whole tree: the CMake target kqlab_threaded and lesson 11's solution);
    - and, also at low priority, the course's checks on itself (harness/test_*.py: every untouched exercise fails,
-     every mutant is caught, gaps are gaps, the site, the grader, the kqlab command), with pytest-xdist: at once
-     those that need no mutant, one worker per CPU (a file whose tests share state keeps them in one worker: its
-     xdist_group); once the mutants are built, every mutant's test, several workers per CPU (each mostly waits for
-     its server), and beside them the checks that build in build/default (SERIAL_CHECKS), one at a time.
+     every mutant is caught, gaps are gaps, the site, the grader, the kqlab command), with pytest-xdist, two workers
+     per CPU (a file whose tests share state keeps them in one worker: its xdist_group); the mutants' tests once the
+     mutants are built, six workers per CPU (each mostly waits for its server). Every CMake run in build/default
+     holds its build lock, so the checks that build there wait while the mutants build.
    The checks' output is kept, and shown once the tests in front are done.
 
 The last line says how it went, with the totals.
@@ -93,40 +93,34 @@ def run(args=None) -> int:
     return _finish(results, started)
 
 
-# Checks that configure and build in build/default, creating and deleting fixture workspaces that CMake then looks
-# for (test_grade_platforms.py: its Classroom run of ./kqlab check): run while the mutants build in the same tree,
-# they would make its regeneration fail. They start once the mutants are built; the mutants' tests then run no CMake
-# (mutants.is_built).
-SERIAL_CHECKS = ("test_command.py", "test_grade_platforms.py")
-
-# Workers per CPU for the mutants' tests: each runs one lesson test against a mutant, in a pytest of its own, and
-# mostly waits (for its server, or for a deadline the mutant makes it miss).
+# Workers per CPU: for the course's checks, whose tests mostly wait (on sockets, on the grader's sandboxes, on a
+# browser); for the mutants' tests, which run one lesson test each against a mutant, in a pytest of their own, and
+# mostly wait for their server, or for a deadline the mutant makes them miss.
+CHECK_WORKERS_PER_CPU = 2
 MUTANT_WORKERS_PER_CPU = 6
+
+MUTANT_TEST = "test_mutant_is_caught"  # in harness/test_course.py
 
 
 def _checks(mutants_built: threading.Event, junit: Path) -> list[_Check]:
-    """The course's checks on itself (harness/test_*.py), as three runs of pytest: those that need no mutant, now;
-    the mutants' tests and SERIAL_CHECKS once the mutants are built."""
+    """The course's checks on itself (harness/test_*.py), as two runs of pytest: all but the mutants' tests, now; the
+    mutants' tests once the mutants are built. Every CMake run in build/default, and every fixture workspace that
+    comes or goes there, holds the tree's build lock (tools.build_lock), so the checks that build there (the kqlab
+    command's, the grading platforms') wait while the mutants build, and the mutants' tests build nothing."""
     build = ["--build-dir", tools.shown(tools.build_dir("default")), "-rfE"]
-    course_checks = tools.shown(course.HARNESS / "test_course.py")
-    others = [tools.shown(path) for path in sorted(course.HARNESS.glob("test_*.py")) if path.name not in SERIAL_CHECKS]
-    serial = [tools.shown(course.HARNESS / name) for name in SERIAL_CHECKS]
+    checks = [tools.shown(path) for path in sorted(course.HARNESS.glob("test_*.py"))]
 
     def parallel(workers: int) -> list[str]:
         return ["-n", str(workers), "--dist", "loadgroup"] if _have_xdist() else []
 
     return [
-        _Check("exercises fail, gaps are gaps, the site, the grader, the tools",
-               [*others, "-k", f"not {MUTANT_TEST}", *build, *parallel(tools.jobs())], junit / "pytest-course.xml"),
-        _Check("every mutant is caught", [f"{course_checks}::{MUTANT_TEST}", *build,
-                                          *parallel(MUTANT_WORKERS_PER_CPU * tools.jobs())],
-               junit / "pytest-mutants.xml", after=mutants_built),
-        _Check("the kqlab command and the grading platforms", [*serial, *build], junit / "pytest-serial.xml",
-               after=mutants_built),
+        _Check("exercises fail, gaps are gaps, the site, the grader, the kqlab command",
+               [*checks, "-k", f"not {MUTANT_TEST}", *build, *parallel(CHECK_WORKERS_PER_CPU * tools.jobs())],
+               junit / "pytest-course.xml"),
+        _Check("every mutant is caught",
+               [f"{tools.shown(course.HARNESS / 'test_course.py')}::{MUTANT_TEST}", *build,
+                *parallel(MUTANT_WORKERS_PER_CPU * tools.jobs())], junit / "pytest-mutants.xml", after=mutants_built),
     ]
-
-
-MUTANT_TEST = "test_mutant_is_caught"  # in harness/test_course.py
 
 
 class _Check(threading.Thread):
