@@ -39,20 +39,33 @@ class Mutant:
 
         Files are rewritten only when their text changes, so the build does not recompile an unchanged mutant.
         """
-        if not (lesson.solution / self.file).is_file():
-            raise MutantDoesNotApply(f"mutant {self.name}: solutions/{lesson.name}/{self.file} does not exist")
         tree = build_dir / "mutants" / self.name / lesson.name
-        tree.mkdir(parents=True, exist_ok=True)
-        for source in lesson.program_files(lesson.solution):
-            relative = source.relative_to(lesson.solution)
-            text = source.read_text(encoding="utf-8")
-            if relative.as_posix() == self.file:
-                text = self.patch(text, lesson)
+        for relative, text in self.files(lesson).items():
             target = tree / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists() or target.read_text(encoding="utf-8") != text:
                 target.write_text(text, encoding="utf-8")
         return tree
+
+    def is_written(self, lesson: Lesson, build_dir: Path) -> bool:
+        """Whether the build tree holds this mutant as write() would write it (False if it no longer applies)."""
+        tree = build_dir / "mutants" / self.name / lesson.name
+        try:
+            return all((tree / relative).is_file() and (tree / relative).read_text(encoding="utf-8") == text
+                       for relative, text in self.files(lesson).items())
+        except MutantDoesNotApply:
+            return False
+
+    def files(self, lesson: Lesson) -> dict[Path, str]:
+        """The files of this mutant's lesson directory, by their path in it: the solution's, one of them patched."""
+        if not (lesson.solution / self.file).is_file():
+            raise MutantDoesNotApply(f"mutant {self.name}: solutions/{lesson.name}/{self.file} does not exist")
+        files = {}
+        for source in lesson.program_files(lesson.solution):
+            relative = source.relative_to(lesson.solution)
+            text = source.read_text(encoding="utf-8")
+            files[relative] = self.patch(text, lesson) if relative.as_posix() == self.file else text
+        return files
 
     def patch(self, text: str, lesson: Lesson) -> str:
         for old, new in self.replacements:
@@ -132,6 +145,8 @@ def build_all(build_dir: Path, *, nice: bool = False) -> tuple[dict[tuple[str, s
     says why. nice: at low priority (./kqlab test builds the mutants while the lessons' tests run). When every mutant
     is built already (is_built), CMake is not run at all."""
     listed = [(lesson, mutant) for lesson in course.lessons() for mutant in of(lesson)]
+    if _all_built(build_dir, listed):  # without the lock, which CMake runs hold for minutes meanwhile
+        return {}, ""
     broken = {}
     prefix = ["nice", "-n", "15"] if nice else []
     with tools.build_lock(build_dir):
@@ -144,9 +159,8 @@ def build_all(build_dir: Path, *, nice: bool = False) -> tuple[dict[tuple[str, s
         # One target that depends on them all: make builds the targets named on its command line one after
         # another (CMake's Makefile has .NOTPARALLEL), each a compile and a link, so with every mutant named there
         # only one compiler would run; the dependencies of one target it builds in parallel.
-        targets = [target(lesson, mutant) for lesson, mutant in listed
-                   if (lesson.name, mutant.name) not in broken and
-                   (not mutant.program or course.program(build_dir, "solution", lesson, mutant.program).exists())]
+        targets = _targets(build_dir, [(lesson, mutant) for lesson, mutant in listed
+                                       if (lesson.name, mutant.name) not in broken])
         listing, text = build_dir / TARGETS, "".join(f"{name}\n" for name in targets)
         if listing.exists() and listing.read_text(encoding="utf-8") == text:  # unchanged: no reconfiguring
             if all(is_built(build_dir, lesson, mutant) for lesson, mutant in listed
@@ -160,3 +174,20 @@ def build_all(build_dir: Path, *, nice: bool = False) -> tuple[dict[tuple[str, s
         tools.capture([*prefix, "cmake", "--build", str(build_dir), "--parallel", str(tools.jobs()),
                        "--target", "kqlab_mutants"])
     return broken, ""
+
+
+def _targets(build_dir: Path, listed: list[tuple[Lesson, Mutant]]) -> list[str]:
+    """The targets of the mutants listed, but those whose program this platform does not build."""
+    return [target(lesson, mutant) for lesson, mutant in listed
+            if not mutant.program or course.program(build_dir, "solution", lesson, mutant.program).exists()]
+
+
+def _all_built(build_dir: Path, listed: list[tuple[Lesson, Mutant]]) -> bool:
+    """Whether build_all has nothing to do: every mutant applies, is written and built, and CMake knows them all."""
+    listing = build_dir / TARGETS
+    if not all(mutant.is_written(lesson, build_dir) for lesson, mutant in listed) or not listing.exists():
+        return False
+    targets = _targets(build_dir, listed)
+    if listing.read_text(encoding="utf-8") != "".join(f"{name}\n" for name in targets):
+        return False
+    return all(is_built(build_dir, lesson, mutant) for lesson, mutant in listed if target(lesson, mutant) in targets)
