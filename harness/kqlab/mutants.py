@@ -137,18 +137,18 @@ def is_built(build_dir: Path, lesson: Lesson, mutant: Mutant) -> bool:
     return True
 
 
-def build_all(build_dir: Path, *, nice: bool = False) -> tuple[dict[tuple[str, str], str], str]:
+def build_all(build_dir: Path, *, nice: int = 0) -> tuple[dict[tuple[str, str], str], str]:
     """Writes every lesson's mutants into the build tree, has CMake pick them up, and builds them all in one CMake run
     (one make, every compiler busy, instead of one run per mutant), holding the tree's build lock. Returns, for each
     mutant that no longer applies to its solution, why (by (lesson, mutant) name), and CMake's complaint if it could
     not configure ("" if it could). A mutant that does not compile stops the build; its test then builds it alone and
-    says why. nice: at low priority (./kqlab test builds the mutants while the lessons' tests run). When every mutant
-    is built already (is_built), CMake is not run at all."""
+    says why. nice: the niceness to build with (./kqlab test builds the mutants while the lessons' tests run). When
+    every mutant is built already (is_built), CMake is not run at all, nor the lock taken."""
     listed = [(lesson, mutant) for lesson in course.lessons() for mutant in of(lesson)]
     if _all_built(build_dir, listed):  # without the lock, which CMake runs hold for minutes meanwhile
         return {}, ""
     broken = {}
-    prefix = ["nice", "-n", "15"] if nice else []
+    prefix = ["nice", "-n", str(nice)] if nice else []
     with tools.build_lock(build_dir):
         for lesson, mutant in listed:
             try:

@@ -5,13 +5,13 @@
    - in front, at normal priority, what measures time and CPU: compat's doctest suite (CTest), then every lesson's
      tests against its solution, through pytest, one at a time, then the threaded tests (CTest label `threads`, and
      the lessons' pytest tests marked `threads`) under ThreadSanitizer;
-   - behind them, at low priority (nice 15): the mutants' build in build/default, then the `tsan` preset's build of
+   - behind them, at low priority (nice 10): the mutants' build in build/default, then the `tsan` preset's build of
      what runs under ThreadSanitizer (not the whole tree: the CMake target kqlab_threaded and lesson 11's solution);
-   - and, also at low priority, the course's checks on itself (harness/test_*.py: every untouched exercise fails,
-     every mutant is caught, gaps are gaps, the site, the grader, the kqlab command), with pytest-xdist, two workers
-     per CPU (a file whose tests share state keeps them in one worker: its xdist_group); the mutants' tests once the
-     mutants are built, six workers per CPU (each mostly waits for its server). Every CMake run in build/default
-     holds its build lock, so the checks that build there wait while the mutants build.
+   - and, at lower priority still (nice 15), the course's checks on itself (harness/test_*.py: every untouched
+     exercise fails, every mutant is caught, gaps are gaps, the site, the grader, the kqlab command), with
+     pytest-xdist, two workers per CPU (a file whose tests share state keeps them in one worker: its xdist_group);
+     the mutants' tests once the mutants are built, six workers per CPU (each mostly waits for its server). Every
+     CMake run in build/default holds its build lock, so the checks that build there wait while the mutants build.
    The checks' output is kept, and shown once the tests in front are done.
 
 The last line says how it went, with the totals.
@@ -58,7 +58,8 @@ def run(args=None) -> int:
 
     junit = tools.build_dir("default") / "junit"
     # Behind the tests in front, at low priority: the tests' servers get a CPU whenever they want one, the
-    # compilers and the checks the rest.
+    # compilers and the checks the rest; the compilers first, as the mutants' tests, the threaded tests and the checks
+    # that build in build/default wait for them.
     tools.banner("In the background, at low priority: building the mutants (build/default/mutants), then the threaded "
                  "programs under ThreadSanitizer (preset tsan); the course's checks on itself (shown at the end)")
     background = _Background()
@@ -99,6 +100,10 @@ def run(args=None) -> int:
 CHECK_WORKERS_PER_CPU = 2
 MUTANT_WORKERS_PER_CPU = 6
 
+# Priorities behind the tests in front (nice 0): the background builds, then the checks, which partly wait for them.
+BUILD_NICENESS = 10
+CHECK_NICENESS = 15
+
 MUTANT_TEST = "test_mutant_is_caught"  # in harness/test_course.py
 
 
@@ -138,7 +143,7 @@ class _Check(threading.Thread):
         if self.after is not None:
             self.after.wait()
         self.output = "$ " + shlex.join(self.command) + "\n"
-        status, output = tools.capture(["nice", "-n", "15", *self.command])
+        status, output = tools.capture(["nice", "-n", str(CHECK_NICENESS), *self.command])
         self.status, self.output = status, self.output + output
 
     def result(self) -> tuple[int, tools.Tally]:
@@ -160,7 +165,7 @@ class _Background(threading.Thread):
         try:
             # The mutants' test (harness/test_course.py) builds them too, and finds them done: a failure is its to
             # report, with the mutant's name.
-            mutants.build_all(tools.build_dir("default"), nice=True)
+            mutants.build_all(tools.build_dir("default"), nice=BUILD_NICENESS)
         except Exception as problem:  # reported by the mutants' tests, which build what is missing themselves
             print(f"kqlab test: building the mutants failed: {problem!r}", flush=True)
         finally:
@@ -175,7 +180,7 @@ def _build_threaded() -> tuple[int, str]:
     """Configures the tsan tree and builds only what runs under ThreadSanitizer: the programs of the CTest tests
     labelled `threads` (the CMake target kqlab_threaded) and the solutions of the lessons whose pytest tests are marked
     `threads`."""
-    nice = ["nice", "-n", "15"]
+    nice = ["nice", "-n", str(BUILD_NICENESS)]
     status, output = tools.capture([*nice, "cmake", "--preset", "tsan", "-DKQLAB_WERROR=ON"])
     if status:
         return status, output
