@@ -1,6 +1,8 @@
 #include "fd_filter.hpp"
 
 #include <fcntl.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -9,6 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -155,6 +158,22 @@ bool fd_unconnected_stream_look(Kqueue& queue, Knote& knote, uint32_t hint) {
     epoll_sync(queue, record);
   }
   return unconnected;
+}
+
+TcpCounts tcp_counts(Kqueue& queue, const WatchedFd& record, bool reported) {
+  if (reported && queue.counted_ == &record) return {queue.counted_acked_, queue.counted_received_};
+  tcp_info info{};
+  socklen_t size = sizeof info;
+  constexpr socklen_t kNeeded = offsetof(tcp_info, tcpi_bytes_received) + sizeof info.tcpi_bytes_received;
+  TcpCounts counts{WriteKnote::kUncountable, WriteKnote::kUncountable};
+  if (getsockopt(record.fd(), IPPROTO_TCP, TCP_INFO, &info, &size) == 0 && size >= kNeeded)
+    counts = {info.tcpi_bytes_acked, info.tcpi_bytes_received};
+  if (reported) {
+    queue.counted_ = &record;
+    queue.counted_acked_ = counts.acked;
+    queue.counted_received_ = counts.received;
+  }
+  return counts;
 }
 
 bool is_queue_descriptor(int fd) {

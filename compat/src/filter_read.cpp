@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <mutex>
+#include <utility>
 
 #include "fd_filter.hpp"
 #include "fd_table.hpp"
@@ -36,15 +37,6 @@ int64_t waiting_connections(int fd, uint32_t events) {
   if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &size) == 0 && size >= sizeof info.tcpi_unacked)
     return info.tcpi_unacked;
   return (events & EPOLLIN) ? 1 : 0;
-}
-
-int64_t readable_bytes(Kqueue& queue, WatchedFd& record) {
-  if (queue.readable_known_ >= 0) return queue.readable_known_;  // asked for the whole batch already
-  int bytes = 0;
-  if (ioctl(record.fd(), FIONREAD, &bytes) == 0) return bytes;
-  if (errno == EBADF) record.lost_ = true;  // closed by a raw system call: see compat/README.md
-  if (errno == EINVAL && record.kind_ == WatchedFd::Kind::stream) record.kind_ = WatchedFd::Kind::listener;
-  return 0;
 }
 
 // FreeBSD's filt_soread reports every byte in the receive buffer, over all the datagrams queued; Linux's FIONREAD
@@ -89,15 +81,30 @@ bool evaluate_queue(WatchedFd& record, struct kevent& out) {
   return out.data > 0;
 }
 
-// The common case, answered first and cheaply: a connected stream socket that epoll reports readable, with no
-// hang-up, no error and no NOTE_LOWAT. The general path below concludes the same, through all its checks.
-bool plainly_readable_stream(const WatchedFd& record, const Knote& knote, uint32_t hint) {
-  return record.kind_ == WatchedFd::Kind::stream && (hint & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == EPOLLIN &&
-         !record.never_connected_ && !(knote.sfflags_ & NOTE_LOWAT);
+// Whether an EV_CLEAR read knote fires for this report, when its descriptor's epoll entry is shared with a write
+// knote: deviation 28's mirror. A wake-up that only made room in the send buffer is reported with EPOLLIN too
+// while data waits unread, but FreeBSD activates a read knote only when data arrives (sorwakeup), and an EV_CLEAR
+// knote, once returned, only then. The bytes received tell the two apart: unchanged since the knote last fired,
+// nothing arrived. A re-evaluation that epoll did not report (after EV_ENABLE, say) fires as BSD's would.
+bool data_arrived(Kqueue& queue, const Knote& knote, WatchedFd& record, uint32_t hint) {
+  auto* write = static_cast<WriteKnote*>(record.write());
+  if (!(knote.flags_ & EV_CLEAR) || !write || hint == 0 || record.kind_ != WatchedFd::Kind::stream) return true;
+  const uint64_t received = tcp_counts(queue, record, true).received;
+  if (received == WriteKnote::kUncountable) return true;
+  return std::exchange(write->received_when_read_fired_, received) != received;  // kNeverFired differs from any
 }
 
-// Every other case. Out of line, so that the common case above pays for none of its calls.
-__attribute__((noinline)) bool evaluate_generally(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
+}  // namespace
+
+int64_t read_bytes_asked_lost(WatchedFd& record) {
+  if (errno == EBADF) record.lost_ = true;  // closed by a raw system call: see compat/README.md
+  if (errno == EINVAL && record.kind_ == WatchedFd::Kind::stream) record.kind_ = WatchedFd::Kind::listener;
+  return 0;
+}
+
+// Every case but the common one (fd_filter.hpp's read_evaluate). Out of line, so that the common case pays for none
+// of its calls.
+bool read_evaluate_generally(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
   WatchedFd& record = record_of_read_knote(knote);
   if (record.kind_ == WatchedFd::Kind::file) return evaluate_file(knote, out);
   if (record.kind_ == WatchedFd::Kind::queue) return evaluate_queue(record, out);
@@ -130,14 +137,14 @@ __attribute__((noinline)) bool evaluate_generally(Kqueue& queue, Knote& knote, u
   if ((eof || error) && record.kind_ != WatchedFd::Kind::pipe) out.fflags = socket_error(record.fd(), hint);
   const int64_t low_water = (knote.sfflags_ & NOTE_LOWAT) && knote.sdata_ > 0 ? knote.sdata_ : 1;
   if (record.kind_ == WatchedFd::Kind::datagram && (hint & EPOLLIN)) return true;  // empty datagrams count
-  return out.data >= low_water || eof || error;
+  if (eof || error) return true;
+  return out.data >= low_water && data_arrived(queue, knote, record, hint);
 }
 
+namespace {
+
 bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
-  WatchedFd& record = record_of_read_knote(knote);
-  if (!plainly_readable_stream(record, knote, hint)) return evaluate_generally(queue, knote, hint, out);
-  out.data = readable_bytes(queue, record);
-  return !record.lost_ && out.data > 0;
+  return read_evaluate(queue, knote, hint, out);
 }
 
 }  // namespace

@@ -6,7 +6,6 @@
 // kqueue cannot be watched for writing (EINVAL, as FreeBSD's kqueue_kqfilter).
 #include <fcntl.h>
 #include <linux/sockios.h>
-#include <linux/tcp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/epoll.h>
@@ -15,7 +14,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstddef>
 #include <utility>
 
 #include "fd_filter.hpp"
@@ -45,15 +43,6 @@ int64_t free_space(WatchedFd& record) {
   return std::max(0, capacity - queued);
 }
 
-// The bytes of a TCP connection its peer has acknowledged so far (TCP_INFO, Linux 4.2), or kUncountable.
-uint64_t bytes_acked(int fd) {
-  tcp_info info{};
-  socklen_t size = sizeof info;
-  constexpr socklen_t kNeeded = offsetof(tcp_info, tcpi_bytes_acked) + sizeof info.tcpi_bytes_acked;
-  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &size) != 0 || size < kNeeded) return WriteKnote::kUncountable;
-  return info.tcpi_bytes_acked;
-}
-
 // Whether an EV_CLEAR write knote fires for this report. FreeBSD activates it when room is made in the send
 // buffer (sowwakeup: acknowledged data dropped), never because data arrived. Here it shares its descriptor's
 // epoll entry with the read knote, edge-triggered, and epoll reports EPOLLOUT with every wake-up of the socket,
@@ -62,11 +51,11 @@ uint64_t bytes_acked(int fd) {
 // out of room; data acknowledged meanwhile makes the next report fire, late, where BSD fired at once.) A
 // re-evaluation that epoll did not report (after EV_ADD or EV_ENABLE, which BSD re-evaluates too) fires as usual
 // and takes a new count; a socket that is not TCP has no count and fires as before (compat/README.md).
-bool room_made(WriteKnote& knote, const WatchedFd& record, bool reported) {
+bool room_made(Kqueue& queue, WriteKnote& knote, const WatchedFd& record, bool reported) {
   if (!(knote.flags_ & EV_CLEAR) || record.kind_ != WatchedFd::Kind::stream || !(record.registered_ & EPOLLIN) ||
       knote.acked_when_fired_ == WriteKnote::kUncountable)
     return true;
-  const uint64_t acked = bytes_acked(record.fd());
+  const uint64_t acked = tcp_counts(queue, record, reported).acked;
   const uint64_t before = std::exchange(knote.acked_when_fired_, acked);
   return !reported || before == WriteKnote::kNeverFired || acked != before;
 }
@@ -90,7 +79,7 @@ bool evaluate(Kqueue& queue, Knote& knote, uint32_t hint, struct kevent& out) {
     out.data = static_cast<int64_t>(UINT64_MAX - 1 - eventfd_counter(record.fd()));
     return hint & EPOLLOUT;
   }
-  if (!eof && !room_made(static_cast<WriteKnote&>(knote), record, reported)) return false;
+  if (!eof && !room_made(queue, static_cast<WriteKnote&>(knote), record, reported)) return false;
   out.data = eof && record.kind_ == WatchedFd::Kind::pipe ? 0 : free_space(record);
   if (record.lost_) return false;
   if (eof) out.flags |= EV_EOF;

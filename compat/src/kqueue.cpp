@@ -127,7 +127,7 @@ class Call {
   // Applies one change; returns 0 or the errno it failed with.
   int apply(const struct kevent& change);
 
-  int scan(const timespec* timeout, std::unique_lock<std::mutex>& lock);
+  int scan(const timespec* timeout, std::unique_lock<QueueLock>& lock);
 
  private:
   Knote* find(short filter, uintptr_t ident);
@@ -142,10 +142,12 @@ class Call {
 
   int take_pending();
   void take_batch(const epoll_event* events, int n);
+  void ask_readable(const epoll_event* events, int n, WatchedFd** records, int* readable);
   void dispatch(WatchedFd& record, uint32_t events, int64_t readable);
-  void dispatch_fd_knote(Knote* knote, const FilterOps& ops, uint32_t events, bool* stale_interest);
-  // kOnRecord: the caller knows the knote is a read or write knote (epoll reported its record).
-  template <bool kOnRecord = false>
+  template <short kFilter>
+  void dispatch_fd_knote(Knote* knote, uint32_t events, bool* stale_interest);
+  // kFilter: the caller knows the knote is a read or write knote (epoll reported its record), and which; 0: any.
+  template <short kFilter = 0>
   bool deliver(Knote& knote, const FilterOps& ops, uint32_t hint);
 
   static constexpr int kBatch = 64;  // epoll events per wait
@@ -299,16 +301,22 @@ void Call::settle(WatchedFd& record) {
   queue_.drop_fd_record_if_empty(record);
 }
 
-// `ops` is the knote's filter's (knote.ops()), passed by callers that know it already.
-template <bool kOnRecord>
+// `ops` is the knote's filter's (knote.ops()), passed by callers that know it already. EVFILT_READ's common case
+// is evaluated inline (fd_filter.hpp).
+template <short kFilter>
 inline bool Call::deliver(Knote& knote, const FilterOps& ops, uint32_t hint) {
+  constexpr bool kOnRecord = kFilter != 0;
   if (knote.disabled_ || knote.delivered_in_scan_ == serial_) return false;
   struct kevent& out = out_[count_];
   EV_SET(&out, knote.ident_, knote.filter_, knote.flags_, 0, 0, knote.udata_);
-  if (!queue_.ext_.empty()) copy_ext(knote, out);
+  if (!queue_.ext_.empty()) [[unlikely]] copy_ext(knote, out);
   // EV_FORCEONESHOT: returned as it stands, without asking the filter (which may drop a knote), as BSD copies out a
   // one-shot knote.
-  if (!knote.forced_ && !ops.evaluate(queue_, knote, hint, out)) return false;
+  if (!knote.forced_) [[likely]] {
+    const bool fires = kFilter == EVFILT_READ ? read_evaluate(queue_, knote, hint, out)
+                                              : ops.evaluate(queue_, knote, hint, out);
+    if (!fires) return false;
+  }
   ++count_;
   knote.delivered_in_scan_ = serial_;
   if (!(knote.flags_ & (EV_ONESHOT | EV_DISPATCH | EV_CLEAR))) {
@@ -354,12 +362,30 @@ int Call::take_pending() {
   return count_ - before;
 }
 
-// One epoll batch: each event's record decoded once; when the batch brings many readable sockets, their byte
-// counts (BSD's `data`) in one io_uring submission instead of a FIONREAD each (readable_queries.hpp); then each
-// event dispatched in order.
+// One epoll batch, each event dispatched in order. When the batch brings many readable sockets, their byte counts
+// (BSD's `data`) are asked for first, in one io_uring submission instead of a FIONREAD each
+// (readable_queries.hpp), and each event's record is decoded once for both.
 void Call::take_batch(const epoll_event* events, int n) {
   WatchedFd* records[kBatch];
   int readable[kBatch];  // per event: its socket's byte count if asked already, else negative
+  const bool decoded = n >= kWorthBatching;  // a smaller batch cannot be worth a submission: decode as we go
+  if (decoded) ask_readable(events, n, records, readable);
+  for (int i = 0; i < n; ++i) {
+    WatchedFd* record = decoded ? records[i] : record_from_epoll_data(events[i].data.u64);
+    if (record) {
+      const int known = decoded ? readable[i] : -1;
+      if (known == -EOPNOTSUPP) record->ring_refused_ = true;  // a Unix-domain socket, say
+      dispatch(*record, events[i].events, known);
+    } else if (InternalSource* source = source_from_epoll_data(events[i].data.u64)) {
+      source->on_ready(queue_, *source);
+    }  // else a notification for a record dropped since
+  }
+}
+
+// Decodes each event's record into `records` and, when enough of them are readable sockets whose read knote will
+// look, asks for their byte counts in one submission: readable[i] is event i's count, or negative (not asked, or
+// the ring could not answer: FIONREAD then).
+void Call::ask_readable(const epoll_event* events, int n, WatchedFd** records, int* readable) {
   int fds[kBatch];
   int asked_for[kBatch];  // the event index of each of fds
   int asking = 0;
@@ -375,14 +401,6 @@ void Call::take_batch(const epoll_event* events, int n) {
     asked_for[asking++] = i;
   }
   if (asking >= kWorthBatching) ask_readable_counts(fds, asked_for, asking, readable);
-  for (int i = 0; i < n; ++i) {
-    if (records[i]) {
-      if (readable[i] == -EOPNOTSUPP) records[i]->ring_refused_ = true;  // a Unix-domain socket, say
-      dispatch(*records[i], events[i].events, readable[i]);
-    } else if (InternalSource* source = source_from_epoll_data(events[i].data.u64)) {
-      source->on_ready(queue_, *source);
-    }  // else a notification for a record dropped since
-  }
 }
 
 void Call::dispatch(WatchedFd& record, uint32_t events, int64_t readable) {
@@ -394,10 +412,11 @@ void Call::dispatch(WatchedFd& record, uint32_t events, int64_t readable) {
   bool stale_interest = false;
   if (events & kReadInterest) {
     queue_.readable_known_ = readable;
-    dispatch_fd_knote(record.read(), read_filter, events, &stale_interest);
+    dispatch_fd_knote<EVFILT_READ>(record.read(), events, &stale_interest);
     queue_.readable_known_ = -1;
   }
-  if (events & kWriteInterest) dispatch_fd_knote(record.write(), write_filter, events, &stale_interest);
+  if (events & kWriteInterest) dispatch_fd_knote<EVFILT_WRITE>(record.write(), events, &stale_interest);
+  if (queue_.counted_) [[unlikely]] queue_.counted_ = nullptr;  // this report's TCP counts (fd_filter.hpp)
   if (record.lost_) {
     queue_.purge_stale(record);  // the safety net: closed by a raw system call the layer could not see
     return;
@@ -417,17 +436,18 @@ void Call::dispatch(WatchedFd& record, uint32_t events, int64_t readable) {
   }
 }
 
-void Call::dispatch_fd_knote(Knote* knote, const FilterOps& ops, uint32_t events, bool* stale_interest) {
+template <short kFilter>
+void Call::dispatch_fd_knote(Knote* knote, uint32_t events, bool* stale_interest) {
   if (!knote || knote->disabled_) {
     *stale_interest = true;  // left in epoll by a one-shot or dispatch delivery
   } else if (count_ == room_) {
     queue_.queue_pending(*knote);  // no room this time; an edge would otherwise be lost
   } else {
-    deliver<true>(*knote, ops, events);
+    deliver<kFilter>(*knote, kFilter == EVFILT_READ ? read_filter : write_filter, events);
   }
 }
 
-int Call::scan(const timespec* timeout, std::unique_lock<std::mutex>& lock) {
+int Call::scan(const timespec* timeout, std::unique_lock<QueueLock>& lock) {
   const Deadline deadline(timeout);
   if (++queue_.scan_serial_ == 0) queue_.restart_scan_serials();
   serial_ = queue_.scan_serial_;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "filter.hpp"
+#include "queue_lock.hpp"
 
 namespace kqcompat {
 
@@ -91,6 +92,9 @@ struct WriteKnote : Knote {
   static constexpr uint64_t kUncountable = ~uint64_t{0} - 1;  // not TCP: no count to compare
   WatchedFd* record_ = nullptr;
   uint64_t acked_when_fired_ = kNeverFired;
+  // The mirror, for an EV_CLEAR read knote on the same entry (filter_read.cpp, data_arrived): the bytes received
+  // when it last fired. Kept here because only an entry shared with a write knote needs it.
+  uint64_t received_when_read_fired_ = kNeverFired;
 };
 
 // "epoll accepts a descriptor once": the one epoll entry that a descriptor's read and write knotes share. Its
@@ -214,7 +218,7 @@ struct Kqueue {
   // closed queue only closes its own descriptors: the epoll set's number may be reused, or the set the parent's.
   std::atomic<bool> closed_{false};
   std::atomic<int> callers_{0};      // kevent() calls inside; a closed queue is freed only at zero
-  std::mutex lock_;
+  QueueLock lock_;  // see queue_lock.hpp
   uint32_t scan_serial_ = 0;  // never 0 in a scan: a new knote has delivered_in_scan_ 0
   void restart_scan_serials();
 
@@ -246,6 +250,12 @@ struct Kqueue {
   // The byte count (BSD's `data`) already asked for the read knote being delivered now, with the rest of its
   // epoll batch (readable_queries.hpp); -1: ask with FIONREAD.
   int64_t readable_known_ = -1;
+
+  // TCP_INFO's counts for the record whose epoll report is being dispatched now, asked for by the first of its
+  // knotes that needs them and shared with the other (fd_filter.hpp, tcp_counts); null outside such a report.
+  const WatchedFd* counted_ = nullptr;
+  uint64_t counted_acked_ = 0;
+  uint64_t counted_received_ = 0;
 
   void queue_pending(Knote& knote);
   void unqueue_pending(Knote& knote);

@@ -12,6 +12,7 @@
 #include <mutex>
 
 #include "fd_table.hpp"
+#include "queue_lock.hpp"
 
 namespace kqcompat {
 namespace {
@@ -33,7 +34,7 @@ T* at(void* base, unsigned offset) {
 }
 
 // The process's ring, and whether io_uring refused to serve. Never destroyed (see readable_queries.hpp).
-std::mutex& ring_lock = *new std::mutex;
+QueueLock& ring_lock = *new QueueLock;  // queue_lock.hpp: tried once per batch
 ReadableQueries* ring = nullptr;
 bool refused = false;
 bool probed = false;  // whether the kernel was asked if it has the command (serves_tcp)

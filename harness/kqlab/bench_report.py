@@ -2,14 +2,10 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from . import bench_proxy, bench_threads, plots
 from .bench_setup import Config, Measurements, Server
-
-# The targets the layer is held to (issue 6), checked in the report's first table.
-CPU_TARGET = 0.05          # server CPU per round trip at most 5% above raw epoll's
-MEMORY_TARGET = 100        # bytes of the layer's own heap per idle connection
+from .bench_targets import targets_table
 
 
 def write(results: Measurements, config: Config, chosen: list[Server], out: Path, baseline: str, query: str,
@@ -41,7 +37,7 @@ def write(results: Measurements, config: Config, chosen: list[Server], out: Path
               f"(harness/kqlab/bench.py); the load generator is harness/loadgen/, the baseline "
               f"bench/epoll_echo.cpp.", ""]
     if layer in names and baseline in names:
-        lines += _targets(results, config, summary, baseline, query, layer)
+        lines += targets_table(results, config, summary, baseline, query, layer)
     lines += _load_table(config, names, summary)
     lines += _per_request_table(results, names)
     lines += ["", "![Round trips per second](throughput.svg)", "",
@@ -108,141 +104,6 @@ def _machine(results: Measurements) -> list[str]:
                   "counts and the memory figures move much less, and the servers were measured interleaved so that "
                   "the load falls on all of them alike."]
     return lines
-
-
-def _ratio_text(layer: tuple[float, float, float], base: tuple[float, float, float]) -> tuple[str, float]:
-    ratio = layer[0] / base[0] - 1 if base[0] else 0.0
-    return f"{ratio:+.1%}", ratio
-
-
-def _cpu_comparison(summary: dict, config: Config, ours: str, theirs: str) -> tuple[list[str], float]:
-    """Per connection count, `ours` against `theirs` in server CPU per round trip; and the worst ratio."""
-    parts, worst = [], float("-inf")
-    for connections in config.connections:
-        mine, base = summary.get((ours, connections)), summary.get((theirs, connections))
-        if not mine or not base:
-            continue
-        text, ratio = _ratio_text(mine["server_cpu_us"], base["server_cpu_us"])
-        worst = max(worst, ratio)
-        parts.append(f"{connections:,} conn: {mine['server_cpu_us'][0]:.2f} vs {base['server_cpu_us'][0]:.2f} us "
-                     f"({text})")
-    return parts, worst
-
-
-def _targets(results: Measurements, config: Config, summary: dict, baseline: str, query: str,
-             layer: str) -> list[str]:
-    lines = [f"## The layer's cost: `{layer}` on kqueue (through compat/) against `{baseline}`, the same server on "
-             f"raw epoll", "",
-             "| target | measured | met? |", "|---|---|---|"]
-    end_to_end, _ = _cpu_comparison(summary, config, layer, baseline)
-    query_end_to_end, _ = _cpu_comparison(summary, config, query, baseline)
-    own_end_to_end, _ = _cpu_comparison(summary, config, layer, query)
-    # The verdict rests on the tight-loop figures (per event: the query, and the layer's own code), set against
-    # the raw-epoll server's CPU per round trip at each connection count. What an event costs depends on how many
-    # events one call returns (the call's own work is shared by them), so each count is paired with the batch its
-    # server was seen to get in the counted runs: events per call = 1 / (waits per round trip). Where none was
-    # counted, one event per call, the dearest case. The servers' CPU times are shown beside them, but on a loaded
-    # machine they move by more than 5% from run to run.
-    cost = results.event_cost
-    pairings = _cost_pairings(summary, config, cost, results.syscalls.get(layer, {}), baseline)
-    if pairings:
-        worst = max(pairings, key=lambda pairing: pairing.share)
-        round_trip_ns = worst.reference_us * 1000
-        each = "; ".join(f"{p.connections:,} conn: +{p.share:.1%} ({p.batch:.0f} events per call)" for p in pairings)
-        lines.append(f"| server CPU per round trip within {CPU_TARGET:.0%} of raw epoll | **+{worst.share:.1%}** at "
-                     f"{worst.connections:,} connections: {worst.query_ns + worst.own_ns:.0f} ns per event through "
-                     f"the layer (`kevent` less `epoll` in the tight loop, at {worst.batch:.0f} events per call), "
-                     f"against `{baseline}`'s {worst.reference_us:.2f} us per round trip. Each count: {each}. The "
-                     f"servers' CPU times, medians (noisy): {'; '.join(end_to_end)} | "
-                     f"{'yes' if worst.share <= CPU_TARGET else 'no'} |")
-        lines.append(f"| of which the one query per event for `data`, had it been a `FIONREAD` each (the next "
-                     f"target allows it) | +{worst.query_ns / round_trip_ns:.1%} ({worst.query_ns:.0f} ns per "
-                     f"event). Servers: `{query}` against `{baseline}`: {'; '.join(query_end_to_end)}. From 8 "
-                     f"readable sockets per batch the layer asks for their counts in one io_uring submission "
-                     f"instead (compat/src/readable_queries.hpp), which is why the next line can be negative | |")
-        instructions = ""
-        if results.instructions.get(layer) and results.instructions.get(query):
-            instructions = " User-space instructions per round trip (callgrind): " + "; ".join(
-                f"{n:,} conn: +{count - results.instructions[query].get(n, 0):,.0f}"
-                for n, count in sorted(results.instructions[layer].items())) + "."
-        own_share = worst.own_ns / round_trip_ns
-        lines.append(f"| of which the layer's own code, less what batching the queries saves | {own_share:+.1%} "
-                     f"({worst.own_ns:.0f} ns per event).{instructions} "
-                     f"Servers: `{layer}` against `{query}`: {'; '.join(own_end_to_end)} | "
-                     f"{'within' if own_share <= CPU_TARGET else 'beyond'} {CPU_TARGET:.0%} |")
-    else:
-        _, worst = _cpu_comparison(summary, config, layer, baseline)
-        lines.append(f"| server CPU per round trip within {CPU_TARGET:.0%} of raw epoll | servers' CPU times, medians: "
-                     f"{'; '.join(end_to_end)} | {'yes' if worst <= CPU_TARGET else 'no'} |")
-    counted = results.syscalls.get(layer, {})
-    if counted:
-        parts, met = [], True
-        for connections, per_trip in sorted(counted.items()):
-            ctl = per_trip.get("epoll_ctl", 0.0)
-            queries = sum(per_trip.get(name, 0.0) for name in ("ioctl", "getsockopt", "poll"))
-            batches = per_trip.get("io_uring_enter", 0.0)  # each asks for a whole batch's counts at once
-            met = met and ctl < 0.01 and queries + batches <= 1.01
-            batched = f" + {batches:.2f} io_uring submissions (each a batch's counts)" if batches else ""
-            parts.append(f"{connections:,} conn: {queries:.2f} queries (ioctl, getsockopt, poll){batched} and "
-                         f"{ctl:.2f} epoll_ctl per round trip")
-        lines.append(f"| steady state: only the one query per delivered event that `data` needs, no `epoll_ctl` per "
-                     f"event | {'; '.join(parts)} | {'yes' if met else 'no'} |")
-    else:
-        lines.append(f"| steady state: one query per delivered event, no `epoll_ctl` per event | not measured: "
-                     f"{results.syscall_note} | ? |")
-    if results.layer_memory:
-        read_only = results.layer_memory["bytes_read_only"]
-        lines.append(f"| under {MEMORY_TARGET} bytes of layer memory per idle connection | {read_only:.0f} bytes "
-                     f"(EVFILT_READ only; {results.layer_memory['bytes_read_write']:.0f} with EVFILT_WRITE too) | "
-                     f"{'yes' if read_only < MEMORY_TARGET else 'no'} |")
-    return lines + [""]
-
-
-def _per_event_ns(cost: dict, way: str, batch: float) -> float:
-    """bench/event_cost's CPU per event for `way` at `batch` events per call. It measured 1 and 64; between them
-    the cost is a per-event part plus a per-call part shared by the batch: a + b / batch."""
-    one, full = cost["1"][way], cost["64"][way]
-    per_call = (one - full) / (1 - 1 / 64)
-    batch = min(max(batch, 1.0), 64.0)
-    return one - per_call + per_call / batch
-
-
-@dataclass
-class _Pairing:
-    """One connection count the raw-epoll server ran at, set against the tight loop's cost per event."""
-    connections: int
-    batch: float  # events per call, as seen in the counted runs
-    query_ns: float  # the query for `data`, had it been a FIONREAD per event
-    own_ns: float  # the layer's own code, less what batching the queries saves
-    reference_us: float  # the raw-epoll server's CPU per round trip
-
-    @property
-    def share(self) -> float:
-        """What the layer adds to the round trip, as a fraction of it."""
-        return (self.query_ns + self.own_ns) / (self.reference_us * 1000)
-
-
-def _cost_pairings(summary: dict, config: Config, cost: dict, counted: dict, baseline: str) -> list[_Pairing]:
-    """Per connection count the raw-epoll server ran at, in order: the layer's cost per event at the batch size
-    that count was seen to get, beside the server's CPU per round trip."""
-    if not cost or "1" not in cost or "64" not in cost:
-        return []
-    pairings = []
-    for connections in config.connections:
-        base = summary.get((baseline, connections))
-        if not base:
-            continue
-        seen = [n for n in counted if n <= connections]
-        batch = 1.0
-        if seen:
-            waits = sum(counted[max(seen)].get(name, 0.0) for name in ("epoll_pwait2", "epoll_wait"))
-            batch = 1 / waits if waits > 0 else 1.0
-        pairings.append(_Pairing(
-            connections=connections, batch=min(batch, 64.0),
-            query_ns=_per_event_ns(cost, "epoll_fionread", batch) - _per_event_ns(cost, "epoll", batch),
-            own_ns=_per_event_ns(cost, "kevent", batch) - _per_event_ns(cost, "epoll_fionread", batch),
-            reference_us=base["server_cpu_us"][0]))
-    return pairings
 
 
 def _load_table(config: Config, names: list[str], summary: dict) -> list[str]:
