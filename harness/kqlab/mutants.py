@@ -119,8 +119,8 @@ def is_built(build_dir: Path, lesson: Lesson, mutant: Mutant) -> bool:
     whenever a solution file, a header, kqlab's common code or compat changes, and the compile and link commands CMake
     wrote for it (its Makefile generator rewrites them only when they change). Then building it again would change
     nothing, and the CMake run that would find that out is skipped: each such run checks every CMake glob of the
-    tree, and ./kqlab test's checks of the kqlab command create and delete workspaces there meanwhile. With another
-    generator this says no, and the mutant is built as before."""
+    tree under its build lock, which ./kqlab test's checks of the kqlab command hold for each of their builds
+    meanwhile. With another generator this says no, and the mutant is built as before."""
     sources = [path for path in (build_dir / "mutants" / mutant.name / lesson.name).rglob("*") if path.is_file()]
     if not sources:
         return False
