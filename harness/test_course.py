@@ -54,9 +54,9 @@ def test_untouched_exercise_fails(lesson: course.Lesson, build_dir: Path, tmp_pa
 @pytest.fixture(scope="session")
 def mutant_trees(build_dir: Path) -> dict[tuple[str, str], str]:
     """Writes every mutant into the build tree and builds them all in one CMake run (mutants.build_all; ./kqlab test
-    has usually built them already, while the lessons' tests ran, and then this finds them done). Returns, for each
-    mutant that no longer applies to its solution, why. (With pytest-xdist each worker does this; the build lock
-    makes the later ones find it done.)"""
+    has usually built them already, while the lessons' tests ran, and then this finds them done, without running
+    CMake). Returns, for each mutant that no longer applies to its solution, why. (With pytest-xdist each worker does
+    this; the build lock makes the later ones find it done.)"""
     broken, configure_failure = mutants.build_all(build_dir)
     if configure_failure:
         pytest.fail(f"CMake could not configure the mutants:\n{configure_failure}", pytrace=False)
@@ -90,11 +90,12 @@ def test_mutant_is_caught(lesson: course.Lesson, mutant: mutants.Mutant, mutant_
         pytest.skip(f"lesson {lesson.name}'s {mutant.program} program is not built here (lessons/lessons.cmake "
                     f"leaves out what the platform cannot build), nor is its mutant")
     impl = f"mutant-{mutant.name}"
-    with tools.build_lock(build_dir):  # built already by mutant_trees, unless it failed there: then, why
-        status, output = tools.capture(["cmake", "--build", str(build_dir), "--parallel", str(tools.jobs()),
-                                        "--target", mutants.target(lesson, mutant)])
-    if status:
-        pytest.fail(f"Mutant {mutant.name} does not build:\n{output}", pytrace=False)
+    if not mutants.is_built(build_dir, lesson, mutant):  # built already by mutant_trees, unless it failed there
+        with tools.build_lock(build_dir):
+            status, output = tools.capture(["cmake", "--build", str(build_dir), "--parallel", str(tools.jobs()),
+                                            "--target", mutants.target(lesson, mutant)])
+        if status:
+            pytest.fail(f"Mutant {mutant.name} does not build:\n{output}", pytrace=False)
     # A mistake that shows under a timing the test provokes but cannot force every time (a write that did not
     # block on a lightly loaded kernel) gets a second chance to show: caught once is caught.
     for attempt in range(2):

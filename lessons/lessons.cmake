@@ -15,7 +15,7 @@ include_guard(GLOBAL)
 find_path(DOCTEST_INCLUDE_DIR doctest/doctest.h)
 
 # kqlab_add_lesson_tree(<tree> <kind> [EXCLUDE_FROM_ALL] [WARNINGS_NOT_ERRORS] [UNIT_TESTS <variable>]
-#                       [REUSE <base-kind> <base-tree>])
+#                       [REUSE <base-kind> <base-tree>] [PRECOMPILED_HEADERS <target>])
 #
 # For each lesson directory <tree>/NN-topic/, builds the target <kind>_NN-topic: the lesson's program, into
 # ${CMAKE_BINARY_DIR}/bin/<kind>/NN-topic, which the harness runs with `--impl <kind>`. For a lesson with several
@@ -30,8 +30,13 @@ find_path(DOCTEST_INCLUDE_DIR doctest/doctest.h)
 #                        objects of the others are taken from the <base-kind> targets. A mutant then costs one
 #                        compile, not one per file of its lesson. A changed header changes every file that includes
 #                        it: then the lesson is compiled whole, as without REUSE.
+#   PRECOMPILED_HEADERS  compile with the headers <target> precompiled (target_precompile_headers(REUSE_FROM)): for the
+#                        mutants, a hundred or so compiles of one file each, whose standard headers would otherwise be
+#                        parsed again by every one. Never for code a student writes: a precompiled header is an
+#                        invisible #include, and a missing #include must fail there as it would anywhere.
 function(kqlab_add_lesson_tree tree kind)
-  cmake_parse_arguments(PARSE_ARGV 2 arg "EXCLUDE_FROM_ALL;WARNINGS_NOT_ERRORS" "UNIT_TESTS" "REUSE")
+  cmake_parse_arguments(PARSE_ARGV 2 arg "EXCLUDE_FROM_ALL;WARNINGS_NOT_ERRORS" "UNIT_TESTS;PRECOMPILED_HEADERS"
+                        "REUSE")
   set(unit_test_targets)
   file(GLOB lesson_dirs LIST_DIRECTORIES true CONFIGURE_DEPENDS ${tree}/[0-9][0-9]-*)
   foreach(dir IN LISTS lesson_dirs)
@@ -195,6 +200,9 @@ macro(_kqlab_apply_options target)
   endif()
   if(arg_WARNINGS_NOT_ERRORS)
     target_compile_options(${target} PRIVATE -Wno-error)
+  endif()
+  if(arg_PRECOMPILED_HEADERS)
+    target_precompile_headers(${target} REUSE_FROM ${arg_PRECOMPILED_HEADERS})
   endif()
 endmacro()
 

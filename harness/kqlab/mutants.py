@@ -39,20 +39,33 @@ class Mutant:
 
         Files are rewritten only when their text changes, so the build does not recompile an unchanged mutant.
         """
-        if not (lesson.solution / self.file).is_file():
-            raise MutantDoesNotApply(f"mutant {self.name}: solutions/{lesson.name}/{self.file} does not exist")
         tree = build_dir / "mutants" / self.name / lesson.name
-        tree.mkdir(parents=True, exist_ok=True)
-        for source in lesson.program_files(lesson.solution):
-            relative = source.relative_to(lesson.solution)
-            text = source.read_text(encoding="utf-8")
-            if relative.as_posix() == self.file:
-                text = self.patch(text, lesson)
+        for relative, text in self.files(lesson).items():
             target = tree / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists() or target.read_text(encoding="utf-8") != text:
                 target.write_text(text, encoding="utf-8")
         return tree
+
+    def is_written(self, lesson: Lesson, build_dir: Path) -> bool:
+        """Whether the build tree holds this mutant as write() would write it (False if it no longer applies)."""
+        tree = build_dir / "mutants" / self.name / lesson.name
+        try:
+            return all((tree / relative).is_file() and (tree / relative).read_text(encoding="utf-8") == text
+                       for relative, text in self.files(lesson).items())
+        except MutantDoesNotApply:
+            return False
+
+    def files(self, lesson: Lesson) -> dict[Path, str]:
+        """The files of this mutant's lesson directory, by their path in it: the solution's, one of them patched."""
+        if not (lesson.solution / self.file).is_file():
+            raise MutantDoesNotApply(f"mutant {self.name}: solutions/{lesson.name}/{self.file} does not exist")
+        files = {}
+        for source in lesson.program_files(lesson.solution):
+            relative = source.relative_to(lesson.solution)
+            text = source.read_text(encoding="utf-8")
+            files[relative] = self.patch(text, lesson) if relative.as_posix() == self.file else text
+        return files
 
     def patch(self, text: str, lesson: Lesson) -> str:
         for old, new in self.replacements:
@@ -95,15 +108,47 @@ def target(lesson: Lesson, mutant: Mutant) -> str:
     return f"mutant-{mutant.name}_{lesson.name}" + (f"_{mutant.program}" if mutant.program else "")
 
 
-def build_all(build_dir: Path, *, nice: bool = False) -> tuple[dict[tuple[str, str], str], str]:
+def _programs(lesson: Lesson, mutant: Mutant) -> list[str | None]:
+    """The programs target(lesson, mutant) builds: the one its test runs, or all of the lesson's (None: its one)."""
+    return [mutant.program] if mutant.program else (lesson.programs() or [None])
+
+
+def is_built(build_dir: Path, lesson: Lesson, mutant: Mutant) -> bool:
+    """Whether the mutant's programs are there and newer than all they are built from: the mutant's tree (write()
+    touches only what changes), the solution's programs, whose objects it links and which the project's build remakes
+    whenever a solution file, a header, kqlab's common code or compat changes, and the compile and link commands CMake
+    wrote for it (its Makefile generator rewrites them only when they change). Then building it again would change
+    nothing, and the CMake run that would find that out is skipped: each such run checks every CMake glob of the
+    tree under its build lock, which ./kqlab test's checks of the kqlab command hold for each of their builds
+    meanwhile. With another generator this says no, and the mutant is built as before."""
+    sources = [path for path in (build_dir / "mutants" / mutant.name / lesson.name).rglob("*") if path.is_file()]
+    if not sources:
+        return False
+    for name in _programs(lesson, mutant):
+        built = course.program(build_dir, f"mutant-{mutant.name}", lesson, name)
+        program_target = f"mutant-{mutant.name}_{lesson.name}" + (f"_{name}" if name else "")
+        commands = build_dir / "solutions" / "CMakeFiles" / f"{program_target}.dir"
+        inputs = [*sources, course.program(build_dir, "solution", lesson, name),
+                  *(commands / file for file in ("flags.make", "link.txt", "build.make"))]
+        if not built.is_file() or not all(path.is_file() for path in inputs):
+            return False
+        if built.stat().st_mtime_ns < max(path.stat().st_mtime_ns for path in inputs):
+            return False
+    return True
+
+
+def build_all(build_dir: Path, *, nice: int = 0) -> tuple[dict[tuple[str, str], str], str]:
     """Writes every lesson's mutants into the build tree, has CMake pick them up, and builds them all in one CMake run
     (one make, every compiler busy, instead of one run per mutant), holding the tree's build lock. Returns, for each
     mutant that no longer applies to its solution, why (by (lesson, mutant) name), and CMake's complaint if it could
     not configure ("" if it could). A mutant that does not compile stops the build; its test then builds it alone and
-    says why. nice: at low priority (./kqlab test builds the mutants while the lessons' tests run)."""
+    says why. nice: the niceness to build with (./kqlab test builds the mutants while the lessons' tests run). When
+    every mutant is built already (is_built), CMake is not run at all, nor the lock taken."""
     listed = [(lesson, mutant) for lesson in course.lessons() for mutant in of(lesson)]
+    if _all_built(build_dir, listed):  # without the lock, which CMake runs hold for minutes meanwhile
+        return {}, ""
     broken = {}
-    prefix = ["nice", "-n", "15"] if nice else []
+    prefix = ["nice", "-n", str(nice)] if nice else []
     with tools.build_lock(build_dir):
         for lesson, mutant in listed:
             try:
@@ -114,11 +159,14 @@ def build_all(build_dir: Path, *, nice: bool = False) -> tuple[dict[tuple[str, s
         # One target that depends on them all: make builds the targets named on its command line one after
         # another (CMake's Makefile has .NOTPARALLEL), each a compile and a link, so with every mutant named there
         # only one compiler would run; the dependencies of one target it builds in parallel.
-        targets = [target(lesson, mutant) for lesson, mutant in listed
-                   if (lesson.name, mutant.name) not in broken and
-                   (not mutant.program or course.program(build_dir, "solution", lesson, mutant.program).exists())]
+        targets = _targets(build_dir, [(lesson, mutant) for lesson, mutant in listed
+                                       if (lesson.name, mutant.name) not in broken])
         listing, text = build_dir / TARGETS, "".join(f"{name}\n" for name in targets)
-        if not listing.exists() or listing.read_text(encoding="utf-8") != text:  # unchanged: no reconfiguring
+        if listing.exists() and listing.read_text(encoding="utf-8") == text:  # unchanged: no reconfiguring
+            if all(is_built(build_dir, lesson, mutant) for lesson, mutant in listed
+                   if (lesson.name, mutant.name) not in broken and target(lesson, mutant) in targets):
+                return broken, ""
+        else:
             listing.write_text(text, encoding="utf-8")
         status, output = tools.capture([*prefix, "cmake", "-S", str(course.ROOT), "-B", str(build_dir)])
         if status:
@@ -126,3 +174,20 @@ def build_all(build_dir: Path, *, nice: bool = False) -> tuple[dict[tuple[str, s
         tools.capture([*prefix, "cmake", "--build", str(build_dir), "--parallel", str(tools.jobs()),
                        "--target", "kqlab_mutants"])
     return broken, ""
+
+
+def _targets(build_dir: Path, listed: list[tuple[Lesson, Mutant]]) -> list[str]:
+    """The targets of the mutants listed, but those whose program this platform does not build."""
+    return [target(lesson, mutant) for lesson, mutant in listed
+            if not mutant.program or course.program(build_dir, "solution", lesson, mutant.program).exists()]
+
+
+def _all_built(build_dir: Path, listed: list[tuple[Lesson, Mutant]]) -> bool:
+    """Whether build_all has nothing to do: every mutant applies, is written and built, and CMake knows them all."""
+    listing = build_dir / TARGETS
+    if not all(mutant.is_written(lesson, build_dir) for lesson, mutant in listed) or not listing.exists():
+        return False
+    targets = _targets(build_dir, listed)
+    if listing.read_text(encoding="utf-8") != "".join(f"{name}\n" for name in targets):
+        return False
+    return all(is_built(build_dir, lesson, mutant) for lesson, mutant in listed if target(lesson, mutant) in targets)

@@ -1,21 +1,25 @@
 """./kqlab test: the project's own suite, the one CI runs.
 
-1. Build everything with the `default` preset (AddressSanitizer and UBSan), warnings as errors.
-2. compat's doctest suite, through CTest.
-3. Every lesson's tests against its solution, through pytest, one at a time (they measure time and CPU). They mostly
-   wait on sockets, so meanwhile, at low priority, the `tsan` preset builds what runs under ThreadSanitizer (not the
-   whole tree: the CMake target kqlab_threaded and lesson 11's solution) and build/default builds the mutants.
-4. The threaded tests (CTest label `threads`, and the lessons' pytest tests marked `threads`) under ThreadSanitizer.
-5. The course's checks on itself (harness/test_course.py: every untouched exercise fails, every mutant is caught,
-   gaps are gaps; test_site.py: the site builds with no Doxygen warning, its links resolve, quoted code matches its
-   source; test_command.py: the kqlab command, with fixture exercises): those that build in build/default one at a
-   time, then the others in parallel with pytest-xdist, one worker per CPU.
+1. Build everything with the `default` preset (AddressSanitizer and UBSan), warnings as errors, every CPU busy.
+2. Then three things at once, so that both CPUs stay busy while tests wait on sockets:
+   - in front, at normal priority, what measures time and CPU: compat's doctest suite (CTest), then every lesson's
+     tests against its solution, through pytest, one at a time, then the threaded tests (CTest label `threads`, and
+     the lessons' pytest tests marked `threads`) under ThreadSanitizer;
+   - behind them, at low priority (nice 10): the mutants' build in build/default, then the `tsan` preset's build of
+     what runs under ThreadSanitizer (not the whole tree: the CMake target kqlab_threaded and lesson 11's solution);
+   - and, at lower priority still (nice 15), the course's checks on itself (harness/test_*.py: every untouched
+     exercise fails, every mutant is caught, gaps are gaps, the site, the grader, the kqlab command), with
+     pytest-xdist, two workers per CPU (a file whose tests share state keeps them in one worker: its xdist_group);
+     the mutants' tests once the mutants are built, six workers per CPU (each mostly waits for its server). Every
+     CMake run in build/default holds its build lock, so the checks that build there wait while the mutants build.
+   The checks' output is kept, and shown once the tests in front are done.
 
 The last line says how it went, with the totals.
 """
 from __future__ import annotations
 
 import importlib.util
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -53,39 +57,36 @@ def run(args=None) -> int:
     results.append(("build", True, "ok"))
 
     junit = tools.build_dir("default") / "junit"
+    # Behind the tests in front, at low priority: the tests' servers get a CPU whenever they want one, the
+    # compilers and the checks the rest; the compilers first, as the mutants' tests, the threaded tests and the checks
+    # that build in build/default wait for them.
+    tools.banner("In the background, at low priority: building the mutants (build/default/mutants), then the threaded "
+                 "programs under ThreadSanitizer (preset tsan); the course's checks on itself (shown at the end)")
+    background = _Background()
+    background.start()
+    checks = _checks(background.mutants_built, junit)
+    for check in checks:
+        check.start()
+
     tools.banner("compat's tests (CTest, preset default)")
     status, tally = tools.ctest("default", junit / "ctest.xml")
     results.append(("ctest", status == 0 and tally.total > 0, tally.summary()))
 
-    # While the lessons' tests run one at a time (they mostly wait on sockets), the TSan build and the mutants build
-    # beside them, at low priority: the tests' servers get a CPU whenever they want one, the compilers the rest.
-    tools.banner("Building, in the background while the lessons' tests run: the threaded programs under "
-                 "ThreadSanitizer (preset tsan) and the mutants (build/default/mutants)")
-    background = _Background()
-    background.start()
-
-    tools.banner("The course's tests (pytest): every solution passes, every untouched exercise fails, every mutant "
-                 "is caught")
+    tools.banner("The lessons' tests (pytest): every solution passes, one test at a time (they measure time and CPU)")
     build = ["--build-dir", tools.shown(tools.build_dir("default")), "-rfE"]
-    # The lessons' tests first, one at a time: they measure time and CPU.
     lessons = [tools.shown(lesson.tests) for lesson in course.lessons()]
     status, tally = tools.pytest([*lessons, *build], junit / "pytest-lessons.xml")
-    background.join()
 
+    background.join()
     tools.banner("The threaded tests under ThreadSanitizer (CTest -L threads, preset tsan)")
     results.append(_threaded_tests(background.tsan_build, junit))
 
-    tools.banner("The course's checks on itself: exercises fail, mutants are caught, the site, the command")
-    # With them the checks that build in build/default beside the mutants (SERIAL_CHECKS), one at a time, after the
-    # mutants' build is done. Then the others, in parallel (pytest-xdist): mutants and exercises are independent
-    # runs, each needing only to fail; a file whose tests share state keeps them in one worker (its xdist_group).
-    serial = [tools.shown(course.HARNESS / name) for name in SERIAL_CHECKS]
-    more, more_tally = tools.pytest([*serial, *build], junit / "pytest-serial.xml")
-    status, tally = _combined(status, more), tally.merged(more_tally)
-    checks = [tools.shown(path) for path in sorted(course.HARNESS.glob("test_*.py")) if path.name not in SERIAL_CHECKS]
-    parallel = ["-n", str(tools.jobs()), "--dist", "loadgroup"] if _have_xdist() else []
-    more, more_tally = tools.pytest([*checks, *build, *parallel], junit / "pytest-course.xml")
-    status, tally = _combined(status, more), tally.merged(more_tally)
+    for check in checks:
+        check.join()
+        tools.banner(f"The course's checks on itself: {check.title}")
+        print(check.output, end="", flush=True)
+        more, more_tally = check.result()
+        status, tally = _combined(status, more), tally.merged(more_tally)
     if status == 5:
         results.append(("pytest", False, "no tests were collected"))
     else:
@@ -93,26 +94,84 @@ def run(args=None) -> int:
     return _finish(results, started)
 
 
-# Checks that configure and build in build/default, creating and deleting fixture workspaces that CMake then looks
-# for (test_grade_platforms.py: its Classroom run of ./kqlab check): run beside test_course's mutant builds in the
-# same tree, they would make its regeneration fail.
-SERIAL_CHECKS = ("test_command.py", "test_grade_platforms.py")
+# Workers per CPU: for the course's checks, whose tests mostly wait (on sockets, on the grader's sandboxes, on a
+# browser); for the mutants' tests, which run one lesson test each against a mutant, in a pytest of their own, and
+# mostly wait for their server, or for a deadline the mutant makes them miss.
+CHECK_WORKERS_PER_CPU = 2
+MUTANT_WORKERS_PER_CPU = 6
+
+# Priorities behind the tests in front (nice 0): the background builds, then the checks, which partly wait for them.
+BUILD_NICENESS = 10
+CHECK_NICENESS = 15
+
+MUTANT_TEST = "test_mutant_is_caught"  # in harness/test_course.py
+
+
+def _checks(mutants_built: threading.Event, junit: Path) -> list[_Check]:
+    """The course's checks on itself (harness/test_*.py), as two runs of pytest: all but the mutants' tests, now; the
+    mutants' tests once the mutants are built. Every CMake run in build/default, and every fixture workspace that
+    comes or goes there, holds the tree's build lock (tools.build_lock), so the checks that build there (the kqlab
+    command's, the grading platforms') wait while the mutants build, and the mutants' tests build nothing."""
+    build = ["--build-dir", tools.shown(tools.build_dir("default")), "-rfE"]
+    checks = [tools.shown(path) for path in sorted(course.HARNESS.glob("test_*.py"))]
+
+    def parallel(workers: int) -> list[str]:
+        return ["-n", str(workers), "--dist", "loadgroup"] if _have_xdist() else []
+
+    return [
+        _Check("exercises fail, gaps are gaps, the site, the grader, the kqlab command",
+               [*checks, "-k", f"not {MUTANT_TEST}", *build, *parallel(CHECK_WORKERS_PER_CPU * tools.jobs())],
+               junit / "pytest-course.xml"),
+        _Check("every mutant is caught",
+               [f"{tools.shown(course.HARNESS / 'test_course.py')}::{MUTANT_TEST}", *build,
+                *parallel(MUTANT_WORKERS_PER_CPU * tools.jobs())], junit / "pytest-mutants.xml", after=mutants_built),
+    ]
+
+
+class _Check(threading.Thread):
+    """One run of pytest over some of the course's checks, in the background at low priority, once `after` is set
+    (if given). Its output is kept, to be shown after the tests in front (interleaved with theirs it would be
+    noise)."""
+
+    def __init__(self, title: str, arguments: list[str], junit: Path, after: threading.Event | None = None) -> None:
+        super().__init__(daemon=True)
+        self.title, self.junit, self.after = title, junit, after
+        self.command = tools.pytest_command(arguments, junit)
+        self.status, self.output = 4, "not run\n"
+
+    def run(self) -> None:
+        if self.after is not None:
+            self.after.wait()
+        self.output = "$ " + shlex.join(self.command) + "\n"
+        status, output = tools.capture(["nice", "-n", str(CHECK_NICENESS), *self.command])
+        self.status, self.output = status, self.output + output
+
+    def result(self) -> tuple[int, tools.Tally]:
+        """pytest's exit status and what its JUnit report says."""
+        return self.status, tools.read_junit(self.junit)
 
 
 class _Background(threading.Thread):
-    """Builds what the later steps need while the lessons' tests run: the tsan tree's threaded programs, then the
-    mutants. Its output is kept, and shown only if a build fails (interleaved with the tests' it would be noise)."""
+    """Builds what the later steps need, at low priority: the mutants (then sets mutants_built, even if that build
+    failed: the mutants' tests report it, each with its mutant's name), then the tsan tree's threaded programs. Its
+    output is kept, and shown only if a build fails."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
+        self.mutants_built = threading.Event()
         self.tsan_build: tuple[int, str] = (1, "not built")  # the exit status and output of the TSan build
 
     def run(self) -> None:
         try:
-            self.tsan_build = _build_threaded()
             # The mutants' test (harness/test_course.py) builds them too, and finds them done: a failure is its to
             # report, with the mutant's name.
-            mutants.build_all(tools.build_dir("default"), nice=True)
+            mutants.build_all(tools.build_dir("default"), nice=BUILD_NICENESS)
+        except Exception as problem:  # reported by the mutants' tests, which build what is missing themselves
+            print(f"kqlab test: building the mutants failed: {problem!r}", flush=True)
+        finally:
+            self.mutants_built.set()
+        try:
+            self.tsan_build = _build_threaded()
         except Exception as problem:  # shown, not lost in a thread: the later steps still run and report
             self.tsan_build = (1, f"{self.tsan_build[1]}\nthe background build failed: {problem!r}")
 
@@ -121,7 +180,7 @@ def _build_threaded() -> tuple[int, str]:
     """Configures the tsan tree and builds only what runs under ThreadSanitizer: the programs of the CTest tests
     labelled `threads` (the CMake target kqlab_threaded) and the solutions of the lessons whose pytest tests are marked
     `threads`."""
-    nice = ["nice", "-n", "15"]
+    nice = ["nice", "-n", str(BUILD_NICENESS)]
     status, output = tools.capture([*nice, "cmake", "--preset", "tsan", "-DKQLAB_WERROR=ON"])
     if status:
         return status, output
