@@ -63,6 +63,10 @@ def mutant_trees(build_dir: Path) -> dict[tuple[str, str], str]:
     return broken
 
 
+ATTEMPTS = 2  # tries of a mutant's test, for it to fail at least once
+ATTEMPTS_WHEN_RACING = 6
+
+
 def defining_file(lesson: course.Lesson, test: str) -> Path | None:
     """The test file that defines `test` (a function, or a test taken from another lesson: `test_x = rerun(...)`);
     for a parametrized case such as "test_x[epoll]", the file that defines test_x."""
@@ -74,7 +78,8 @@ def defining_file(lesson: course.Lesson, test: str) -> Path | None:
     return None
 
 
-@pytest.mark.parametrize("lesson,mutant", MUTANTS, ids=[f"{l.name}/{m.name}" for l, m in MUTANTS])
+@pytest.mark.parametrize("lesson,mutant", [pytest.param(l, m, marks=[pytest.mark.races] if m.races else [])
+                                            for l, m in MUTANTS], ids=[f"{l.name}/{m.name}" for l, m in MUTANTS])
 def test_mutant_is_caught(lesson: course.Lesson, mutant: mutants.Mutant, mutant_trees: dict, build_dir: Path,
                           tmp_path: Path) -> None:
     if (lesson.name, mutant.name) in mutant_trees:
@@ -97,8 +102,9 @@ def test_mutant_is_caught(lesson: course.Lesson, mutant: mutants.Mutant, mutant_
         if status:
             pytest.fail(f"Mutant {mutant.name} does not build:\n{output}", pytrace=False)
     # A mistake that shows under a timing the test provokes but cannot force every time (a write that did not
-    # block on a lightly loaded kernel) gets a second chance to show: caught once is caught.
-    for attempt in range(2):
+    # block on a lightly loaded kernel) gets a second chance to show, and one that needs a race (mutant.races) up
+    # to six: caught once is caught.
+    for attempt in range(ATTEMPTS_WHEN_RACING if mutant.races else ATTEMPTS):
         status, tally, output = lesson_tests([f"{test_file}::{mutant.caught_by}"], impl, build_dir,
                                              tmp_path / f"junit-{attempt}.xml")
         if status != 0:

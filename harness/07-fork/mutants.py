@@ -73,6 +73,7 @@ MUTANTS = [
         file="prefork_server.cpp",
         replacements=(("      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED) std::perror(\"accept\");\n",
                        "      kqlab::fail(\"accept\");  // MUTANT: losing the race is fatal\n"),),
+        races=True,  # a worker loses only if another accepts between its kevent() and its accept()
     ),
     Mutant(
         name="watches-sigterm-only",

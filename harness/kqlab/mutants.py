@@ -33,6 +33,10 @@ class Mutant:
     replacements: tuple[tuple[str, str], ...]  # (old, new) pairs; each old occurs exactly once
     program: str | None = None  # for a lesson of several programs, the one caught_by runs: only it is built
     linux_only: bool = False  # caught_by needs kqlab's Linux layer (its trace, its fault switch): skipped elsewhere
+    # The mistake shows only when the test's processes race (workers woken together for one connection): the test
+    # provokes the race but cannot force it, and a machine too busy to run them side by side may never race.
+    # harness/test_course.py gives such a mutant more tries, and ./kqlab test runs it after the crowd of the others.
+    races: bool = False
 
     def write(self, lesson: Lesson, build_dir: Path) -> Path:
         """Writes the solution with this mistake into the build tree; returns the lesson directory written.

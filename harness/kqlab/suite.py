@@ -10,7 +10,8 @@
    - and, at lower priority still (nice 15), the course's checks on itself (harness/test_*.py: every untouched
      exercise fails, every mutant is caught, gaps are gaps, the site, the grader, the kqlab command), with
      pytest-xdist, two workers per CPU (a file whose tests share state keeps them in one worker: its xdist_group);
-     the mutants' tests once the mutants are built, six workers per CPU (each mostly waits for its server). Every
+     the mutants' tests once the mutants are built, six workers per CPU (each mostly waits for its server), and
+     after them, one at a time, the few whose mistake shows only when the test's processes race. Every
      CMake run in build/default holds its build lock, so the checks that build there wait while the mutants build.
    The checks' output is kept, and shown once the tests in front are done.
 
@@ -118,13 +119,19 @@ def _checks(mutants_built: threading.Event, junit: Path) -> list[_Check]:
     def parallel(workers: int) -> list[str]:
         return ["-n", str(workers), "--dist", "loadgroup"] if _have_xdist() else []
 
+    mutant_tests = f"{tools.shown(course.HARNESS / 'test_course.py')}::{MUTANT_TEST}"
+    crowd = _Check("every mutant is caught",
+                   [mutant_tests, "-m", "not races", *build, *parallel(MUTANT_WORKERS_PER_CPU * tools.jobs())],
+                   junit / "pytest-mutants.xml", after=mutants_built)
     return [
         _Check("exercises fail, gaps are gaps, the site, the grader, the kqlab command",
                [*checks, "-k", f"not {MUTANT_TEST}", *build, *parallel(CHECK_WORKERS_PER_CPU * tools.jobs())],
                junit / "pytest-course.xml"),
-        _Check("every mutant is caught",
-               [f"{tools.shown(course.HARNESS / 'test_course.py')}::{MUTANT_TEST}", *build,
-                *parallel(MUTANT_WORKERS_PER_CPU * tools.jobs())], junit / "pytest-mutants.xml", after=mutants_built),
+        crowd,
+        # A mutant caught only when its test's processes race (mutants.Mutant.races) needs them to run side by side:
+        # one at a time, once the crowd of the others has gone.
+        _Check("every mutant that needs a race is caught", [mutant_tests, "-m", "races", *build],
+               junit / "pytest-mutants-races.xml", after=crowd.done),
     ]
 
 
@@ -138,13 +145,17 @@ class _Check(threading.Thread):
         self.title, self.junit, self.after = title, junit, after
         self.command = tools.pytest_command(arguments, junit)
         self.status, self.output = 4, "not run\n"
+        self.done = threading.Event()  # set once this run of pytest is over, however it went
 
     def run(self) -> None:
-        if self.after is not None:
-            self.after.wait()
-        self.output = "$ " + shlex.join(self.command) + "\n"
-        status, output = tools.capture(["nice", "-n", str(CHECK_NICENESS), *self.command])
-        self.status, self.output = status, self.output + output
+        try:
+            if self.after is not None:
+                self.after.wait()
+            self.output = "$ " + shlex.join(self.command) + "\n"
+            status, output = tools.capture(["nice", "-n", str(CHECK_NICENESS), *self.command])
+            self.status, self.output = status, self.output + output
+        finally:
+            self.done.set()
 
     def result(self) -> tuple[int, tools.Tally]:
         """pytest's exit status and what its JUnit report says."""
