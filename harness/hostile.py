@@ -100,6 +100,9 @@ def follow_probe(server, within: float = 1.0) -> str:  # lesson 08: a subscriber
 # Upstream for lesson 12 ------------------------------------------------------------------------------------------
 
 class EchoUpstream:
+    """Not harness/12-proxy/upstreams.py's Echo: that one waits with select(), which fails for descriptor numbers
+    above 1023, and a storm of clients through the proxy takes the upstream past them."""
+
     def __init__(self) -> None:
         self.listener = socket.socket()
         self.listener.bind((HOST, 0))

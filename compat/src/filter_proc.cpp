@@ -19,7 +19,6 @@
 // child process will signal an event with NOTE_CHILD set in fflags and the parent PID in data."): from the
 // reports of processes that run the layer (proc_events.hpp), in the queue's epoll set beside the pidfd. For any
 // other process registering them fails with ENOTSUP rather than never firing.
-#include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
@@ -29,7 +28,7 @@
 
 #include <cerrno>
 #include <climits>
-#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "fd_table.hpp"
@@ -229,15 +228,8 @@ bool reaped_exit_code(int pidfd, int64_t& status) {
 // /proc/PID/stat's 52nd field (proc(5)), trusted only if the process was still unreaped after the read, so the
 // number cannot have been reused by then.
 bool zombie_exit_code(int pidfd, pid_t pid, int64_t& status) {
-  char path[32], text[1024];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  const int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const ssize_t size = read(fd, text, sizeof text - 1);
-  ::close(fd);
-  if (size <= 0) return false;
-  text[size] = '\0';
-  const char* field = std::strrchr(text, ')');  // the command name may hold spaces and parentheses
+  char text[1024];
+  const char* field = read_proc_stat(pid, text, sizeof text);
   for (int number = 2; field && number < 52; ++number) field = std::strchr(field + 1, ' ');
   if (!field || syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) != 0) return false;
   status = std::strtoll(field + 1, nullptr, 10);

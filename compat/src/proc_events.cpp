@@ -63,17 +63,10 @@ struct ProcessFacts {
 
 // False when the process is gone (reaped).
 bool process_facts(pid_t pid, ProcessFacts& facts) {
-  char path[32], text[1024];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  const int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const ssize_t size = read(fd, text, sizeof text - 1);
-  ::close(fd);
-  if (size <= 0) return false;
-  text[size] = '\0';
-  const char* open_paren = std::strchr(text, '(');
-  const char* field = std::strrchr(text, ')');  // the command name may hold spaces and parentheses
-  if (!open_paren || !field || field < open_paren) return false;
+  char text[1024];
+  const char* field = read_proc_stat(pid, text, sizeof text);
+  const char* open_paren = field ? std::strchr(text, '(') : nullptr;
+  if (!open_paren || field < open_paren) return false;
   facts.command.assign(open_paren + 1, field);
   int ppid = 0;
   if (std::sscanf(field + 1, " %c %d %*d %*d %*d %*d %lu", &facts.state, &ppid, &facts.flags) != 3) return false;
@@ -351,6 +344,18 @@ void proc_events_fork_child() {
     ends[i].store(fresh_ends[i]);
   }
   registry_lock.unlock();
+}
+
+const char* read_proc_stat(pid_t pid, char* text, size_t size) {
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return nullptr;
+  const ssize_t got = read(fd, text, size - 1);
+  ::close(fd);
+  if (got <= 0) return nullptr;
+  text[got] = '\0';
+  return std::strrchr(text, ')');
 }
 
 }  // namespace kqcompat

@@ -58,4 +58,9 @@ void proc_events_fork_prepare();
 void proc_events_fork_parent();
 void proc_events_fork_child();
 
+// /proc/PID/stat (proc(5)) read into `text` (`size` bytes at most, NUL-terminated); returns where its fields after
+// the command name begin (at the name's closing parenthesis, the last one in the text: the name may hold spaces and
+// parentheses), or null when the process is gone.
+const char* read_proc_stat(pid_t pid, char* text, size_t size);
+
 }  // namespace kqcompat
